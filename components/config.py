@@ -1,0 +1,408 @@
+"""The stack's configuration: one typed, frozen object, validated before any resource exists.
+
+Every key the program reads is declared in ``KEYS`` (name, type, default, description). The same
+table is declared in ``Pulumi.yaml`` and documented in the README; tests keep the three in sync.
+``parse_config`` is a pure function over raw strings (what ``pulumi.Config.get`` returns), so every
+rule is tested without the Pulumi engine; ``load_config`` feeds it from ``pulumi.Config`` and turns
+the collected problems into a single ``pulumi.RunError`` (a clean message, no traceback).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import pulumi
+
+# Kubernetes minors this product is tested against. A minor outside this list is rejected rather
+# than deployed half-working: kubeadm, the CNI manifest and the containerd config differ by minor.
+SUPPORTED_KUBERNETES_MINORS = ("1.33", "1.34", "1.35")
+MAX_WORKERS = 20
+NODE_PORT_RANGE = (30000, 32767)  # kube-apiserver default --service-node-port-range
+RESERVED_TAG_KEYS = ("Project", "Stack", "ManagedBy", "Name")
+DELIVERY_MODES = ("pull", "push")
+VISIBILITIES = ("public", "internal", "private")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: its Pulumi.yaml type, default (None = required/optional) and meaning."""
+
+    name: str
+    type: Literal["string", "integer", "boolean", "array"]
+    default: str | int | bool | list[str] | None
+    description: str
+
+
+KEYS: tuple[Key, ...] = (
+    Key(
+        "adminCidrs",
+        "array",
+        None,
+        "Required. IPv4 CIDRs allowed to reach SSH, the Kubernetes API (6443) and GitLab's web UI, "
+        'API, registry and git-over-SSH. Example: ["203.0.113.7/32"].',
+    ),
+    Key("appCidrs", "array", ["0.0.0.0/0"], "IPv4 CIDRs allowed to reach the app's NodePort on the workers."),
+    Key("vpcCidr", "string", "10.42.0.0/16", "IPv4 CIDR of the dedicated VPC (a /16 to /24 private range)."),
+    Key("availabilityZoneCount", "integer", 2, "How many availability zones get a public subnet (1-3)."),
+    Key("gitlabInstanceType", "string", "t3.large", "EC2 instance type of the GitLab host (GitLab needs ~8 GB)."),
+    Key("controlPlaneInstanceType", "string", "t3.medium", "EC2 instance type of the Kubernetes control plane."),
+    Key("workerInstanceType", "string", "t3.medium", "EC2 instance type of each Kubernetes worker."),
+    Key("rootVolumeSizeGb", "integer", 30, "Size in GiB of every instance's encrypted gp3 root volume (20-1000)."),
+    Key(
+        "gitlabDataVolumeSizeGb",
+        "integer",
+        50,
+        "Size in GiB of the GitLab data volume (/srv/gitlab: config, repositories, registry) (20-16384).",
+    ),
+    Key(
+        "gitlabDataVolumeProtect",
+        "boolean",
+        True,
+        "Protect the GitLab data volume from deletion by Pulumi (set false only to tear a stack down for good).",
+    ),
+    Key("workerCount", "integer", 2, f"Number of Kubernetes workers (1-{MAX_WORKERS})."),
+    Key(
+        "kubernetesVersion",
+        "string",
+        "1.34",
+        f"Kubernetes minor installed from pkgs.k8s.io (one of {', '.join(SUPPORTED_KUBERNETES_MINORS)}).",
+    ),
+    Key("flannelVersion", "string", "v0.27.4", "Flannel CNI release whose kube-flannel.yml is applied (vX.Y.Z)."),
+    Key("gitlabImageTag", "string", "18.5.2-ce.0", "Pinned gitlab/gitlab-ce image tag (<major>.<minor>.<patch>-ce.0)."),
+    Key("gitlabRunnerImageTag", "string", "alpine-v18.5.0", "Pinned gitlab/gitlab-runner image tag."),
+    Key(
+        "gitlabHostname",
+        "string",
+        "",
+        "GitLab's DNS name. Empty: the Elastic IP's public DNS name (ec2-….compute-1.amazonaws.com).",
+    ),
+    Key("gitlabAdminUsername", "string", "operator", "Non-root GitLab administrator created for daily work."),
+    Key("gitlabAdminEmail", "string", "operator@example.com", "E-mail address of that administrator."),
+    Key(
+        "adminTokenRotation",
+        "string",
+        "1",
+        "Keeper of the seeded GitLab admin token: change it (e.g. to a date) to mint and seed a new token.",
+    ),
+    Key(
+        "operatorSshPublicKey",
+        "string",
+        "",
+        "Optional OpenSSH public key added to the EC2 key pair and to the GitLab admin user.",
+    ),
+    Key("amiId", "string", "", "Optional AMI id for every instance. Empty: newest official Debian 12 amd64 AMI."),
+    Key("fluxVersion", "string", "v2.7.3", "Pinned Flux v2 release whose install.yaml is applied (vX.Y.Z)."),
+    Key("delivery", "string", "pull", "How the app reaches the cluster: pull (Flux) or push (a deploy stage)."),
+    Key("projectName", "string", "shark-application", "GitLab project path of the sample app."),
+    Key("projectVisibility", "string", "public", "GitLab visibility of the app project: public, internal or private."),
+    Key("appName", "string", "shark-app", "Kubernetes name of the app's Deployment and Service."),
+    Key("appNodePort", "integer", 30000, "NodePort the app is served on, on every worker (30000-32767)."),
+    Key("defaultBranch", "string", "main", "Default branch of the app project; pipelines and Flux follow it."),
+    Key("extraTags", "array", [], 'Extra AWS tags as "Key=Value" strings, added to every taggable resource.'),
+)
+
+_KEYS_BY_NAME = {key.name: key for key in KEYS}
+
+_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+_AMI_ID = re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$")
+_GITLAB_TAG = re.compile(r"^\d+\.\d+\.\d+-ce\.\d+$")
+_RUNNER_TAG = re.compile(r"^(alpine-|ubuntu-)?v\d+\.\d+\.\d+$")
+_SEMVER_TAG = re.compile(r"^v\d+\.\d+\.\d+$")
+# GitLab project paths: letters, digits, '_', '-', '.'; must start and end with a letter or digit.
+_PROJECT_PATH = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,253}[A-Za-z0-9])?$")
+# Kubernetes object names (RFC 1123 label, Service names must be DNS-1035: start with a letter).
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,254}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_SSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,3}( .*)?$")
+# git check-ref-format, simplified to what a default branch needs.
+_BRANCH = re.compile(r"^(?!/|.*(?:/\.|//|\.\.|@\{|\.lock$|/$))[A-Za-z0-9._/-]+$")
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Validated configuration of one stack. Field meanings: see ``KEYS``."""
+
+    project: str
+    stack: str
+    admin_cidrs: tuple[str, ...]
+    app_cidrs: tuple[str, ...]
+    vpc_cidr: str
+    availability_zone_count: int
+    gitlab_instance_type: str
+    control_plane_instance_type: str
+    worker_instance_type: str
+    root_volume_size_gb: int
+    gitlab_data_volume_size_gb: int
+    gitlab_data_volume_protect: bool
+    worker_count: int
+    kubernetes_version: str
+    flannel_version: str
+    gitlab_image_tag: str
+    gitlab_runner_image_tag: str
+    gitlab_hostname: str | None
+    gitlab_admin_username: str
+    gitlab_admin_email: str
+    admin_token_rotation: str
+    operator_ssh_public_key: str | None
+    ami_id: str | None
+    flux_version: str
+    delivery: Literal["pull", "push"]
+    project_name: str
+    project_visibility: Literal["public", "internal", "private"]
+    app_name: str
+    app_node_port: int
+    default_branch: str
+    extra_tags: tuple[tuple[str, str], ...]
+
+    @property
+    def common_tags(self) -> dict[str, str]:
+        """Tags every taggable resource carries (``Name`` is added per resource)."""
+        tags = dict(self.extra_tags)
+        tags.update({"Project": self.project, "Stack": self.stack, "ManagedBy": "pulumi"})
+        return tags
+
+    def tags(self, name: str) -> dict[str, str]:
+        """Common tags plus ``Name``: the one helper every component tags through."""
+        return {**self.common_tags, "Name": name}
+
+
+class ConfigError(Exception):
+    """Every problem found in a stack's configuration, reported together."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid stack configuration:\n" + "\n".join(f"  - {problem}" for problem in problems))
+
+
+class _Reader:
+    """Reads raw string values, converting and collecting problems instead of raising at the first."""
+
+    def __init__(self, raw: Mapping[str, str | None]) -> None:
+        self._raw = raw
+        self.problems: list[str] = []
+
+    def _value(self, name: str) -> str | None:
+        value = self._raw.get(name)
+        if value is None:
+            default = _KEYS_BY_NAME[name].default
+            if default is None:
+                return None
+            return json.dumps(default) if isinstance(default, (list, bool)) else str(default)
+        return value
+
+    def fail(self, name: str, value: object, accepted: str) -> None:
+        self.problems.append(f"{name}: got {value!r}; expected {accepted}")
+
+    def string(self, name: str) -> str:
+        return self._value(name) or ""
+
+    def integer(self, name: str, low: int, high: int) -> int:
+        text = self._value(name) or ""
+        try:
+            number = int(text.strip())
+        except ValueError:
+            self.fail(name, text, f"an integer from {low} to {high}")
+            return low
+        if not low <= number <= high:
+            self.fail(name, number, f"an integer from {low} to {high}")
+        return number
+
+    def boolean(self, name: str) -> bool:
+        text = (self._value(name) or "").strip().lower()
+        if text not in ("true", "false"):
+            self.fail(name, text, "true or false")
+        return text == "true"
+
+    def string_list(self, name: str, example: str) -> list[str] | None:
+        """A JSON array of strings, as `pulumi config set --path 'key[0]' value` stores it."""
+        text = self._value(name)
+        if text is None:
+            return None
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            self.fail(
+                name,
+                value,
+                f"a list of strings; set it with `pulumi config set --path '{name}[0]' {example}`",
+            )
+            return []
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str:
+        value = self.string(name)
+        if value not in choices:
+            self.fail(name, value, "one of " + ", ".join(choices))
+        return value
+
+    def matching(self, name: str, pattern: re.Pattern[str], accepted: str) -> str:
+        value = self.string(name)
+        if not pattern.match(value):
+            self.fail(name, value, accepted)
+        return value
+
+    def optional_matching(self, name: str, pattern: re.Pattern[str], accepted: str) -> str | None:
+        value = self.string(name).strip()
+        if not value:
+            return None
+        if not pattern.match(value):
+            self.fail(name, value, accepted)
+        return value
+
+
+def _cidrs(reader: _Reader, name: str, values: list[str] | None) -> tuple[str, ...]:
+    accepted = "IPv4 CIDRs in network/prefix form such as 203.0.113.7/32"
+    if values is None:
+        reader.problems.append(
+            f"{name}: missing; set the CIDRs allowed to reach SSH, the Kubernetes API and GitLab, e.g. "
+            f"`pulumi config set --path '{name}[0]' $(curl -s https://checkip.amazonaws.com)/32`"
+        )
+        return ()
+    if not values:
+        reader.fail(name, values, f"at least one entry: {accepted}")
+    cidrs = []
+    for value in values:
+        try:
+            if "/" not in value:  # a bare address is almost always a forgotten /32: make it explicit
+                raise ValueError(value)
+            network = ipaddress.ip_network(value, strict=True)
+        except ValueError:
+            reader.fail(name, value, accepted + " (host bits zero, e.g. 10.0.0.0/8, not 10.0.0.1/8)")
+            continue
+        if network.version != 4:
+            reader.fail(name, value, accepted + " (IPv6 is not supported: the VPC is IPv4-only)")
+            continue
+        cidrs.append(str(network))
+    return tuple(cidrs)
+
+
+def _vpc_cidr(reader: _Reader) -> str:
+    value = reader.string("vpcCidr")
+    accepted = "a private IPv4 CIDR from /16 to /24 such as 10.42.0.0/16"
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        reader.fail("vpcCidr", value, accepted)
+        return value
+    if network.version != 4 or not network.is_private or not 16 <= network.prefixlen <= 24:
+        reader.fail("vpcCidr", value, accepted)
+    return value
+
+
+def _kubernetes_minor(reader: _Reader) -> str:
+    value = reader.string("kubernetesVersion").strip()
+    minor = value.removeprefix("v")
+    if minor not in SUPPORTED_KUBERNETES_MINORS:
+        reader.fail(
+            "kubernetesVersion",
+            value,
+            "a supported Kubernetes minor without patch, one of " + ", ".join(SUPPORTED_KUBERNETES_MINORS),
+        )
+    return minor
+
+
+def _extra_tags(reader: _Reader) -> tuple[tuple[str, str], ...]:
+    tags = []
+    for item in reader.string_list("extraTags", "CostCenter=platform") or []:
+        key, sep, value = item.partition("=")
+        accepted = '"Key=Value" with a key of 1-128 characters not starting with aws: and a value of at most 256'
+        if not sep or not key or len(key) > 128 or len(value) > 256 or key.lower().startswith("aws:"):
+            reader.fail("extraTags", item, accepted)
+        elif key in RESERVED_TAG_KEYS:
+            reader.fail("extraTags", item, f"a key other than {', '.join(RESERVED_TAG_KEYS)} (set by the program)")
+        else:
+            tags.append((key, value))
+    return tuple(tags)
+
+
+def parse_config(raw: Mapping[str, str | None], project: str, stack: str) -> StackConfig:
+    """Build the validated configuration from raw values; raise ConfigError listing every problem.
+
+    ``raw`` maps key names to the strings Pulumi stores (arrays as JSON); a missing key takes its
+    ``KEYS`` default, the same default Pulumi.yaml declares.
+    """
+    unknown = sorted(set(raw) - set(_KEYS_BY_NAME))
+    reader = _Reader(raw)
+    for name in unknown:
+        reader.problems.append(f"{name}: unknown key; known keys are {', '.join(sorted(_KEYS_BY_NAME))}")
+
+    instance = "an EC2 instance type such as t3.large (family.size, lower case)"
+    config = StackConfig(
+        project=project,
+        stack=stack,
+        admin_cidrs=_cidrs(reader, "adminCidrs", reader.string_list("adminCidrs", "203.0.113.7/32")),
+        app_cidrs=_cidrs(reader, "appCidrs", reader.string_list("appCidrs", "0.0.0.0/0")),
+        vpc_cidr=_vpc_cidr(reader),
+        availability_zone_count=reader.integer("availabilityZoneCount", 1, 3),
+        gitlab_instance_type=reader.matching("gitlabInstanceType", _INSTANCE_TYPE, instance),
+        control_plane_instance_type=reader.matching("controlPlaneInstanceType", _INSTANCE_TYPE, instance),
+        worker_instance_type=reader.matching("workerInstanceType", _INSTANCE_TYPE, instance),
+        root_volume_size_gb=reader.integer("rootVolumeSizeGb", 20, 1000),
+        gitlab_data_volume_size_gb=reader.integer("gitlabDataVolumeSizeGb", 20, 16384),
+        gitlab_data_volume_protect=reader.boolean("gitlabDataVolumeProtect"),
+        worker_count=reader.integer("workerCount", 1, MAX_WORKERS),
+        kubernetes_version=_kubernetes_minor(reader),
+        flannel_version=reader.matching("flannelVersion", _SEMVER_TAG, "a pinned release tag such as v0.27.4"),
+        gitlab_image_tag=reader.matching(
+            "gitlabImageTag", _GITLAB_TAG, "a pinned gitlab/gitlab-ce tag such as 18.5.2-ce.0 (not latest)"
+        ),
+        gitlab_runner_image_tag=reader.matching(
+            "gitlabRunnerImageTag", _RUNNER_TAG, "a pinned gitlab/gitlab-runner tag such as alpine-v18.5.0 (not latest)"
+        ),
+        gitlab_hostname=reader.optional_matching(
+            "gitlabHostname", _HOSTNAME, "a lower-case DNS name such as gitlab.example.com, or empty"
+        ),
+        gitlab_admin_username=reader.matching(
+            "gitlabAdminUsername", _USERNAME, "a GitLab username (letters, digits, '_', '-', '.'; 2-255 characters)"
+        ),
+        gitlab_admin_email=reader.matching("gitlabAdminEmail", _EMAIL, "an e-mail address such as ops@example.com"),
+        admin_token_rotation=reader.matching("adminTokenRotation", re.compile(r"^\S+$"), "a non-empty word"),
+        operator_ssh_public_key=reader.optional_matching(
+            "operatorSshPublicKey", _SSH_PUBLIC_KEY, "one OpenSSH public key line (ssh-ed25519 AAAA…), or empty"
+        ),
+        ami_id=reader.optional_matching("amiId", _AMI_ID, "an AMI id such as ami-0123456789abcdef0, or empty"),
+        flux_version=reader.matching("fluxVersion", _SEMVER_TAG, "a pinned Flux v2 release tag such as v2.7.3"),
+        delivery=reader.choice("delivery", DELIVERY_MODES),  # type: ignore[arg-type]
+        project_name=reader.matching(
+            "projectName",
+            _PROJECT_PATH,
+            "a GitLab project path: letters, digits, '_', '-', '.', starting and ending with a letter or digit",
+        ),
+        project_visibility=reader.choice("projectVisibility", VISIBILITIES),  # type: ignore[arg-type]
+        app_name=reader.matching(
+            "appName", _DNS_1035, "a Kubernetes name: lower-case letters, digits and '-', starting with a letter"
+        ),
+        app_node_port=reader.integer("appNodePort", *NODE_PORT_RANGE),
+        default_branch=reader.matching("defaultBranch", _BRANCH, "a git branch name such as main"),
+        extra_tags=_extra_tags(reader),
+    )
+    if config.flux_version and not config.flux_version.startswith("v2."):
+        reader.fail("fluxVersion", config.flux_version, "a Flux v2 release (v2.X.Y): Flux v1 is end of life")
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return config
+
+
+def load_config() -> StackConfig:
+    """Read and validate this stack's configuration; stop the program with every problem at once."""
+    config = pulumi.Config()
+    raw: dict[str, str | None] = {key.name: config.get(key.name) for key in KEYS}
+    # Also see keys the program does not read, so a typo (`adminCidr`) is reported, not ignored.
+    prefix = f"{pulumi.get_project()}:"
+    every_key = {**pulumi.runtime.get_config_env(), **pulumi.runtime.config.CONFIG.get()}
+    for full_key in every_key:
+        if full_key.startswith(prefix) and full_key[len(prefix) :] not in raw:
+            raw[full_key[len(prefix) :]] = config.get(full_key[len(prefix) :])
+    try:
+        return parse_config(raw, pulumi.get_project(), pulumi.get_stack())
+    except ConfigError as error:
+        raise pulumi.RunError(str(error)) from None

@@ -1,0 +1,36 @@
+"""Shared fixtures: run the real program under Pulumi mocks for a stack, as the CLI would.
+
+``run_stack("dev", workerCount=3)`` returns a ``ProgramRun`` (see tools/harness.py): every
+registration with its inputs and options, and the resolved stack outputs with their secretness.
+Every stack needs the admin CIDRs a user sets with `pulumi config set`; ``ADMIN`` stands for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tools.harness import ProgramRun, run_program
+
+ADMIN = {"adminCidrs": ["203.0.113.7/32"]}
+
+
+@pytest.fixture
+def run_stack() -> Callable[..., ProgramRun]:
+    def run(stack: str = "dev", preview: bool = False, **overrides: Any) -> ProgramRun:
+        return run_program(stack, {**ADMIN, **overrides}, preview=preview)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def dev() -> ProgramRun:
+    """The dev stack as a user deploys it (admin CIDRs set). Shared: tests must not mutate it."""
+    return run_program("dev", ADMIN)
+
+
+@pytest.fixture(scope="session")
+def prod() -> ProgramRun:
+    return run_program("prod", ADMIN)

@@ -1,0 +1,171 @@
+"""Bad configuration stops the program before anything is created, with a message a user can act on."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.config import KEYS, ConfigError, parse_config
+from tests.conftest import ADMIN
+from tools.harness import ProgramError, run_program
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Each row: overrides on top of a valid dev stack, then fragments the message must contain.
+BAD_INPUTS = [
+    pytest.param(
+        {"adminCidrs": None},
+        ["adminCidrs: missing", "pulumi config set --path 'adminCidrs[0]'"],
+        id="admin-cidrs-missing",
+    ),
+    pytest.param(
+        {"adminCidrs": ["203.0.113.7"]}, ["adminCidrs: got '203.0.113.7'", "network/prefix"], id="cidr-no-prefix"
+    ),
+    pytest.param(
+        {"adminCidrs": ["10.0.0.1/8"]}, ["adminCidrs: got '10.0.0.1/8'", "host bits zero"], id="cidr-host-bits"
+    ),
+    pytest.param({"adminCidrs": ["300.1.2.0/24"]}, ["adminCidrs: got '300.1.2.0/24'"], id="cidr-bad-octet"),
+    pytest.param({"adminCidrs": ["2001:db8::/32"]}, ["adminCidrs: got '2001:db8::/32'", "IPv6"], id="cidr-ipv6"),
+    pytest.param({"adminCidrs": []}, ["adminCidrs: got []", "at least one entry"], id="cidr-empty-list"),
+    pytest.param(
+        {"adminCidrs": "203.0.113.7/32"},
+        ["adminCidrs: got '203.0.113.7/32'", "a list of strings", "--path 'adminCidrs[0]'"],
+        id="admin-cidrs-not-a-list",
+    ),
+    pytest.param({"appCidrs": ["0.0.0.0"]}, ["appCidrs: got '0.0.0.0'"], id="app-cidr-malformed"),
+    pytest.param({"workerCount": 0}, ["workerCount: got 0", "an integer from 1 to 20"], id="workers-zero"),
+    pytest.param({"workerCount": 21}, ["workerCount: got 21", "an integer from 1 to 20"], id="workers-above-max"),
+    pytest.param({"workerCount": "two"}, ["workerCount: got 'two'", "an integer from 1 to 20"], id="workers-not-int"),
+    pytest.param({"workerCount": "2.5"}, ["workerCount: got '2.5'"], id="workers-fraction"),
+    pytest.param({"kubernetesVersion": "latest"}, ["kubernetesVersion: got 'latest'", "1.34"], id="k8s-latest"),
+    pytest.param(
+        {"kubernetesVersion": "1.18"}, ["kubernetesVersion: got '1.18'", "supported Kubernetes minor"], id="k8s-old"
+    ),
+    pytest.param({"kubernetesVersion": "1.34.1"}, ["kubernetesVersion: got '1.34.1'", "without patch"], id="k8s-patch"),
+    pytest.param({"gitlabImageTag": "latest"}, ["gitlabImageTag: got 'latest'", "not latest"], id="gitlab-latest"),
+    pytest.param({"gitlabImageTag": "18.5.2"}, ["gitlabImageTag: got '18.5.2'", "-ce.0"], id="gitlab-no-ce-suffix"),
+    pytest.param({"gitlabRunnerImageTag": "latest"}, ["gitlabRunnerImageTag: got 'latest'"], id="runner-latest"),
+    pytest.param({"fluxVersion": "latest"}, ["fluxVersion: got 'latest'"], id="flux-latest"),
+    pytest.param({"fluxVersion": "v1.25.4"}, ["fluxVersion: got 'v1.25.4'", "Flux v1 is end of life"], id="flux-v1"),
+    pytest.param({"flannelVersion": "latest"}, ["flannelVersion: got 'latest'"], id="flannel-latest"),
+    pytest.param({"delivery": "gitops"}, ["delivery: got 'gitops'", "one of pull, push"], id="delivery-unknown"),
+    pytest.param({"appNodePort": 80}, ["appNodePort: got 80", "from 30000 to 32767"], id="nodeport-low"),
+    pytest.param({"appNodePort": 32768}, ["appNodePort: got 32768", "from 30000 to 32767"], id="nodeport-high"),
+    pytest.param({"gitlabInstanceType": "large"}, ["gitlabInstanceType: got 'large'", "t3.large"], id="instance-type"),
+    pytest.param({"workerInstanceType": "T3.Medium"}, ["workerInstanceType: got 'T3.Medium'"], id="instance-upper"),
+    pytest.param({"vpcCidr": "10.42.0.0"}, ["vpcCidr: got '10.42.0.0'", "/16 to /24"], id="vpc-no-prefix"),
+    pytest.param({"vpcCidr": "8.8.0.0/16"}, ["vpcCidr: got '8.8.0.0/16'", "private"], id="vpc-public-range"),
+    pytest.param({"vpcCidr": "10.0.0.0/8"}, ["vpcCidr: got '10.0.0.0/8'"], id="vpc-too-large"),
+    pytest.param({"projectName": "shark application"}, ["projectName: got 'shark application'"], id="project-space"),
+    pytest.param({"projectName": "-shark"}, ["projectName: got '-shark'"], id="project-leading-dash"),
+    pytest.param({"projectName": "shark.git."}, ["projectName: got 'shark.git.'"], id="project-trailing-dot"),
+    pytest.param({"projectVisibility": "secret"}, ["projectVisibility: got 'secret'"], id="visibility"),
+    pytest.param({"appName": "Shark_App"}, ["appName: got 'Shark_App'", "Kubernetes name"], id="app-name"),
+    pytest.param({"defaultBranch": "feature..x"}, ["defaultBranch: got 'feature..x'"], id="branch"),
+    pytest.param({"availabilityZoneCount": 4}, ["availabilityZoneCount: got 4"], id="az-count"),
+    pytest.param({"rootVolumeSizeGb": 8}, ["rootVolumeSizeGb: got 8"], id="root-volume-small"),
+    pytest.param(
+        {"gitlabDataVolumeProtect": "yes"}, ["gitlabDataVolumeProtect: got 'yes'", "true or false"], id="bool"
+    ),
+    pytest.param({"extraTags": ["Owner"]}, ["extraTags: got 'Owner'", "Key=Value"], id="tag-no-value"),
+    pytest.param({"extraTags": ["Name=x"]}, ["extraTags: got 'Name=x'", "set by the program"], id="tag-reserved"),
+    pytest.param({"extraTags": ["aws:x=y"]}, ["extraTags: got 'aws:x=y'"], id="tag-aws-prefix"),
+    pytest.param({"amiId": "ami-123"}, ["amiId: got 'ami-123'"], id="ami-id"),
+    pytest.param({"gitlabHostname": "GitLab_Host"}, ["gitlabHostname: got 'GitLab_Host'"], id="hostname"),
+    pytest.param({"operatorSshPublicKey": "not a key"}, ["operatorSshPublicKey: got 'not a key'"], id="ssh-key"),
+    pytest.param({"gitlabAdminEmail": "ops"}, ["gitlabAdminEmail: got 'ops'"], id="email"),
+    pytest.param({"adminCidr": ["203.0.113.7/32"]}, ["adminCidr: unknown key"], id="typo-key"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "fragments"), BAD_INPUTS)
+def test_bad_input_stops_before_any_resource(overrides: dict, fragments: list[str]) -> None:
+    with pytest.raises(ProgramError) as caught:
+        run_program("dev", {**ADMIN, **overrides})
+    message = str(caught.value)
+    assert type(caught.value.error).__name__ == "RunError", "a clean RunError, not a traceback"
+    for fragment in fragments:
+        assert fragment in message
+    assert caught.value.registrations == [], "nothing may be registered when the configuration is bad"
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(ProgramError) as caught:
+        run_program("dev", {"adminCidrs": None, "workerCount": 0, "delivery": "both", "appNodePort": 80})
+    lines = [line for line in str(caught.value).splitlines() if line.startswith("  - ")]
+    assert [line.split(":")[0].strip("- ") for line in lines] == [
+        "adminCidrs",
+        "workerCount",
+        "delivery",
+        "appNodePort",
+    ]
+
+
+def test_valid_values_are_normalised_and_typed() -> None:
+    raw = {"adminCidrs": '["203.0.113.7/32", "198.51.100.0/24"]', "kubernetesVersion": "v1.34", "workerCount": " 5 "}
+    config = parse_config(raw, "gitops", "dev")
+    assert config.admin_cidrs == ("203.0.113.7/32", "198.51.100.0/24")
+    assert config.kubernetes_version == "1.34"
+    assert config.worker_count == 5
+    assert config.app_cidrs == ("0.0.0.0/0",)
+    assert config.delivery == "pull"
+    assert config.gitlab_hostname is None
+
+
+def test_parse_config_needs_no_engine_and_names_the_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"adminCidrs": '["203.0.113.7/32"]', "workerCount": "99"}, "gitops", "dev")
+    assert caught.value.problems == ["workerCount: got 99; expected an integer from 1 to 20"]
+
+
+def test_tags_always_carry_project_stack_managed_by_and_name() -> None:
+    config = parse_config({"adminCidrs": '["203.0.113.7/32"]', "extraTags": '["CostCenter=42"]'}, "gitops", "prod")
+    assert config.tags("gitops-vpc") == {
+        "CostCenter": "42",
+        "Project": "gitops",
+        "Stack": "prod",
+        "ManagedBy": "pulumi",
+        "Name": "gitops-vpc",
+    }
+
+
+def test_pulumi_yaml_declares_every_key_with_its_default_and_type() -> None:
+    declared = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    assert list(declared) == [key.name for key in KEYS]
+    for key in KEYS:
+        schema = declared[key.name]
+        assert schema["type"] == key.type, key.name
+        assert schema.get("default") == key.default, key.name
+        assert schema["description"] == key.description, key.name
+        if key.type == "array":
+            assert schema["items"] == {"type": "string"}
+    assert "default" not in declared["adminCidrs"], "admin CIDRs have no safe default"
+
+
+def test_readme_configuration_table_matches_the_keys() -> None:
+    readme = (ROOT / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `([A-Za-z]+)` \| [a-z]+ \| (.*?) \|", readme, flags=re.MULTILINE))
+    assert set(rows) == {key.name for key in KEYS}
+    for key in KEYS:
+        default = "(required)" if key.default is None else f"`{key.default!r}`".replace("'", '"')
+        if isinstance(key.default, bool):
+            default = f"`{str(key.default).lower()}`"
+        elif isinstance(key.default, int):
+            default = f"`{key.default}`"
+        assert rows[key.name] == default, key.name
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_stack_files_only_use_declared_keys(stack: str) -> None:
+    values = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    known = {f"gitops:{key.name}" for key in KEYS}
+    assert {key for key in values if key.startswith("gitops:")} <= known
+
+
+def test_prod_is_the_hardened_environment(dev, prod) -> None:
+    assert prod.config["gitops:workerCount"] == "3"
+    assert prod.config["gitops:projectVisibility"] == "private"
+    assert dev.config["gitops:projectVisibility"] == "public", "the tutorial's public project"

@@ -1,0 +1,587 @@
+"""Run the real Pulumi program under mocks, the way the CLI would, and record what it registers.
+
+Used by the tests (through ``tests/conftest.py``) and by the offline render command. No Pulumi CLI,
+provider plugin, credential or cloud is involved:
+
+* configuration is assembled like the CLI does it: Pulumi.yaml defaults, then ``Pulumi.<stack>.yaml``,
+  then per-call overrides; ``secure:`` values are replaced by a fixed plaintext and marked secret;
+* ``StackMocks`` answers every resource and invoke with realistic values: AWS-shaped ids, private and
+  public IPs, Elastic IP public DNS names, real keys and certificates made with ``cryptography``, random
+  strings of the requested length;
+* ``RecordingMonitor`` keeps each registration's inputs (secrets still marked) and options (parent,
+  protect, retainOnDelete, dependsOn, provider...), which the tests and the policy runner read.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import ipaddress
+import json
+import runpy
+import string
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc, settings
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["name"]
+MOCK_SECRET_VALUE = "mock-secret-value"  # what a `secure:` stack value decrypts to under mocks
+REGION_AZS = ("us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d")
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration, as the CLI assembles it
+# --------------------------------------------------------------------------------------------
+def _config_string(value: Any) -> str:
+    """Pulumi passes every config value to the program as a string; structured values as JSON."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def stack_config(stack: str, overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, str], list[str]]:
+    """Return (config, secret_keys) for a stack: Pulumi.yaml defaults < stack file < overrides.
+
+    Override keys may be bare (``workerCount``: this project) or namespaced (``aws:region``). A
+    value of ``None`` removes the key, as ``pulumi config rm`` would.
+    """
+    project_file = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    config: dict[str, str] = {}
+    secret_keys: list[str] = []
+    for key, schema in (project_file.get("config") or {}).items():
+        if isinstance(schema, dict) and "default" in schema:
+            config[f"{PROJECT}:{key}"] = _config_string(schema["default"])
+    stack_file = ROOT / f"Pulumi.{stack}.yaml"
+    if stack_file.exists():
+        for key, value in ((yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}).items():
+            if isinstance(value, dict) and set(value) == {"secure"}:
+                config[key] = MOCK_SECRET_VALUE
+                secret_keys.append(key)
+            else:
+                config[key] = _config_string(value)
+    for key, value in (overrides or {}).items():
+        full_key = key if ":" in key else f"{PROJECT}:{key}"
+        if value is None:
+            config.pop(full_key, None)
+        else:
+            config[full_key] = _config_string(value)
+    return config, secret_keys
+
+
+# --------------------------------------------------------------------------------------------
+# Realistic mock values
+# --------------------------------------------------------------------------------------------
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()
+
+
+def _number(name: str, modulo: int) -> int:
+    return int(_digest(name)[:8], 16) % modulo
+
+
+_KEY_CACHE: dict[str, Any] = {}
+
+
+def _private_key(name: str, algorithm: str, rsa_bits: int, curve: str) -> Any:
+    """A real private key per resource name (cached: RSA generation is slow)."""
+    cache_key = f"{name}/{algorithm}/{rsa_bits}/{curve}"
+    if cache_key not in _KEY_CACHE:
+        if algorithm == "RSA":
+            _KEY_CACHE[cache_key] = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
+        elif algorithm == "ECDSA":
+            curves = {"P224": ec.SECP224R1(), "P256": ec.SECP256R1(), "P384": ec.SECP384R1(), "P521": ec.SECP521R1()}
+            _KEY_CACHE[cache_key] = ec.generate_private_key(curves[curve])
+        elif algorithm == "ED25519":
+            _KEY_CACHE[cache_key] = ed25519.Ed25519PrivateKey.generate()
+        else:
+            raise ValueError(f"tls.PrivateKey: unsupported algorithm {algorithm!r}")
+    return _KEY_CACHE[cache_key]
+
+
+def _private_key_state(name: str, inputs: dict) -> dict:
+    algorithm = inputs.get("algorithm", "RSA")
+    key = _private_key(name, algorithm, int(inputs.get("rsaBits", 2048)), inputs.get("ecdsaCurve", "P224"))
+    public = key.public_key()
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    if algorithm == "RSA":
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    elif algorithm == "ECDSA":
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    else:
+        pem = pkcs8  # the tls provider emits PKCS#8 for ED25519
+    openssh_private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    openssh_public = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    blob = openssh_public.split()[1]
+    fingerprint = "SHA256:" + base64.b64encode(hashlib.sha256(base64.b64decode(blob)).digest()).decode().rstrip("=")
+    return {
+        **inputs,
+        "privateKeyPem": pem.decode(),
+        "privateKeyPemPkcs8": pkcs8.decode(),
+        "privateKeyOpenssh": openssh_private.decode(),
+        "publicKeyPem": public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode(),
+        "publicKeyOpenssh": openssh_public.decode() + "\n",
+        "publicKeyFingerprintSha256": fingerprint,
+    }
+
+
+def _load_private_key(pem: str) -> Any:
+    return serialization.load_pem_private_key(pem.encode(), password=None)
+
+
+def _name(subject: dict | None) -> x509.Name:
+    subject = subject or {}
+    attributes = []
+    for key, oid in (("commonName", NameOID.COMMON_NAME), ("organization", NameOID.ORGANIZATION_NAME)):
+        if subject.get(key):
+            attributes.append(x509.NameAttribute(oid, subject[key]))
+    return x509.Name(attributes)
+
+
+def _sign(name: str, inputs: dict, subject: x509.Name, public_key: Any, issuer: x509.Name, signer: Any) -> str:
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    hours = int(inputs.get("validityPeriodHours", 24))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(int(_digest(name, "serial")[:30], 16))
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(hours=hours))
+    )
+    is_ca = bool(inputs.get("isCaCertificate"))
+    builder = builder.add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in inputs.get("dnsNames") or []]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in inputs.get("ipAddresses") or []]
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    uses = set(inputs.get("allowedUses") or [])
+    extended = [
+        oid
+        for use, oid in (
+            ("server_auth", ExtendedKeyUsageOID.SERVER_AUTH),
+            ("client_auth", ExtendedKeyUsageOID.CLIENT_AUTH),
+        )
+        if use in uses
+    ]
+    if extended:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(extended), critical=False)
+    algorithm = None if isinstance(signer, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    return builder.sign(signer, algorithm).public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _self_signed_cert_state(name: str, inputs: dict) -> dict:
+    key = _load_private_key(inputs["privateKeyPem"])
+    subject = _name(inputs.get("subject"))
+    return {**inputs, "certPem": _sign(name, inputs, subject, key.public_key(), subject, key)}
+
+
+def _cert_request_state(name: str, inputs: dict) -> dict:
+    key = _load_private_key(inputs["privateKeyPem"])
+    builder = x509.CertificateSigningRequestBuilder().subject_name(_name(inputs.get("subject")))
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in inputs.get("dnsNames") or []]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in inputs.get("ipAddresses") or []]
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    csr = builder.sign(key, algorithm)
+    return {**inputs, "certRequestPem": csr.public_bytes(serialization.Encoding.PEM).decode()}
+
+
+def _locally_signed_cert_state(name: str, inputs: dict) -> dict:
+    csr = x509.load_pem_x509_csr(inputs["certRequestPem"].encode())
+    ca_cert = x509.load_pem_x509_certificate(inputs["caCertPem"].encode())
+    ca_key = _load_private_key(inputs["caPrivateKeyPem"])
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        inputs = {
+            **inputs,
+            "dnsNames": san.get_values_for_type(x509.DNSName),
+            "ipAddresses": [str(ip) for ip in san.get_values_for_type(x509.IPAddress)],
+        }
+    except x509.ExtensionNotFound:
+        pass
+    cert = _sign(name, inputs, csr.subject, csr.public_key(), ca_cert.subject, ca_key)
+    state = {k: v for k, v in inputs.items() if k not in ("dnsNames", "ipAddresses")}
+    return {**state, "certPem": cert}
+
+
+def _random_text(name: str, inputs: dict) -> str:
+    length = int(inputs.get("length", 16))
+    alphabet = ""
+    if inputs.get("lower", True):
+        alphabet += string.ascii_lowercase
+    if inputs.get("upper", True):
+        alphabet += string.ascii_uppercase
+    if inputs.get("numeric", inputs.get("number", True)):
+        alphabet += string.digits
+    if inputs.get("special", True):
+        alphabet += inputs.get("overrideSpecial") or "!@#$%&*()-_=+[]{}<>:?"
+    seed = int(_digest(name, "random"), 16)
+    chars = []
+    for _ in range(length):
+        seed, index = divmod(seed * 6364136223846793005 + 1442695040888963407, len(alphabet))
+        chars.append(alphabet[index])
+        seed %= 2**64
+    return "".join(chars)
+
+
+def _private_ip(name: str) -> str:
+    return f"10.42.{_number(name, 16)}.{10 + _number(name + 'host', 200)}"
+
+
+def _public_ip(name: str) -> str:
+    # 198.51.100.0/24 (TEST-NET-2): realistic shape, never a real host.
+    return f"198.51.100.{10 + _number(name, 200)}"
+
+
+def _public_dns(ip: str) -> str:
+    return f"ec2-{ip.replace('.', '-')}.compute-1.amazonaws.com"
+
+
+class StackMocks(pulumi_mocks.Mocks):
+    """Answers resource registrations and invokes with values shaped like the real providers'."""
+
+    def __init__(self, command_stdout: Mapping[str, str] | None = None) -> None:
+        # Remote/local commands print what a test needs (e.g. a token read back); keyed by resource name.
+        self.command_stdout = dict(command_stdout or {})
+
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict]:
+        inputs = dict(args.inputs)
+        name, typ = args.name, args.typ
+        short = _digest(typ, name)[:17]
+        state: dict = dict(inputs)
+        if typ == "aws:ec2/vpc:Vpc":
+            state.update(
+                arn=f"arn:aws:ec2:us-east-1:123456789012:vpc/vpc-{short}", defaultSecurityGroupId=f"sg-{short[::-1]}"
+            )
+            return f"vpc-{short}", state
+        if typ == "aws:ec2/subnet:Subnet":
+            return f"subnet-{short}", state
+        if typ == "aws:ec2/internetGateway:InternetGateway":
+            return f"igw-{short}", state
+        if typ == "aws:ec2/routeTable:RouteTable":
+            return f"rtb-{short}", state
+        if typ == "aws:ec2/routeTableAssociation:RouteTableAssociation":
+            return f"rtbassoc-{short}", state
+        if typ == "aws:ec2/securityGroup:SecurityGroup":
+            return f"sg-{short}", state
+        if typ in (
+            "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
+            "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule",
+        ):
+            return f"sgr-{short}", state
+        if typ == "aws:ec2/instance:Instance":
+            private_ip = inputs.get("privateIp") or _private_ip(name)
+            state.update(
+                arn=f"arn:aws:ec2:us-east-1:123456789012:instance/i-{short}",
+                privateIp=private_ip,
+                privateDns=f"ip-{private_ip.replace('.', '-')}.ec2.internal",
+                publicIp=_public_ip(name) if inputs.get("associatePublicIpAddress") else "",
+                publicDns=_public_dns(_public_ip(name)) if inputs.get("associatePublicIpAddress") else "",
+                primaryNetworkInterfaceId=f"eni-{short}",
+                instanceState="running",
+            )
+            if state["publicIp"] == "":
+                state.pop("publicIp")
+                state.pop("publicDns")
+            return f"i-{short}", state
+        if typ == "aws:ec2/eip:Eip":
+            ip = _public_ip(name)
+            state.update(publicIp=ip, publicDns=_public_dns(ip), allocationId=f"eipalloc-{short}", domain="vpc")
+            return f"eipalloc-{short}", state
+        if typ == "aws:ec2/eipAssociation:EipAssociation":
+            return f"eipassoc-{short}", state
+        if typ == "aws:ebs/volume:Volume":
+            state.update(arn=f"arn:aws:ec2:us-east-1:123456789012:volume/vol-{short}")
+            return f"vol-{short}", state
+        if typ == "aws:ec2/volumeAttachment:VolumeAttachment":
+            return f"vai-{short}", state
+        if typ == "aws:ec2/keyPair:KeyPair":
+            state.update(keyPairId=f"key-{short}", arn=f"arn:aws:ec2:us-east-1:123456789012:key-pair/{name}")
+            return inputs.get("keyName", name), state
+        if typ.startswith("aws:iam/"):
+            resource_name = inputs.get("name") or f"{name}-{short[:7]}"
+            kind = typ.split(":")[-1]
+            state.update(
+                name=resource_name, arn=f"arn:aws:iam::123456789012:{kind[0].lower() + kind[1:]}/{resource_name}"
+            )
+            if kind in ("Role", "InstanceProfile"):
+                state["uniqueId"] = f"AROA{short.upper()}"
+            return resource_name, state
+        if typ == "tls:index/privateKey:PrivateKey":
+            return name, _private_key_state(name, inputs)
+        if typ == "tls:index/selfSignedCert:SelfSignedCert":
+            return name, _self_signed_cert_state(name, inputs)
+        if typ == "tls:index/certRequest:CertRequest":
+            return name, _cert_request_state(name, inputs)
+        if typ == "tls:index/locallySignedCert:LocallySignedCert":
+            return name, _locally_signed_cert_state(name, inputs)
+        if typ in ("random:index/randomPassword:RandomPassword", "random:index/randomString:RandomString"):
+            state["result"] = _random_text(name, inputs)
+            if typ.endswith("RandomPassword"):
+                state["bcryptHash"] = "$2a$10$" + _digest(name)[:53]
+            return name, state
+        if typ == "random:index/randomId:RandomId":
+            length = int(inputs.get("byteLength", 8))
+            state.update(hex=_digest(name)[: 2 * length], dec=str(int(_digest(name)[: 2 * length], 16)))
+            return state["hex"], state
+        if typ in ("command:remote:Command", "command:local:Command"):
+            state.update(stdout=self.command_stdout.get(name, ""), stderr="")
+            return f"{name}-{short[:8]}", state
+        if typ == "gitlab:index/project:Project":
+            path = inputs.get("path") or inputs.get("name", name)
+            namespace = "operator"
+            state.update(
+                pathWithNamespace=f"{namespace}/{path}",
+                webUrl=f"https://gitlab.example.test/{namespace}/{path}",
+                sshUrlToRepo=f"ssh://git@gitlab.example.test:2222/{namespace}/{path}.git",
+                httpUrlToRepo=f"https://gitlab.example.test/{namespace}/{path}.git",
+                projectId=str(100 + _number(name, 800)),
+            )
+            return state["projectId"], state
+        if typ == "gitlab:index/userRunner:UserRunner":
+            state.update(token="glrt-" + _random_text(name, {"length": 20, "special": False}))
+            return str(1 + _number(name, 99)), state
+        if typ == "gitlab:index/projectDeployToken:ProjectDeployToken":
+            state.update(
+                token="gldt-" + _random_text(name, {"length": 20, "special": False}),
+                username=f"gitlab+deploy-token-{_number(name, 99)}",
+            )
+            return str(1 + _number(name, 99)), state
+        if typ == "gitlab:index/user:User":
+            state.update(userId=1 + _number(name, 99))
+            return str(state["userId"]), state
+        if typ == "kubernetes:core/v1:Secret" and inputs.get("type") == "kubernetes.io/service-account-token":
+            # The token controller fills these in once the ServiceAccount exists.
+            state["data"] = {
+                "token": base64.b64encode(f"eyJhbGciOiJSUzI1NiJ9.{_digest(name)}.sig".encode()).decode(),
+                **(inputs.get("data") or {}),
+            }
+            return f"{name}", state
+        if typ.startswith("kubernetes:"):
+            metadata = dict(inputs.get("metadata") or {})
+            metadata.setdefault("name", name)
+            state["metadata"] = metadata
+            return metadata["name"], state
+        return f"{name}-{short[:8]}" if args.custom else None, state
+
+    def call(self, args: pulumi_mocks.MockCallArgs) -> dict:
+        token = args.token
+        if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            return {
+                "names": list(REGION_AZS),
+                "zoneIds": [f"use1-az{i}" for i in range(1, len(REGION_AZS) + 1)],
+                "id": "us-east-1",
+            }
+        if token == "aws:ec2/getAmi:getAmi":
+            owners = args.args.get("owners") or ["self"]
+            return {
+                "id": f"ami-{_digest('ami', *owners)[:17]}",
+                "name": "debian-12-amd64-20261101-2345",
+                "architecture": "x86_64",
+            }
+        if token == "aws:index/getRegion:getRegion":
+            return {"name": "us-east-1", "region": "us-east-1", "id": "us-east-1"}
+        if token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {
+                "accountId": "123456789012",
+                "arn": "arn:aws:iam::123456789012:user/ci",
+                "userId": "AIDAMOCK",
+                "id": "123456789012",
+            }
+        raise NotImplementedError(f"no mock for invoke {token}; add one to tools/harness.py StackMocks.call")
+
+
+# --------------------------------------------------------------------------------------------
+# Recording what the program registers
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Registration:
+    """One resource the program registered: what a reviewer or a policy sees."""
+
+    type: str
+    name: str
+    urn: str
+    custom: bool
+    inputs: dict  # camelCase, secrets still wrapped (see ``plain``/``is_secret_value``)
+    state: dict
+    id: str | None
+    parent: str
+    protect: bool
+    retain_on_delete: bool
+    delete_before_replace: bool
+    ignore_changes: list[str]
+    depends_on: list[str]
+    property_dependencies: dict[str, list[str]]
+    provider: str
+    additional_secret_outputs: list[str]
+    aliases: list[Any] = field(default_factory=list)
+
+    @property
+    def plain_inputs(self) -> dict:
+        return plain(self.inputs)
+
+
+def is_secret_value(value: Any) -> bool:
+    return rpc.is_rpc_secret(value)
+
+
+def plain(value: Any) -> Any:
+    """Strip the secret markers from a deserialized value, keeping the data."""
+    if rpc.is_rpc_secret(value):
+        return plain(rpc.unwrap_rpc_secret(value))
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    def __init__(self, mocks: pulumi_mocks.Mocks) -> None:
+        super().__init__(mocks)
+        self.registrations: list[Registration] = []
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)
+        if request.type == "pulumi:pulumi:Stack":
+            return response
+        inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)
+        registered = self.resources.get(response.urn)
+        self.registrations.append(
+            Registration(
+                type=request.type,
+                name=request.name,
+                urn=response.urn,
+                custom=bool(request.custom),
+                inputs=inputs,
+                state=registered.state if registered else {},
+                id=registered.id if registered else None,
+                parent=request.parent,
+                protect=bool(request.protect),
+                retain_on_delete=bool(request.retainOnDelete),
+                delete_before_replace=bool(request.deleteBeforeReplace),
+                ignore_changes=list(request.ignoreChanges),
+                depends_on=list(request.dependencies),
+                property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
+                provider=request.provider,
+                additional_secret_outputs=list(request.additionalSecretOutputs),
+                aliases=list(request.aliases),
+            )
+        )
+        return response
+
+
+@dataclass
+class ProgramRun:
+    """The result of one mocked run: registrations and resolved stack outputs."""
+
+    stack: str
+    config: dict[str, str]
+    registrations: list[Registration]
+    outputs: dict[str, Any]
+    secret_outputs: set[str]
+
+    def all(self, type_: str) -> list[Registration]:
+        return [r for r in self.registrations if r.type == type_]
+
+    def one(self, type_: str, name: str | None = None) -> Registration:
+        matches = [r for r in self.all(type_) if name is None or r.name == name]
+        if len(matches) != 1:
+            names = [r.name for r in self.all(type_)]
+            raise AssertionError(f"expected one {type_} named {name!r}, found {len(matches)} among {names}")
+        return matches[0]
+
+    def named(self, name: str) -> Registration:
+        matches = [r for r in self.registrations if r.name == name]
+        if len(matches) != 1:
+            raise AssertionError(f"expected one resource named {name!r}, found {len(matches)}")
+        return matches[0]
+
+    def by_urn(self, urn: str) -> Registration:
+        return next(r for r in self.registrations if r.urn == urn)
+
+    def types(self) -> set[str]:
+        return {r.type for r in self.registrations}
+
+    def __iter__(self) -> Iterator[Registration]:
+        return iter(self.registrations)
+
+
+class ProgramError(Exception):
+    """The program stopped (e.g. a RunError for bad configuration) before or while registering."""
+
+    def __init__(self, error: BaseException, registrations: list[Registration]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.registrations = registrations
+
+
+def _resolve(value: Any) -> tuple[Any, bool]:
+    output = pulumi.Output.from_input(value)
+    return _sync_await(output.future()), bool(_sync_await(output.is_secret()))
+
+
+def run_program(
+    stack: str = "dev",
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    preview: bool = False,
+    mocks: StackMocks | None = None,
+) -> ProgramRun:
+    """Run ``__main__.py`` under mocks for ``stack`` and return what it registered and exported.
+
+    Raises ``ProgramError`` (carrying what was registered before the failure) when the program fails.
+    """
+    config, secret_keys = stack_config(stack, overrides)
+    mocks = mocks or StackMocks()
+    monitor = RecordingMonitor(mocks)
+    settings.ROOT.set(None)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    pulumi.runtime.set_all_config(config, secret_keys)
+    settings.SETTINGS.rpc_manager.clear()
+    settings.SETTINGS.outputs.clear()
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    try:
+        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
+    except Exception as error:
+        raise ProgramError(error, list(monitor.registrations)) from error
+    root = settings.get_root_resource()
+    outputs: dict[str, Any] = {}
+    secret_outputs: set[str] = set()
+    for key, value in getattr(root, "outputs", {}).items():
+        outputs[key], is_secret = _resolve(value)
+        if is_secret:
+            secret_outputs.add(key)
+    return ProgramRun(stack, config, list(monitor.registrations), outputs, secret_outputs)
