@@ -18,9 +18,10 @@ from typing import Literal
 
 import pulumi
 
-# Kubernetes minors this product is tested against. A minor outside this list is rejected rather
-# than deployed half-working: kubeadm, the CNI manifest and the containerd config differ by minor.
-SUPPORTED_KUBERNETES_MINORS = ("1.33", "1.34", "1.35")
+# Kubernetes minors still patched upstream (kubernetes.io/releases: 1.34 reached end of life on
+# 2026-10-27) and inside the default Flux release's support range (Flux v2.10: 1.35-1.37). A minor
+# outside this list is rejected rather than deployed half-working.
+SUPPORTED_KUBERNETES_MINORS = ("1.35", "1.36", "1.37")
 MAX_WORKERS = 20
 NODE_PORT_RANGE = (30000, 32767)  # kube-apiserver default --service-node-port-range
 RESERVED_TAG_KEYS = ("Project", "Stack", "ManagedBy", "Name")
@@ -69,12 +70,17 @@ KEYS: tuple[Key, ...] = (
     Key(
         "kubernetesVersion",
         "string",
-        "1.34",
+        "1.36",
         f"Kubernetes minor installed from pkgs.k8s.io (one of {', '.join(SUPPORTED_KUBERNETES_MINORS)}).",
     ),
-    Key("flannelVersion", "string", "v0.27.4", "Flannel CNI release whose kube-flannel.yml is applied (vX.Y.Z)."),
-    Key("gitlabImageTag", "string", "18.5.2-ce.0", "Pinned gitlab/gitlab-ce image tag (<major>.<minor>.<patch>-ce.0)."),
-    Key("gitlabRunnerImageTag", "string", "alpine-v18.5.0", "Pinned gitlab/gitlab-runner image tag."),
+    Key("flannelVersion", "string", "v0.28.9", "Flannel CNI release whose kube-flannel.yml is applied (vX.Y.Z)."),
+    Key(
+        "gitlabImageTag",
+        "string",
+        "18.11.12-ce.0",
+        "Pinned gitlab/gitlab-ce image tag, an 18.x release (19.0 removes certificate-based clusters).",
+    ),
+    Key("gitlabRunnerImageTag", "string", "alpine-v18.11.4", "Pinned gitlab/gitlab-runner image tag."),
     Key(
         "gitlabHostname",
         "string",
@@ -96,7 +102,7 @@ KEYS: tuple[Key, ...] = (
         "Optional OpenSSH public key added to the EC2 key pair and to the GitLab admin user.",
     ),
     Key("amiId", "string", "", "Optional AMI id for every instance. Empty: newest official Debian 12 amd64 AMI."),
-    Key("fluxVersion", "string", "v2.7.3", "Pinned Flux v2 release whose install.yaml is applied (vX.Y.Z)."),
+    Key("fluxVersion", "string", "v2.10.0", "Pinned Flux v2 release whose install.yaml is applied (vX.Y.Z)."),
     Key("delivery", "string", "pull", "How the app reaches the cluster: pull (Flux) or push (a deploy stage)."),
     Key("projectName", "string", "shark-application", "GitLab project path of the sample app."),
     Key("projectVisibility", "string", "public", "GitLab visibility of the app project: public, internal or private."),
@@ -110,7 +116,8 @@ _KEYS_BY_NAME = {key.name: key for key in KEYS}
 
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _AMI_ID = re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$")
-_GITLAB_TAG = re.compile(r"^\d+\.\d+\.\d+-ce\.\d+$")
+# 18.x only: GitLab 19.0 removes the certificate-based cluster integration this product drives.
+_GITLAB_TAG = re.compile(r"^18\.\d+\.\d+-ce\.\d+$")
 _RUNNER_TAG = re.compile(r"^(alpine-|ubuntu-)?v\d+\.\d+\.\d+$")
 _SEMVER_TAG = re.compile(r"^v\d+\.\d+\.\d+$")
 # GitLab project paths: letters, digits, '_', '-', '.'; must start and end with a letter or digit.
@@ -351,12 +358,16 @@ def parse_config(raw: Mapping[str, str | None], project: str, stack: str) -> Sta
         gitlab_data_volume_protect=reader.boolean("gitlabDataVolumeProtect"),
         worker_count=reader.integer("workerCount", 1, MAX_WORKERS),
         kubernetes_version=_kubernetes_minor(reader),
-        flannel_version=reader.matching("flannelVersion", _SEMVER_TAG, "a pinned release tag such as v0.27.4"),
+        flannel_version=reader.matching("flannelVersion", _SEMVER_TAG, "a pinned release tag such as v0.28.9"),
         gitlab_image_tag=reader.matching(
-            "gitlabImageTag", _GITLAB_TAG, "a pinned gitlab/gitlab-ce tag such as 18.5.2-ce.0 (not latest)"
+            "gitlabImageTag",
+            _GITLAB_TAG,
+            "a pinned GitLab 18.x tag such as 18.11.12-ce.0 (not latest; 19.x drops certificate-based clusters)",
         ),
         gitlab_runner_image_tag=reader.matching(
-            "gitlabRunnerImageTag", _RUNNER_TAG, "a pinned gitlab/gitlab-runner tag such as alpine-v18.5.0 (not latest)"
+            "gitlabRunnerImageTag",
+            _RUNNER_TAG,
+            "a pinned gitlab/gitlab-runner tag such as alpine-v18.11.4 (not latest)",
         ),
         gitlab_hostname=reader.optional_matching(
             "gitlabHostname", _HOSTNAME, "a lower-case DNS name such as gitlab.example.com, or empty"
@@ -370,7 +381,7 @@ def parse_config(raw: Mapping[str, str | None], project: str, stack: str) -> Sta
             "operatorSshPublicKey", _SSH_PUBLIC_KEY, "one OpenSSH public key line (ssh-ed25519 AAAA…), or empty"
         ),
         ami_id=reader.optional_matching("amiId", _AMI_ID, "an AMI id such as ami-0123456789abcdef0, or empty"),
-        flux_version=reader.matching("fluxVersion", _SEMVER_TAG, "a pinned Flux v2 release tag such as v2.7.3"),
+        flux_version=reader.matching("fluxVersion", _SEMVER_TAG, "a pinned Flux v2 release tag such as v2.10.0"),
         delivery=reader.choice("delivery", DELIVERY_MODES),  # type: ignore[arg-type]
         project_name=reader.matching(
             "projectName",

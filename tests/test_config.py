@@ -40,13 +40,16 @@ BAD_INPUTS = [
     pytest.param({"workerCount": 21}, ["workerCount: got 21", "an integer from 1 to 20"], id="workers-above-max"),
     pytest.param({"workerCount": "two"}, ["workerCount: got 'two'", "an integer from 1 to 20"], id="workers-not-int"),
     pytest.param({"workerCount": "2.5"}, ["workerCount: got '2.5'"], id="workers-fraction"),
-    pytest.param({"kubernetesVersion": "latest"}, ["kubernetesVersion: got 'latest'", "1.34"], id="k8s-latest"),
+    pytest.param({"kubernetesVersion": "latest"}, ["kubernetesVersion: got 'latest'", "1.36"], id="k8s-latest"),
     pytest.param(
         {"kubernetesVersion": "1.18"}, ["kubernetesVersion: got '1.18'", "supported Kubernetes minor"], id="k8s-old"
     ),
-    pytest.param({"kubernetesVersion": "1.34.1"}, ["kubernetesVersion: got '1.34.1'", "without patch"], id="k8s-patch"),
+    pytest.param({"kubernetesVersion": "1.36.1"}, ["kubernetesVersion: got '1.36.1'", "without patch"], id="k8s-patch"),
     pytest.param({"gitlabImageTag": "latest"}, ["gitlabImageTag: got 'latest'", "not latest"], id="gitlab-latest"),
-    pytest.param({"gitlabImageTag": "18.5.2"}, ["gitlabImageTag: got '18.5.2'", "-ce.0"], id="gitlab-no-ce-suffix"),
+    pytest.param({"gitlabImageTag": "18.11.12"}, ["gitlabImageTag: got '18.11.12'", "-ce.0"], id="gitlab-no-ce-suffix"),
+    pytest.param(
+        {"gitlabImageTag": "19.2.7-ce.0"}, ["gitlabImageTag: got '19.2.7-ce.0'", "19.x drops"], id="gitlab-19"
+    ),
     pytest.param({"gitlabRunnerImageTag": "latest"}, ["gitlabRunnerImageTag: got 'latest'"], id="runner-latest"),
     pytest.param({"fluxVersion": "latest"}, ["fluxVersion: got 'latest'"], id="flux-latest"),
     pytest.param({"fluxVersion": "v1.25.4"}, ["fluxVersion: got 'v1.25.4'", "Flux v1 is end of life"], id="flux-v1"),
@@ -105,10 +108,10 @@ def test_every_problem_is_reported_at_once() -> None:
 
 
 def test_valid_values_are_normalised_and_typed() -> None:
-    raw = {"adminCidrs": '["203.0.113.7/32", "198.51.100.0/24"]', "kubernetesVersion": "v1.34", "workerCount": " 5 "}
+    raw = {"adminCidrs": '["203.0.113.7/32", "198.51.100.0/24"]', "kubernetesVersion": "v1.36", "workerCount": " 5 "}
     config = parse_config(raw, "gitops", "dev")
     assert config.admin_cidrs == ("203.0.113.7/32", "198.51.100.0/24")
-    assert config.kubernetes_version == "1.34"
+    assert config.kubernetes_version == "1.36"
     assert config.worker_count == 5
     assert config.app_cidrs == ("0.0.0.0/0",)
     assert config.delivery == "pull"
