@@ -1,0 +1,162 @@
+"""The shark-app project in GitLab: the project, its registry credentials, and its seeded files.
+
+Built in two steps because GitLab's view of the cluster (GitLabIntegration) needs the project, and
+the project's first pipeline needs that view (its CI/CD variables): ``AppProject(...)`` creates the
+project, ``seed_repository(after=...)`` commits the files once the integration exists.
+
+After seeding, the repository belongs to its users: the seeded files ignore later content changes,
+so a `pulumi up --refresh` never reverts a push (the tutorial edits "This app is working" in
+GitLab) nor Flux's image updates. The pipeline is the exception: it follows the delivery mode.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gitlab as gitlab
+import pulumi_kubernetes as k8s
+
+from components.app_manifests import APP_NAMESPACE, PIPELINE_PATH, PULL_SECRET_NAME, AppSpec, seed_content, seed_plan
+from components.config import StackConfig
+from components.flux import NAMESPACE as FLUX_NAMESPACE
+
+
+@dataclass(frozen=True)
+class AppProjectArgs:
+    config: StackConfig
+    gitlab_provider: pulumi.ProviderResource
+    kubernetes_provider: pulumi.ProviderResource
+    namespace_id: pulumi.Input[int]  # the GitLab admin user's personal namespace (the tutorial's <user>)
+    gitlab_hostname: pulumi.Input[str]
+    registry_host: pulumi.Input[str]  # <host>:5050
+
+
+class AppProject(pulumi.ComponentResource):
+    project_id: pulumi.Output[str]
+    path_with_namespace: pulumi.Output[str]
+    web_url: pulumi.Output[str]
+    ssh_url: pulumi.Output[str]
+    image_repository: pulumi.Output[str]
+    app_spec: pulumi.Output[AppSpec]
+    pull_secret_dockerconfigjson: pulumi.Output[str] | None
+    seed_commits: list[gitlab.RepositoryFile]
+
+    def __init__(self, name: str, args: AppProjectArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("gitops:app:AppProject", name, None, opts)
+        config = args.config
+        self._name = name
+        self._config = config
+        self._on_gitlab = pulumi.ResourceOptions(parent=self, provider=args.gitlab_provider)
+
+        self.project = gitlab.Project(
+            f"{name}-project",
+            name=config.project_name,
+            path=config.project_name,
+            namespace_id=args.namespace_id,
+            description="shark-app: the sample app of the GitOps delivery chain (seeded by Pulumi)",
+            visibility_level=config.project_visibility,
+            # A README commit creates the default branch with the configured name; it has no
+            # pipeline file, so it starts no pipeline.
+            initialize_with_readme=True,
+            default_branch=config.default_branch,
+            container_registry_access_level="enabled",
+            # The product's runner is an instance runner: projects use it through shared runners.
+            shared_runners_enabled=True,
+            opts=self._on_gitlab,
+        )
+        self.project_id = self.project.id
+        self.path_with_namespace = self.project.path_with_namespace
+        self.web_url = self.project.web_url
+        # ssh:// form with the port: Flux's GitRepository does not accept the scp-like form.
+        self.ssh_url = pulumi.Output.concat(
+            "ssh://git@", args.gitlab_hostname, ":2222/", self.path_with_namespace, ".git"
+        )
+        self.image_repository = pulumi.Output.concat(args.registry_host, "/", self.path_with_namespace)
+        self.app_spec = self.image_repository.apply(
+            lambda repository: AppSpec(
+                app_name=config.app_name,
+                node_port=config.app_node_port,
+                image_repository=repository,
+                initial_tag=config.default_branch,
+                image_policy=f"{FLUX_NAMESPACE}:{config.app_name}",
+                pull_secret=config.project_visibility != "public",
+            )
+        )
+
+        # A private project's registry needs credentials: a deploy token limited to reading it,
+        # turned into the imagePullSecret the Deployment uses (and Flux's ImageRepository reuses).
+        self.pull_secret_dockerconfigjson = None
+        if config.project_visibility != "public":
+            token = gitlab.ProjectDeployToken(
+                f"{name}-registry-read",
+                project=self.project_id,
+                name="kubernetes-registry-read",
+                scopes=["read_registry"],
+                opts=self._on_gitlab,
+            )
+            self.pull_secret_dockerconfigjson = pulumi.Output.secret(
+                pulumi.Output.all(args.registry_host, token.username, token.token).apply(
+                    lambda values: _dockerconfigjson(*values)
+                )
+            )
+            k8s.core.v1.Secret(
+                f"{name}-pull-secret",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=PULL_SECRET_NAME, namespace=APP_NAMESPACE),
+                type="kubernetes.io/dockerconfigjson",
+                string_data={".dockerconfigjson": self.pull_secret_dockerconfigjson},
+                opts=pulumi.ResourceOptions(parent=self, provider=args.kubernetes_provider),
+            )
+        self.seed_commits = []
+
+    def seed_repository(self, after: list[pulumi.Resource]) -> None:
+        """Commit the app, its manifests and, last, the pipeline (after ``after`` exists)."""
+        previous: list[pulumi.Resource] = []
+        mode = self._config.delivery
+        for seed in seed_plan(mode):
+            is_pipeline = seed.path == PIPELINE_PATH
+            commit = gitlab.RepositoryFile(
+                f"{self._name}-file-{_resource_suffix(seed.path)}",
+                project=self.project_id,
+                branch=self._config.default_branch,
+                file_path=seed.path,
+                content=self.app_spec.apply(lambda spec, path=seed.path: seed_content(spec, mode, path)),
+                encoding="text",
+                # GitLab created README.md with the project: take it over.
+                overwrite_on_create=True,
+                create_commit_message=seed.commit_message,
+                update_commit_message=seed.commit_message,
+                delete_commit_message=f"{'' if is_pipeline else '[skip ci] '}Remove {seed.path}",
+                author_name="Pulumi",
+                author_email="pulumi@localhost",
+                opts=pulumi.ResourceOptions.merge(
+                    self._on_gitlab,
+                    pulumi.ResourceOptions(
+                        # One commit at a time, in this order: the pipeline file is the last commit.
+                        depends_on=previous + (after if is_pipeline else []),
+                        ignore_changes=[] if is_pipeline else ["content"],
+                    ),
+                ),
+            )
+            self.seed_commits.append(commit)
+            previous = [commit]
+        self.register_outputs(
+            {
+                "project_id": self.project_id,
+                "web_url": self.web_url,
+                "ssh_url": self.ssh_url,
+                "image_repository": self.image_repository,
+            }
+        )
+
+
+def _resource_suffix(path: str) -> str:
+    """A stable logical name per file path ("src/app.js" -> "src-app-js")."""
+    return path.strip(".").replace("/", "-").replace(".", "-")
+
+
+def _dockerconfigjson(registry_host: str, username: str, password: str) -> str:
+    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return json.dumps({"auths": {registry_host: {"username": username, "password": password, "auth": auth}}})
