@@ -4,7 +4,7 @@ STACK ?= dev
 VENV  ?= venv
 PY    := $(VENV)/bin/python
 
-.PHONY: venv test lint up preview destroy
+.PHONY: venv test lint render up preview destroy
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -14,9 +14,15 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 venv: $(VENV)/.installed
 
-## Unit tests: the real program under Pulumi mocks, plus artifact validators. No cloud, no CLI.
+## Unit tests: the real program under Pulumi mocks, plus artifact validators, then the sample
+## app's own tests (Node.js from the venv). No cloud, no Pulumi CLI.
 test: venv
 	$(PY) -m pytest
+	cd apps/shark-app && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npm ci --no-audit --no-fund && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npm test
+
+## Offline render of what `pulumi up` would create (build/render/<stack>), no credentials needed.
+render: venv
+	$(PY) -m tools.render --stack $(STACK) --out build/render/$(STACK)
 
 lint: venv
 	$(VENV)/bin/ruff check .
