@@ -29,12 +29,20 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pyright
 
-## Deploy (needs the Pulumi CLI, AWS credentials and adminCidrs set: see README).
-up: venv
-	pulumi up --stack $(STACK)
+policy/venv/.installed: policy/requirements.txt
+	python3 -m venv policy/venv
+	policy/venv/bin/python -m pip install --quiet -r policy/requirements.txt
+	touch $@
 
-preview: venv
-	pulumi preview --diff --stack $(STACK)
+POLICY := --policy-pack policy --policy-pack-config policy/config.$(STACK).json
+
+## Deploy (needs the Pulumi CLI, AWS credentials and adminCidrs set: see README). The policy
+## pack runs on every preview and update: a mandatory violation stops it before any change.
+up: venv policy/venv/.installed
+	pulumi up --stack $(STACK) $(POLICY)
+
+preview: venv policy/venv/.installed
+	pulumi preview --diff --stack $(STACK) $(POLICY)
 
 destroy:
 	pulumi destroy --stack $(STACK)

@@ -6,12 +6,39 @@ Reads like the architecture diagram in the README; each concept lives in compone
 import pulumi
 
 from components.config import load_config
+from components.gitlab_host import GitLabHost, GitLabHostArgs
+from components.hosts import SshAccess
 from components.network import Network, NetworkArgs
 
 config = load_config()
 
 network = Network("gitops", NetworkArgs(config=config))
+# The Pulumi-made admin SSH key every host accepts; remote steps use its private half.
+ssh = SshAccess("gitops-ssh", config)
+
+gitlab_host = GitLabHost(
+    "gitlab",
+    GitLabHostArgs(
+        config=config,
+        subnet_id=network.subnet_ids[0],
+        availability_zone=network.availability_zones[0],
+        gitlab_security_group_id=network.gitlab_security_group_id,
+        cluster_security_group_id=network.cluster_security_group_id,
+        ssh=ssh,
+    ),
+)
 
 pulumi.export("vpcId", network.vpc_id)
 pulumi.export("subnetIds", network.subnet_ids)
 pulumi.export("availabilityZones", network.availability_zones)
+
+pulumi.export("gitlabUrl", gitlab_host.url)
+pulumi.export("gitlabRegistryHost", gitlab_host.registry_host)
+pulumi.export("gitlabCaPem", gitlab_host.ca_pem)
+pulumi.export("gitlabSshKnownHosts", gitlab_host.ssh_known_hosts)
+pulumi.export("gitlabRootPassword", gitlab_host.root_password)
+pulumi.export("gitlabAdminUsername", gitlab_host.admin_username)
+pulumi.export("gitlabAdminPassword", gitlab_host.admin_password)
+pulumi.export("gitlabAdminToken", gitlab_host.admin_token)
+pulumi.export("gitlabAdminTokenExpiresAt", gitlab_host.admin_token_expires_at)
+pulumi.export("gitlabRunnerId", gitlab_host.runner_id)

@@ -31,8 +31,10 @@ def step_script(script: str) -> str:
 
 def step_command(script: str, env: Mapping[str, str]) -> str:
     """The command line of a step: `sudo env K=V... bash -c <script> <name>` (no secret in it)."""
-    assignments = " ".join(f"{key}={shlex.quote(value)}" for key, value in sorted(env.items()))
-    return f"sudo env STEP_NAME={shlex.quote(script)} {assignments} bash -c {shlex.quote(step_script(script))} {shlex.quote(script)}"
+    words = ["sudo", "env", f"STEP_NAME={shlex.quote(script)}"]
+    words += [f"{key}={shlex.quote(value)}" for key, value in sorted(env.items())]
+    words += ["bash", "-c", shlex.quote(step_script(script)), shlex.quote(script)]
+    return " ".join(words)
 
 
 def remote_step(
@@ -47,7 +49,12 @@ def remote_step(
     opts: pulumi.ResourceOptions,
 ) -> command.remote.Command:
     """Run userdata/<script> on ``host`` as root; re-run when the script, env or triggers change."""
-    create = pulumi.Output.all(**dict(env or {})).apply(lambda values: step_command(script, values))
+    # Output.all() of nothing resolves to a list, not a dict: a step without parameters is plain text.
+    create = (
+        pulumi.Output.all(**env).apply(lambda values: step_command(script, values))
+        if env
+        else pulumi.Output.from_input(step_command(script, {}))
+    )
     script_digest = hashlib.sha256(step_script(script).encode()).hexdigest()
     return command.remote.Command(
         name,

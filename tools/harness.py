@@ -19,10 +19,11 @@ import datetime
 import hashlib
 import ipaddress
 import json
+import re
 import runpy
 import string
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -266,6 +267,22 @@ def _public_dns(ip: str) -> str:
     return f"ec2-{ip.replace('.', '-')}.compute-1.amazonaws.com"
 
 
+def _step_stdout(inputs: dict) -> str:
+    """What a remote step prints on stdout when a test does not say (most steps print nothing).
+
+    userdata/cluster/kubeadm-version.sh prints the installed kubeadm version: v<KUBERNETES_MINOR>.<patch>.
+    userdata/gitlab/seed-admin-token.sh prints the seeded token's expiry date, 365 days ahead.
+    """
+    create = str(inputs.get("create") or "")
+    if "STEP_NAME=gitlab/seed-admin-token.sh" in create:
+        expires = datetime.date.today() + datetime.timedelta(days=365)
+        return f"expires_at={expires.isoformat()}\n"
+    minor = re.search(r"\bKUBERNETES_MINOR=(\d+\.\d+)\b", create)
+    if "STEP_NAME=cluster/kubeadm-version.sh" in create and minor:
+        return f"v{minor.group(1)}.5\n"
+    return ""
+
+
 class StackMocks(pulumi_mocks.Mocks):
     """Answers resource registrations and invokes with values shaped like the real providers'."""
 
@@ -338,12 +355,14 @@ class StackMocks(pulumi_mocks.Mocks):
             return resource_name, state
         if typ == "tls:index/privateKey:PrivateKey":
             return name, _private_key_state(name, inputs)
+        # Key inputs arrive as secrets (the tls SDK marks private keys secret): compute on plain
+        # values, keep the inputs as they came.
         if typ == "tls:index/selfSignedCert:SelfSignedCert":
-            return name, _self_signed_cert_state(name, inputs)
+            return name, {**inputs, "certPem": _self_signed_cert_state(name, plain(inputs))["certPem"]}
         if typ == "tls:index/certRequest:CertRequest":
-            return name, _cert_request_state(name, inputs)
+            return name, {**inputs, "certRequestPem": _cert_request_state(name, plain(inputs))["certRequestPem"]}
         if typ == "tls:index/locallySignedCert:LocallySignedCert":
-            return name, _locally_signed_cert_state(name, inputs)
+            return name, {**inputs, "certPem": _locally_signed_cert_state(name, plain(inputs))["certPem"]}
         if typ in ("random:index/randomPassword:RandomPassword", "random:index/randomString:RandomString"):
             state["result"] = _random_text(name, inputs)
             if typ.endswith("RandomPassword"):
@@ -354,7 +373,8 @@ class StackMocks(pulumi_mocks.Mocks):
             state.update(hex=_digest(name)[: 2 * length], dec=str(int(_digest(name)[: 2 * length], 16)))
             return state["hex"], state
         if typ in ("command:remote:Command", "command:local:Command"):
-            state.update(stdout=self.command_stdout.get(name, ""), stderr="")
+            stdout = self.command_stdout.get(name)
+            state.update(stdout=_step_stdout(inputs) if stdout is None else stdout, stderr="")
             return f"{name}-{short[:8]}", state
         if typ == "gitlab:index/project:Project":
             path = inputs.get("path") or inputs.get("name", name)
@@ -377,7 +397,8 @@ class StackMocks(pulumi_mocks.Mocks):
             )
             return str(1 + _number(name, 99)), state
         if typ == "gitlab:index/user:User":
-            state.update(userId=1 + _number(name, 99))
+            # namespaceId: the user's personal namespace, made with the user.
+            state.update(userId=1 + _number(name, 99), namespaceId=100 + _number(name, 99))
             return str(state["userId"]), state
         if typ == "kubernetes:core/v1:Secret" and inputs.get("type") == "kubernetes.io/service-account-token":
             # The token controller fills these in once the ServiceAccount exists.
@@ -563,6 +584,24 @@ def run_program(
 
     Raises ``ProgramError`` (carrying what was registered before the failure) when the program fails.
     """
+    return run_function(
+        lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"),
+        stack,
+        overrides,
+        preview=preview,
+        mocks=mocks,
+    )
+
+
+def run_function(
+    program: Callable[[], Any],
+    stack: str = "dev",
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    preview: bool = False,
+    mocks: StackMocks | None = None,
+) -> ProgramRun:
+    """Run any Pulumi program function (e.g. one component on its own) like ``run_program`` does."""
     config, secret_keys = stack_config(stack, overrides)
     mocks = mocks or StackMocks()
     monitor = RecordingMonitor(mocks)
@@ -574,7 +613,7 @@ def run_program(
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     try:
-        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
+        _sync_await(run_pulumi_func(program))
     except Exception as error:
         raise ProgramError(error, list(monitor.registrations)) from error
     root = settings.get_root_resource()
