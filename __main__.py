@@ -5,6 +5,7 @@ Reads like the architecture diagram in the README; each concept lives in compone
 
 import pulumi
 
+from components.cluster import KubeadmCluster, KubeadmClusterArgs
 from components.config import load_config
 from components.gitlab_host import GitLabHost, GitLabHostArgs
 from components.hosts import SshAccess
@@ -28,6 +29,21 @@ gitlab_host = GitLabHost(
     ),
 )
 
+# The nodes trust GitLab's registry from the start: its CA and host:port are known before the
+# GitLab instance is up, so the cluster never waits for GitLab.
+cluster = KubeadmCluster(
+    "gitops-k8s",
+    KubeadmClusterArgs(
+        config=config,
+        subnet_ids=network.subnet_ids,
+        cluster_security_group_id=network.cluster_security_group_id,
+        gitlab_security_group_id=network.gitlab_security_group_id,
+        registry_host=gitlab_host.registry_host,
+        registry_ca_pem=gitlab_host.ca_pem,
+        ssh=ssh,
+    ),
+)
+
 pulumi.export("vpcId", network.vpc_id)
 pulumi.export("subnetIds", network.subnet_ids)
 pulumi.export("availabilityZones", network.availability_zones)
@@ -42,3 +58,11 @@ pulumi.export("gitlabAdminPassword", gitlab_host.admin_password)
 pulumi.export("gitlabAdminToken", gitlab_host.admin_token)
 pulumi.export("gitlabAdminTokenExpiresAt", gitlab_host.admin_token_expires_at)
 pulumi.export("gitlabRunnerId", gitlab_host.runner_id)
+
+pulumi.export("kubernetesApiUrl", cluster.public_api_url)
+pulumi.export("kubernetesPrivateApiUrl", cluster.private_api_url)
+pulumi.export("kubeconfig", cluster.kubeconfig)
+pulumi.export("clusterCaPem", cluster.ca_pem)
+pulumi.export("kubernetesVersion", cluster.kubernetes_version)
+pulumi.export("nodes", cluster.nodes)
+pulumi.export("appUrls", cluster.app_urls)

@@ -1,0 +1,266 @@
+"""The kubeadm cluster's bootstrap as data: kubeadm documents, node cloud-config, kubeconfig, CA pin.
+
+Pure functions over plain values, tested without Pulumi; ``components/cluster.py`` feeds them Outputs.
+Every fixed value below is fixed by an upstream document, cited next to it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from components.cloudinit import INSTALL_DIR, cloud_config, env_file, script_file
+
+# kubeadm configuration API (kubernetes/website content/en/docs/reference/config-api/kubeadm-config.v1beta4.md):
+# v1beta4 is current since Kubernetes 1.31; its extraArgs/kubeletExtraArgs are lists of {name, value}.
+KUBEADM_API_VERSION = "kubeadm.k8s.io/v1beta4"
+API_SERVER_PORT = 6443  # APIEndpoint.bindPort default
+# Flannel's kube-flannel.yml ships net-conf.json with "Network": "10.244.0.0/16"; podSubnet must match
+# it (kube-controller-manager hands each node a slice of it, flannel routes it).
+POD_SUBNET = "10.244.0.0/16"
+SERVICE_SUBNET = "10.96.0.0/12"  # Networking.serviceSubnet default
+FLANNEL_VXLAN_PORT = 8472  # flannel Documentation/backends.md: vxlan "Port" defaults to the kernel's 8472 on Linux
+KUBELET_PORT = 10250
+ETCD_PORTS = (2379, 2380)  # client, peer
+# containerd's CRI socket as installed by containerd.io (/var/run is a link to /run on Debian).
+CRI_SOCKET = "unix:///var/run/containerd/containerd.sock"
+# Group of the admin client certificate. kubeadm >= 1.29 binds `kubeadm:cluster-admins` to the
+# cluster-admin ClusterRole (ClusterRoleBinding of the same name, made by `kubeadm init`) and uses it
+# for admin.conf; `system:masters` bypasses RBAC and cannot be revoked short of replacing the CA
+# (kubernetes/kubernetes PR #121305; kubeadm "Creating a cluster" doc, admin.conf vs super-admin.conf).
+ADMIN_GROUP = "kubeadm:cluster-admins"
+ADMIN_USER = "pulumi-admin"  # the CN: how the API server's audit log names this kubeconfig's user
+# The group kubeadm grants its bootstrap tokens: bound to node bootstrapping and CSR auto-approval.
+BOOTSTRAP_TOKEN_GROUP = "system:bootstrappers:kubeadm:default-node-token"
+BOOTSTRAP_TOKEN_TTL_HOURS = 24  # BootstrapToken.ttl default; the join-token step renews it before joins
+BOOTSTRAP_TOKEN = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")  # BootstrapTokenString
+CONTAINERD_HOSTS_DIR = "/etc/containerd/certs.d"  # containerd docs/hosts.md
+NODE_ENV = "cluster-node"  # /etc/gitops/cluster-node.env, read by userdata/cluster/node-bootstrap.sh
+
+
+def ca_cert_hash(ca_pem: str) -> str:
+    """kubeadm's CA pin: "sha256:" + hex SHA-256 of the CA's DER-encoded SubjectPublicKeyInfo.
+
+    BootstrapTokenDiscovery.caCertHashes in the v1beta4 reference; `kubeadm token create
+    --print-join-command` prints the same value.
+    """
+    certificate = x509.load_pem_x509_certificate(ca_pem.encode())
+    spki = certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return "sha256:" + hashlib.sha256(spki).hexdigest()
+
+
+def installed_kubernetes_version(kubeadm_version: str, minor: str) -> str:
+    """The control plane's exact version: `kubeadm version -o short` on the host, checked against config.
+
+    pkgs.k8s.io serves one repository per minor, so the patch is whatever was newest when the node
+    booted; the ClusterConfiguration must name exactly that patch (kubeadm pulls matching images).
+    """
+    version = kubeadm_version.strip()
+    match = re.fullmatch(r"v(\d+\.\d+)\.\d+", version)
+    if not match or match.group(1) != minor:
+        raise ValueError(
+            f"kubeadm on the control plane reports {version!r}; expected v{minor}.<patch> "
+            f"(kubernetesVersion is {minor}). See /var/log/cloud-init-output.log on the control plane."
+        )
+    return version
+
+
+def _node_registration(node_name: str, node_ip: str) -> dict[str, Any]:
+    return {
+        "name": node_name,
+        "criSocket": CRI_SOCKET,
+        # The kubelet registers with the VPC address; flannel and the API server use it.
+        "kubeletExtraArgs": [{"name": "node-ip", "value": node_ip}],
+    }
+
+
+def init_configuration(*, node_name: str, node_ip: str, bootstrap_token: str) -> dict[str, Any]:
+    """InitConfiguration: this node's registration and our pre-made bootstrap token (secret)."""
+    return {
+        "apiVersion": KUBEADM_API_VERSION,
+        "kind": "InitConfiguration",
+        "bootstrapTokens": [
+            {
+                "token": bootstrap_token,
+                "description": "Worker join token made by Pulumi (renewed before each join)",
+                "ttl": f"{BOOTSTRAP_TOKEN_TTL_HOURS}h",
+                "usages": ["signing", "authentication"],
+                "groups": [BOOTSTRAP_TOKEN_GROUP],
+            }
+        ],
+        "nodeRegistration": _node_registration(node_name, node_ip),
+        "localAPIEndpoint": {"advertiseAddress": node_ip, "bindPort": API_SERVER_PORT},
+    }
+
+
+def cluster_configuration(
+    *,
+    cluster_name: str,
+    kubernetes_version: str,
+    control_plane_endpoint: str,
+    cert_sans: Sequence[str],
+) -> dict[str, Any]:
+    """ClusterConfiguration: version, the endpoint nodes use, and the names the API certificate covers.
+
+    Nodes (and GitLab) talk to the private address inside the VPC, so that is the control-plane
+    endpoint; the kubeconfig uses the Elastic IP, so it is a SAN too, next to its DNS name.
+    """
+    return {
+        "apiVersion": KUBEADM_API_VERSION,
+        "kind": "ClusterConfiguration",
+        "clusterName": cluster_name,
+        "kubernetesVersion": kubernetes_version,
+        "controlPlaneEndpoint": control_plane_endpoint,
+        "apiServer": {"certSANs": list(dict.fromkeys(cert_sans))},
+        "networking": {"podSubnet": POD_SUBNET, "serviceSubnet": SERVICE_SUBNET},
+    }
+
+
+def join_configuration(
+    *, node_name: str, node_ip: str, api_server_endpoint: str, bootstrap_token: str, ca_cert_hashes: Sequence[str]
+) -> dict[str, Any]:
+    """JoinConfiguration: token discovery pinned to the cluster CA (never unsafeSkipCAVerification)."""
+    return {
+        "apiVersion": KUBEADM_API_VERSION,
+        "kind": "JoinConfiguration",
+        "discovery": {
+            "bootstrapToken": {
+                "token": bootstrap_token,
+                "apiServerEndpoint": api_server_endpoint,
+                "caCertHashes": list(ca_cert_hashes),
+            }
+        },
+        "nodeRegistration": _node_registration(node_name, node_ip),
+    }
+
+
+def render_documents(documents: Iterable[Mapping[str, Any]]) -> str:
+    """A multi-document YAML file, as `kubeadm --config` reads it."""
+    return yaml.safe_dump_all([dict(document) for document in documents], sort_keys=False)
+
+
+def kubeconfig(*, cluster_name: str, server: str, ca_pem: str, client_cert_pem: str, client_key_pem: str) -> str:
+    """An admin kubeconfig with everything embedded (base64 `*-data` fields), for users and the provider."""
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    user = f"{cluster_name}-admin"
+    document = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster_name, "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}],
+        "users": [
+            {
+                "name": user,
+                "user": {"client-certificate-data": b64(client_cert_pem), "client-key-data": b64(client_key_pem)},
+            }
+        ],
+        "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": user}}],
+        "current-context": cluster_name,
+        "preferences": {},
+    }
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def stdin_bundle(parts: Sequence[str]) -> str:
+    """Several files on one stdin: one base64 line each, in order (read back with `read -r` + `base64 -d`)."""
+    return "".join(base64.b64encode(part.encode()).decode() + "\n" for part in parts)
+
+
+def registry_hosts_toml(registry_host: str) -> str:
+    """containerd's hosts.toml for the GitLab registry: pull over HTTPS, trusting GitLab's own CA.
+
+    Layout from containerd docs/hosts.md: `server` plus a `[host."https://…"]` table with `ca`.
+    """
+    server = f"https://{registry_host}"
+    ca = f"{CONTAINERD_HOSTS_DIR}/{registry_host}/ca.crt"
+    # json.dumps yields a valid TOML basic string for these ASCII values.
+    return (
+        f"server = {json.dumps(server)}\n"
+        "\n"
+        f"[host.{json.dumps(server)}]\n"
+        '  capabilities = ["pull", "resolve"]\n'
+        f"  ca = {json.dumps(ca)}\n"
+    )
+
+
+_REGISTRY_HOST = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?:\d{1,5}$")
+
+
+def node_cloud_config(
+    *,
+    hostname: str,
+    kubernetes_minor: str,
+    registry_host: str,
+    registry_ca_pem: str,
+    operator_ssh_public_key: str | None,
+) -> dict[str, Any]:
+    """The user data of every node: public material only (kernel settings, packages, registry trust).
+
+    The boot script (userdata/cluster/node-bootstrap.sh) does all package work itself, with retries:
+    the control plane has no public address until its Elastic IP is associated, moments after the
+    instance starts, so cloud-init's own package_update would fail on it.
+
+    containerd's config.toml is `containerd config default` edited as parsed TOML by
+    userdata/cluster/containerd_config.py, not with sed: the default's text differs between releases
+    (2.0/2.1 before containerd PR #12244 print no `SystemdCgroup` line at all; 2.x prints
+    `config_path = ''` in several tables), and Python's tomllib reads what the script then checks.
+
+    EC2 limits user data to 16 KB: the scripts are kept short, and tests check the size with a
+    full-size registry CA.
+    """
+    if not _REGISTRY_HOST.match(registry_host):
+        raise ValueError(f"registry host {registry_host!r} is not <dns-name>:<port>, e.g. gitlab.example.com:5050")
+    registry_dir = f"{CONTAINERD_HOSTS_DIR}/{registry_host}"
+    write_files = [
+        script_file("cluster/node-bootstrap.sh"),
+        script_file("cluster/containerd_config.py"),
+        env_file(NODE_ENV, {"KUBERNETES_MINOR": kubernetes_minor, "REGISTRY_HOST": registry_host}),
+        # Kubernetes "Container runtimes" prerequisites, and what flannel's bridge plugin needs.
+        {
+            "path": "/etc/modules-load.d/kubernetes.conf",
+            "permissions": "0644",
+            "content": "overlay\nbr_netfilter\n",
+        },
+        {
+            "path": "/etc/sysctl.d/90-kubernetes.conf",
+            "permissions": "0644",
+            "content": (
+                "net.ipv4.ip_forward = 1\n"
+                "net.bridge.bridge-nf-call-iptables = 1\n"
+                "net.bridge.bridge-nf-call-ip6tables = 1\n"
+            ),
+        },
+        # Registry trust, read by containerd at pull time (no restart needed: containerd docs/hosts.md).
+        {"path": f"{registry_dir}/hosts.toml", "permissions": "0644", "content": registry_hosts_toml(registry_host)},
+        {"path": f"{registry_dir}/ca.crt", "permissions": "0644", "content": registry_ca_pem},
+        # crictl (cri-tools, installed with kubeadm) otherwise probes several sockets and warns.
+        {
+            "path": "/etc/crictl.yaml",
+            "permissions": "0644",
+            "content": f"runtime-endpoint: {CRI_SOCKET}\nimage-endpoint: {CRI_SOCKET}\n",
+        },
+    ]
+    document = cloud_config(
+        hostname=hostname,
+        write_files=write_files,
+        runcmd=[[f"{INSTALL_DIR}/cluster/node-bootstrap.sh"]],
+        operator_ssh_public_key=operator_ssh_public_key,
+    )
+    # See the docstring: packages are installed by the boot script, after the network is up.
+    document["package_update"] = False
+    document.pop("packages", None)
+    # "127.0.1.1 <hostname>" in /etc/hosts: sudo and kubeadm's preflight resolve the node name.
+    document["manage_etc_hosts"] = True
+    return document

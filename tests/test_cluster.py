@@ -1,0 +1,811 @@
+"""KubeadmCluster: nodes that pin the cluster CA, secrets kept off hosts' user data, tight security groups.
+
+The component is run on its own (Network + SshAccess + KubeadmCluster, registry values as literals)
+through ``tools.harness.run_function``, so these tests do not depend on the GitLab host; the last
+test checks the real program's exports once ``__main__.py`` wires the cluster.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import functools
+import hashlib
+import importlib.util
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from components import kubeadm
+from components.cluster import KubeadmCluster, KubeadmClusterArgs, worker_names
+from components.config import load_config
+from components.hosts import SshAccess
+from components.network import Network, NetworkArgs
+from components.remote import step_script
+from tests.conftest import ADMIN
+from tools.harness import ProgramError, ProgramRun, Registration, StackMocks, is_secret_value, run_function
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+VENV_BIN = Path(sys.executable).parent
+NAME = "gitops-k8s"
+REGISTRY_HOST = "ec2-198-51-100-7.compute-1.amazonaws.com:5050"
+COMMAND = "command:remote:Command"
+INSTANCE = "aws:ec2/instance:Instance"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+OPERATOR_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHJ0ZXN0a2V5Zm9ydGhldXNlcmRhdGFzaXpldGVzdA operator@laptop"
+
+
+@functools.cache
+def registry_ca_pem() -> str:
+    """A full-size stand-in for GitLab's CA certificate (RSA 4096, as large as such a PEM gets)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
+    name = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, "GitLab CA"), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "gitops")]
+    )
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def cluster_program() -> None:
+    """The cluster's slice of __main__.py, with the GitLab values it consumes given as literals."""
+    config = load_config()
+    network = Network("gitops", NetworkArgs(config=config))
+    ssh = SshAccess("gitops-admin", config)
+    cluster = KubeadmCluster(
+        NAME,
+        KubeadmClusterArgs(
+            config=config,
+            subnet_ids=network.subnet_ids,
+            cluster_security_group_id=network.cluster_security_group_id,
+            gitlab_security_group_id=network.gitlab_security_group_id,
+            registry_host=REGISTRY_HOST,
+            registry_ca_pem=registry_ca_pem(),
+            ssh=ssh,
+        ),
+    )
+    pulumi.export("kubernetesApiUrl", cluster.public_api_url)
+    pulumi.export("kubernetesPrivateApiUrl", cluster.private_api_url)
+    pulumi.export("kubeconfig", cluster.kubeconfig)
+    pulumi.export("clusterCaPem", cluster.ca_pem)
+    pulumi.export("kubernetesVersion", cluster.kubernetes_version)
+    pulumi.export("nodes", cluster.nodes)
+    pulumi.export("appUrls", cluster.app_urls)
+
+
+def run_cluster(stack: str = "dev", mocks: StackMocks | None = None, **overrides: Any) -> ProgramRun:
+    return run_function(cluster_program, stack, {**ADMIN, **overrides}, mocks=mocks)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> ProgramRun:
+    return run_cluster()
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading what the program registered
+# ------------------------------------------------------------------------------------------------
+def stdin_parts(step: Registration) -> list[str]:
+    return [base64.b64decode(line).decode() for line in step.plain_inputs["stdin"].splitlines()]
+
+
+def init_documents(run: ProgramRun) -> dict[str, dict]:
+    config_text = stdin_parts(run.named(f"{NAME}-master-init"))[2]
+    return {document["kind"]: document for document in yaml.safe_load_all(config_text)}
+
+
+def join_documents(run: ProgramRun) -> dict[str, dict]:
+    """JoinConfiguration of every worker's join step, by worker name."""
+    joins = {}
+    for step in run.all(COMMAND):
+        match = re.fullmatch(rf"{NAME}-(worker\d+)-join", step.name)
+        if match:
+            (document,) = yaml.safe_load_all(step.plain_inputs["stdin"])
+            joins[match.group(1)] = document
+    return joins
+
+
+def user_data(run: ProgramRun, node: str) -> dict:
+    text = run.one(INSTANCE, f"{NAME}-{node}").plain_inputs["userData"]
+    assert text.startswith("#cloud-config\n")
+    return yaml.safe_load(text)
+
+
+def files_of(document: dict) -> dict[str, str]:
+    return {entry["path"]: entry["content"] for entry in document["write_files"]}
+
+
+def cluster_group_rules(run: ProgramRun) -> list[dict]:
+    group = run.one("aws:ec2/securityGroup:SecurityGroup", "gitops-cluster").id
+    return [rule.plain_inputs for rule in run.all(INGRESS) if rule.plain_inputs["securityGroupId"] == group]
+
+
+def openssl(*args: str, data: bytes) -> bytes:
+    result = subprocess.run(["openssl", *args], input=data, capture_output=True, check=True)
+    return result.stdout
+
+
+def tool(name: str) -> str:
+    path = VENV_BIN / name
+    return str(path) if path.exists() else (shutil.which(name) or pytest.fail(f"{name} is not installed"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Nodes and joins
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("count", [1, 2, 5])
+def test_worker_count_gives_that_many_workers_each_joining_with_the_pinned_ca(count: int) -> None:
+    run = run_cluster(workerCount=count)
+    names = worker_names(count)
+    assert names == [f"worker{index}" for index in range(1, count + 1)]
+    instances = {registration.name for registration in run.all(INSTANCE)}
+    assert instances == {f"{NAME}-master", *(f"{NAME}-{name}" for name in names)}
+    for name in ["master", *names]:
+        assert user_data(run, name)["hostname"] == name
+
+    joins = join_documents(run)
+    assert sorted(joins) == sorted(names)
+    ca_hash = kubeadm.ca_cert_hash(run.one("tls:index/selfSignedCert:SelfSignedCert", f"{NAME}-ca").state["certPem"])
+    master_ip = run.one(INSTANCE, f"{NAME}-master").state["privateIp"]
+    for name, document in joins.items():
+        worker = run.one(INSTANCE, f"{NAME}-{name}").state
+        discovery = document["discovery"]["bootstrapToken"]
+        assert discovery["caCertHashes"] == [ca_hash]
+        assert discovery["apiServerEndpoint"] == f"{master_ip}:6443"
+        assert "unsafeSkipCAVerification" not in discovery
+        assert document["nodeRegistration"]["name"] == name
+        assert document["nodeRegistration"]["kubeletExtraArgs"] == [{"name": "node-ip", "value": worker["privateIp"]}]
+    assert [node["name"] for node in run.outputs["nodes"]] == ["master", *names]
+    assert len(run.outputs["appUrls"]) == count
+
+
+def test_workers_join_in_parallel_after_the_token_step_only() -> None:
+    run = run_cluster(workerCount=3)
+    token_step = run.named(f"{NAME}-join-token")
+    joins = [run.named(f"{NAME}-{name}-join") for name in worker_names(3)]
+    join_urns = {join.urn for join in joins}
+    for join in joins:
+        assert token_step.urn in join.depends_on
+        assert not join_urns & set(join.depends_on), f"{join.name} waits for another worker"
+    assert run.named(f"{NAME}-master-init").urn in token_step.depends_on
+    ready = run.named(f"{NAME}-nodes-ready")
+    assert join_urns | {run.named(f"{NAME}-cni").urn} <= set(ready.depends_on)
+    assert "NODE_NAMES='master worker1 worker2 worker3'" in ready.plain_inputs["create"]
+    # The provider is only usable once every node is Ready.
+    provider = run.one("pulumi:providers:kubernetes", f"{NAME}-provider")
+    assert ready.urn in provider.depends_on
+
+
+def test_join_pin_equals_openssl_over_the_ca_public_key(cluster: ProgramRun) -> None:
+    ca_pem = cluster.one("tls:index/selfSignedCert:SelfSignedCert", f"{NAME}-ca").state["certPem"]
+    # kubeadm's documented recipe: openssl x509 -pubkey | openssl pkey -pubin -outform der | sha256.
+    public_key = openssl("x509", "-pubkey", "-noout", data=ca_pem.encode())
+    der = openssl("pkey", "-pubin", "-outform", "der", data=public_key)
+    digest = openssl("dgst", "-sha256", "-r", data=der).decode().split()[0]
+    for document in join_documents(cluster).values():
+        assert document["discovery"]["bootstrapToken"]["caCertHashes"] == [f"sha256:{digest}"]
+
+
+def test_ca_cert_hash_matches_openssl_for_an_ecdsa_ca_too() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes")])
+    now = datetime.datetime.now(datetime.UTC)
+    pem = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+    )
+    der = openssl("pkey", "-pubin", "-outform", "der", data=openssl("x509", "-pubkey", "-noout", data=pem))
+    assert kubeadm.ca_cert_hash(pem.decode()) == "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------
+# Secrets
+# ------------------------------------------------------------------------------------------------
+def secret_values(run: ProgramRun) -> dict[str, str]:
+    token_id = run.one("random:index/randomString:RandomString", f"{NAME}-token-id").state["result"]
+    token_secret = run.one("random:index/randomPassword:RandomPassword", f"{NAME}-token-secret").state["result"]
+    keys = {
+        key: run.one("tls:index/privateKey:PrivateKey", f"{NAME}-{key}").state["privateKeyPem"]
+        for key in ("ca-key", "admin-key")
+    }
+    values = {"bootstrap token": f"{token_id}.{token_secret}", "token secret": token_secret, **keys}
+    # Also as the base64 a stdin bundle or a kubeconfig carries them in.
+    values.update({f"{label} (base64)": base64.b64encode(value.encode()).decode() for label, value in keys.items()})
+    return values
+
+
+def unwrapped_hits(value: Any, needles: dict[str, str], path: str) -> list[str]:
+    """Where a secret value sits in an input without being marked secret."""
+    if is_secret_value(value):
+        return []
+    if isinstance(value, dict):
+        return [hit for key, item in value.items() for hit in unwrapped_hits(item, needles, f"{path}.{key}")]
+    if isinstance(value, list):
+        return [hit for index, item in enumerate(value) for hit in unwrapped_hits(item, needles, f"{path}[{index}]")]
+    if isinstance(value, str):
+        return [f"{label} in {path}" for label, needle in needles.items() if needle in value]
+    return []
+
+
+def test_secrets_appear_in_no_user_data_and_no_command_text(cluster: ProgramRun) -> None:
+    needles = secret_values(cluster)
+    assert re.fullmatch(r"[a-z0-9]{6}\.[a-z0-9]{16}", needles["bootstrap token"])
+    public_texts = [(r.name, r.plain_inputs["userData"]) for r in cluster.all(INSTANCE)]
+    public_texts += [(r.name, r.plain_inputs["create"]) for r in cluster.all(COMMAND)]
+    assert len(public_texts) == 3 + 7  # 3 instances; version, init, cni, token, 2 joins, ready
+    for name, text in public_texts:
+        for label, needle in needles.items():
+            assert needle not in text, f"{label} in {name}"
+    # Where they do travel (stdin, signing inputs, the provider's kubeconfig) they are secrets.
+    hits = [hit for r in cluster for hit in unwrapped_hits(r.inputs, needles, r.name)]
+    assert hits == []
+    assert all(needle not in r.name for r in cluster for needle in needles.values())
+    # ...and they do travel on stdin, which is where the steps read them.
+    init_stdin = cluster.named(f"{NAME}-master-init").inputs["stdin"]
+    assert is_secret_value(init_stdin)
+    assert needles["ca-key (base64)"] in cluster.named(f"{NAME}-master-init").plain_inputs["stdin"]
+    assert needles["bootstrap token"] in cluster.named(f"{NAME}-join-token").plain_inputs["stdin"]
+
+
+def test_sensitive_exports_are_secret_and_public_ones_hold_no_secret(cluster: ProgramRun) -> None:
+    assert cluster.secret_outputs == {"kubeconfig"}
+    needles = secret_values(cluster)
+    for name, value in cluster.outputs.items():
+        if name != "kubeconfig":
+            assert not any(needle in str(value) for needle in needles.values()), name
+
+
+# ------------------------------------------------------------------------------------------------
+# Endpoints, certificates, kubeconfig
+# ------------------------------------------------------------------------------------------------
+def test_api_certificate_covers_the_elastic_ip_and_the_private_ip(cluster: ProgramRun) -> None:
+    eip = cluster.one("aws:ec2/eip:Eip", f"{NAME}-master-eip").state
+    private_ip = cluster.one(INSTANCE, f"{NAME}-master").state["privateIp"]
+    documents = init_documents(cluster)
+    cluster_config = documents["ClusterConfiguration"]
+    assert set(cluster_config["apiServer"]["certSANs"]) == {eip["publicIp"], eip["publicDns"], private_ip}
+    # Nodes and GitLab use the private endpoint; the kubeconfig the public one: both are covered.
+    assert cluster_config["controlPlaneEndpoint"] == f"{private_ip}:6443"
+    assert cluster_config["networking"]["podSubnet"] == "10.244.0.0/16"
+    init = documents["InitConfiguration"]
+    assert init["localAPIEndpoint"] == {"advertiseAddress": private_ip, "bindPort": 6443}
+    assert init["nodeRegistration"]["name"] == "master"
+    assert init["bootstrapTokens"][0]["token"] == secret_values(cluster)["bootstrap token"]
+    assert cluster.outputs["kubernetesPrivateApiUrl"] == f"https://{private_ip}:6443"
+    assert cluster.outputs["kubernetesApiUrl"] == f"https://{eip['publicIp']}:6443"
+    # The instance itself has no public address: the control plane is reached on its Elastic IP.
+    association = cluster.one("aws:ec2/eipAssociation:EipAssociation").plain_inputs
+    assert association["allocationId"] == eip["allocationId"]
+    assert association["instanceId"] == cluster.one(INSTANCE, f"{NAME}-master").id
+    for step in ("kubeadm-version", "init"):
+        assert cluster.named(f"{NAME}-master-{step}").plain_inputs["connection"]["host"] == eip["publicIp"]
+
+
+def test_control_plane_gets_the_pulumi_made_ca_and_key(cluster: ProgramRun) -> None:
+    ca_cert, ca_key, _ = stdin_parts(cluster.named(f"{NAME}-master-init"))
+    assert ca_cert == cluster.one("tls:index/selfSignedCert:SelfSignedCert", f"{NAME}-ca").state["certPem"]
+    assert ca_key == cluster.one("tls:index/privateKey:PrivateKey", f"{NAME}-ca-key").state["privateKeyPem"]
+    certificate = x509.load_pem_x509_certificate(ca_cert.encode())
+    assert certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
+    assert lifetime == datetime.timedelta(hours=87600)
+
+
+def test_kubeconfig_targets_the_public_endpoint_and_trusts_the_cluster_ca(cluster: ProgramRun) -> None:
+    config = yaml.safe_load(cluster.outputs["kubeconfig"])
+    (entry,) = config["clusters"]
+    eip = cluster.one("aws:ec2/eip:Eip", f"{NAME}-master-eip").state["publicIp"]
+    assert entry["cluster"]["server"] == f"https://{eip}:6443"
+    ca_pem = base64.b64decode(entry["cluster"]["certificate-authority-data"]).decode()
+    assert ca_pem == cluster.outputs["clusterCaPem"]
+    assert ca_pem == cluster.one("tls:index/selfSignedCert:SelfSignedCert", f"{NAME}-ca").state["certPem"]
+    (user,) = config["users"]
+    client = x509.load_pem_x509_certificate(base64.b64decode(user["user"]["client-certificate-data"]))
+    client.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_pem.encode()))
+    organizations = client.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    assert [attribute.value for attribute in organizations] == ["kubeadm:cluster-admins"]
+    key = serialization.load_pem_private_key(base64.b64decode(user["user"]["client-key-data"]), password=None)
+    assert key.public_key().public_numbers() == client.public_key().public_numbers()  # type: ignore[union-attr]
+    assert config["current-context"] == config["contexts"][0]["name"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Security groups
+# ------------------------------------------------------------------------------------------------
+def test_only_the_app_node_port_is_open_to_the_world(cluster: ProgramRun) -> None:
+    rules = cluster_group_rules(cluster)
+    world = [rule for rule in rules if rule.get("cidrIpv4") == "0.0.0.0/0"]
+    assert [(rule["ipProtocol"], rule["fromPort"], rule["toPort"]) for rule in world] == [("tcp", 30000, 30000)]
+    assert all(rule.get("description") for rule in rules)
+    # Restricting appCidrs leaves nothing open to the world.
+    restricted = cluster_group_rules(run_cluster(appCidrs=["198.51.100.0/24"], appNodePort=31080))
+    assert not [rule for rule in restricted if rule.get("cidrIpv4") == "0.0.0.0/0"]
+    app = [rule for rule in restricted if rule["fromPort"] == 31080]
+    assert [(rule["cidrIpv4"], rule["toPort"]) for rule in app] == [("198.51.100.0/24", 31080)]
+
+
+def test_etcd_kubelet_and_vxlan_are_reachable_only_from_the_cluster_group(cluster: ProgramRun) -> None:
+    group = cluster.one("aws:ec2/securityGroup:SecurityGroup", "gitops-cluster").id
+    rules = cluster_group_rules(cluster)
+
+    def covering(port: int, protocol: str = "tcp") -> list[dict]:
+        return [r for r in rules if r["ipProtocol"] == protocol and r["fromPort"] <= port <= r["toPort"]]
+
+    for port, protocol in ((2379, "tcp"), (2380, "tcp"), (10250, "tcp"), (8472, "udp")):
+        sources = covering(port, protocol)
+        assert sources, f"{protocol}/{port} is closed"
+        assert all(rule.get("referencedSecurityGroupId") == group and "cidrIpv4" not in rule for rule in sources)
+
+
+def test_api_and_ssh_sources(cluster: ProgramRun) -> None:
+    cluster_group = cluster.one("aws:ec2/securityGroup:SecurityGroup", "gitops-cluster").id
+    gitlab_group = cluster.one("aws:ec2/securityGroup:SecurityGroup", "gitops-gitlab").id
+    rules = cluster_group_rules(cluster)
+    api = {rule.get("cidrIpv4") or rule["referencedSecurityGroupId"] for rule in rules if rule["fromPort"] == 6443}
+    assert api == {"203.0.113.7/32", cluster_group, gitlab_group}
+    ssh = [rule for rule in rules if rule["fromPort"] <= 22 <= rule["toPort"]]
+    assert [rule.get("cidrIpv4") for rule in ssh] == ["203.0.113.7/32"]
+    run = run_cluster(adminCidrs=["203.0.113.7/32", "192.0.2.0/28"])
+    ssh_sources = sorted(r.get("cidrIpv4") for r in cluster_group_rules(run) if r["fromPort"] == 22)
+    assert ssh_sources == ["192.0.2.0/28", "203.0.113.7/32"]
+
+
+# ------------------------------------------------------------------------------------------------
+# User data
+# ------------------------------------------------------------------------------------------------
+def test_user_data_trusts_the_gitlab_registry_and_installs_the_configured_minor() -> None:
+    run = run_cluster(kubernetesVersion="1.37")
+    for node in ("master", "worker1"):
+        document = user_data(run, node)
+        files = files_of(document)
+        registry_dir = f"/etc/containerd/certs.d/{REGISTRY_HOST}"
+        hosts = tomllib.loads(files[f"{registry_dir}/hosts.toml"])
+        assert hosts["server"] == f"https://{REGISTRY_HOST}"
+        assert hosts["host"][f"https://{REGISTRY_HOST}"] == {
+            "capabilities": ["pull", "resolve"],
+            "ca": f"{registry_dir}/ca.crt",
+        }
+        assert files[f"{registry_dir}/ca.crt"] == registry_ca_pem()
+        assert "KUBERNETES_MINOR=1.37\n" in files["/etc/gitops/cluster-node.env"]
+        assert (
+            files["/usr/local/lib/gitops/cluster/node-bootstrap.sh"]
+            == (ROOT / "userdata/cluster/node-bootstrap.sh").read_text()
+        )
+        assert document["runcmd"] == [["/usr/local/lib/gitops/cluster/node-bootstrap.sh"]]
+        assert files["/etc/modules-load.d/kubernetes.conf"].split() == ["overlay", "br_netfilter"]
+        assert "net.ipv4.ip_forward = 1" in files["/etc/sysctl.d/90-kubernetes.conf"]
+        # No package work before the boot script waits for the network (the Elastic IP comes late).
+        assert document["package_update"] is False
+        assert "packages" not in document
+    assert run.named(f"{NAME}-master-kubeadm-version").plain_inputs["create"].count("KUBERNETES_MINOR=1.37") == 1
+
+
+def test_user_data_passes_cloud_init_schema(cluster: ProgramRun, tmp_path: Path) -> None:
+    cloud_init = shutil.which("cloud-init")
+    if cloud_init is None:
+        pytest.skip("cloud-init is not installed (apt-get install --no-install-recommends cloud-init)")
+    for node in ("master", "worker2"):
+        path = tmp_path / f"{node}.yaml"
+        path.write_text(cluster.one(INSTANCE, f"{NAME}-{node}").plain_inputs["userData"])
+        result = subprocess.run(
+            [cloud_init, "schema", "--config-file", str(path)], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Valid cloud-config" in result.stdout
+
+
+def test_user_data_fits_the_ec2_limit_with_a_full_size_ca_and_an_operator_key() -> None:
+    run = run_cluster(operatorSshPublicKey=OPERATOR_KEY)
+    for registration in run.all(INSTANCE):
+        size = len(registration.plain_inputs["userData"].encode())
+        # EC2: "User data is limited to 16 KB, in raw form, before it is base64-encoded."
+        assert size <= 16 * 1024 - 1024, f"{registration.name}: {size} bytes leaves under 1 KB of headroom"
+        assert user_data(run, registration.name.removeprefix(f"{NAME}-"))["ssh_authorized_keys"] == [OPERATOR_KEY]
+
+
+def test_registry_host_must_name_its_port() -> None:
+    with pytest.raises(ValueError, match="not <dns-name>:<port>"):
+        kubeadm.node_cloud_config(
+            hostname="master",
+            kubernetes_minor="1.36",
+            registry_host="gitlab.example.com",
+            registry_ca_pem=registry_ca_pem(),
+            operator_ssh_public_key=None,
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# kubeadm documents and the Kubernetes version
+# ------------------------------------------------------------------------------------------------
+# Fields of kubeadm.k8s.io/v1beta4 (kubernetes/website content/en/docs/reference/config-api/
+# kubeadm-config.v1beta4.md). kubeadm only warns about an unknown field and ignores it: a typo would
+# silently drop a setting.
+V1BETA4_FIELDS = {
+    "InitConfiguration": {
+        "apiVersion", "kind", "bootstrapTokens", "dryRun", "nodeRegistration", "localAPIEndpoint",
+        "certificateKey", "skipPhases", "patches", "timeouts",
+    },
+    "ClusterConfiguration": {
+        "apiVersion", "kind", "etcd", "networking", "kubernetesVersion", "controlPlaneEndpoint", "apiServer",
+        "controllerManager", "scheduler", "dns", "proxy", "certificatesDir", "imageRepository", "featureGates",
+        "clusterName", "encryptionAlgorithm", "certificateValidityPeriod", "caCertificateValidityPeriod",
+    },
+    "JoinConfiguration": {
+        "apiVersion", "kind", "dryRun", "nodeRegistration", "caCertPath", "discovery", "controlPlane",
+        "skipPhases", "patches", "timeouts",
+    },
+    "BootstrapToken": {"token", "description", "ttl", "expires", "usages", "groups"},
+    "NodeRegistrationOptions": {
+        "name", "criSocket", "taints", "kubeletExtraArgs", "ignorePreflightErrors", "imagePullPolicy", "imagePullSerial",
+    },
+    "BootstrapTokenDiscovery": {"token", "apiServerEndpoint", "caCertHashes", "unsafeSkipCAVerification"},
+    "APIServer": {"extraArgs", "extraVolumes", "extraEnvs", "certSANs"},
+    "Networking": {"serviceSubnet", "podSubnet", "dnsDomain"},
+    "APIEndpoint": {"advertiseAddress", "bindPort"},
+}  # fmt: skip
+
+
+def assert_fields(kind: str, document: dict) -> None:
+    unknown = set(document) - V1BETA4_FIELDS[kind]
+    assert not unknown, f"{kind} has fields kubeadm v1beta4 does not know: {sorted(unknown)}"
+
+
+def assert_args_list(arguments: Any) -> None:
+    """v1beta4 extraArgs/kubeletExtraArgs: a list of {name, value} strings, not a map."""
+    assert isinstance(arguments, list)
+    for argument in arguments:
+        assert set(argument) == {"name", "value"}
+        assert all(isinstance(item, str) for item in argument.values())
+
+
+def test_kubeadm_documents_are_v1beta4_with_known_fields(cluster: ProgramRun) -> None:
+    documents = [*init_documents(cluster).values(), *join_documents(cluster).values()]
+    assert sorted(document["kind"] for document in documents) == [
+        "ClusterConfiguration", "InitConfiguration", "JoinConfiguration", "JoinConfiguration",
+    ]  # fmt: skip
+    for document in documents:
+        assert document["apiVersion"] == "kubeadm.k8s.io/v1beta4"
+        assert_fields(document["kind"], document)
+        if "nodeRegistration" in document:
+            assert_fields("NodeRegistrationOptions", document["nodeRegistration"])
+            assert document["nodeRegistration"]["criSocket"] == "unix:///var/run/containerd/containerd.sock"
+            assert_args_list(document["nodeRegistration"]["kubeletExtraArgs"])
+        for component in ("apiServer", "controllerManager", "scheduler"):
+            if "extraArgs" in document.get(component, {}):
+                assert_args_list(document[component]["extraArgs"])
+    init = init_documents(cluster)
+    for token in init["InitConfiguration"]["bootstrapTokens"]:
+        assert_fields("BootstrapToken", token)
+        assert kubeadm.BOOTSTRAP_TOKEN.match(token["token"])
+    assert_fields("APIEndpoint", init["InitConfiguration"]["localAPIEndpoint"])
+    assert_fields("APIServer", init["ClusterConfiguration"]["apiServer"])
+    assert_fields("Networking", init["ClusterConfiguration"]["networking"])
+    for join in join_documents(cluster).values():
+        assert set(join["discovery"]) == {"bootstrapToken"}
+        assert_fields("BootstrapTokenDiscovery", join["discovery"]["bootstrapToken"])
+
+
+def test_kubernetes_version_is_the_patch_kubeadm_installed() -> None:
+    mocks = StackMocks(command_stdout={f"{NAME}-master-kubeadm-version": "v1.37.2\n"})
+    run = run_cluster(mocks=mocks, kubernetesVersion="1.37")
+    assert init_documents(run)["ClusterConfiguration"]["kubernetesVersion"] == "v1.37.2"
+    assert run.outputs["kubernetesVersion"] == "v1.37.2"
+    # The default mock answers like the host would for the configured minor.
+    assert init_documents(run_cluster())["ClusterConfiguration"]["kubernetesVersion"] == "v1.36.5"
+
+
+def test_a_kubeadm_of_another_minor_stops_the_deployment() -> None:
+    mocks = StackMocks(command_stdout={f"{NAME}-master-kubeadm-version": "v1.35.4\n"})
+    with pytest.raises(ProgramError, match=r"reports 'v1\.35\.4'; expected v1\.36\.<patch>"):
+        run_cluster(mocks=mocks)
+
+
+@pytest.mark.parametrize(
+    ("stdout", "minor", "expected"),
+    [("v1.36.5\n", "1.36", "v1.36.5"), (" v1.37.0 ", "1.37", "v1.37.0"), ("v1.36.12", "1.36", "v1.36.12")],
+)
+def test_installed_kubernetes_version(stdout: str, minor: str, expected: str) -> None:
+    assert kubeadm.installed_kubernetes_version(stdout, minor) == expected
+
+
+@pytest.mark.parametrize("stdout", ["", "v1.36", "1.36.5", "v1.361.0", "v1.36.5-rc.0", "kubeadm version: v1.36.5"])
+def test_installed_kubernetes_version_rejects(stdout: str) -> None:
+    with pytest.raises(ValueError, match=re.escape("expected v1.36.<patch>")):
+        kubeadm.installed_kubernetes_version(stdout, "1.36")
+
+
+# ------------------------------------------------------------------------------------------------
+# Scripts
+# ------------------------------------------------------------------------------------------------
+SCRIPTS = sorted(path.name for path in (ROOT / "userdata" / "cluster").glob("*.sh"))
+REMOTE_STEPS = [name for name in SCRIPTS if name != "node-bootstrap.sh"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_script_passes_shellcheck(script: str) -> None:
+    result = subprocess.run(
+        [tool("shellcheck"), "-x", f"userdata/cluster/{script}"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("script", REMOTE_STEPS)
+def test_remote_step_as_sent_passes_shellcheck(script: str) -> None:
+    """What runs over SSH is common.sh followed by the step: its functions must be the ones used."""
+    result = subprocess.run(
+        [tool("shellcheck"), "--shell=bash", "-"],
+        input=step_script(f"cluster/{script}"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_step_script_is_used_and_exists(cluster: ProgramRun) -> None:
+    used = {re.search(r"STEP_NAME=(\S+)", r.plain_inputs["create"]).group(1) for r in cluster.all(COMMAND)}  # type: ignore[union-attr]
+    assert used == {f"cluster/{name}" for name in REMOTE_STEPS}
+
+
+def test_stdin_bundle_reads_back_with_the_init_steps_reader(tmp_path: Path) -> None:
+    """The control-plane step's own read_part() recovers every file of a stdin bundle byte for byte."""
+    script = (ROOT / "userdata/cluster/control-plane-init.sh").read_text()
+    reader = re.search(r"^read_part\(\) \{\n.*?^\}\n", script, re.MULTILINE | re.DOTALL)
+    assert reader, "control-plane-init.sh defines read_part()"
+    parts = [registry_ca_pem(), "key\nwith\nlines\n", "apiVersion: v1\n---\nkind: X\n"]
+    program = (
+        (ROOT / "userdata/lib/common.sh").read_text()
+        + reader.group(0)
+        + 'for i in 1 2 3; do read_part "$DIR/$i"; done\n'
+    )
+    subprocess.run(
+        ["bash", "-c", program],
+        input=kubeadm.stdin_bundle(parts),
+        text=True,
+        check=True,
+        env={**os.environ, "DIR": str(tmp_path)},
+    )
+    assert [(tmp_path / str(index)).read_text() for index in (1, 2, 3)] == parts
+    # A short bundle fails with the name of the missing part.
+    result = subprocess.run(
+        ["bash", "-c", program],
+        input=kubeadm.stdin_bundle(parts[:2]),
+        text=True,
+        capture_output=True,
+        check=False,
+        env={**os.environ, "DIR": str(tmp_path)},
+    )
+    assert result.returncode == 1
+    assert "stdin ended before 3" in result.stderr
+
+
+def run_step(
+    script: str, env: dict[str, str], tmp_path: Path, kubectl: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """Run a step as components/remote.py sends it (common.sh first), with a stub kubectl on PATH."""
+    stub = tmp_path / "kubectl"
+    stub.write_text("#!/bin/sh\n" + kubectl)
+    stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    return subprocess.run(
+        ["bash", "-c", step_script(script), script],
+        input=stdin,
+        env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "STEP_NAME": script, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+KUBECTL_NODES = """
+case "$1 $2" in
+  "get node") for n in $READY; do [ "$n" = "$3" ] && { echo True; exit 0; }; done; echo False ;;
+  "get nodes") if [ "$3" = "-o" ] && [ "$4" = "wide" ]; then echo "NAME STATUS"; echo "$ALL" | tr ' ' '\\n'; else echo "$ALL"; fi ;;
+  "delete node") echo "$3" >> "$DELETED" ;;
+esac
+"""
+
+
+def test_readiness_step_fails_naming_the_nodes_that_are_not_ready(tmp_path: Path) -> None:
+    env = {
+        "NODE_NAMES": "master worker1 worker2",
+        "TIMEOUT_SECONDS": "0",
+        "READY": "master worker2",
+        "ALL": "master worker1 worker2",
+    }
+    result = run_step(
+        "cluster/wait-nodes-ready.sh", {**env, "DELETED": str(tmp_path / "deleted")}, tmp_path, KUBECTL_NODES
+    )
+    assert result.returncode == 1
+    assert "not Ready after 0s: worker1" in result.stderr
+    assert "NAME STATUS" in result.stderr  # `kubectl get nodes -o wide` for the operator
+
+
+def test_readiness_step_passes_and_removes_workers_no_longer_configured(tmp_path: Path) -> None:
+    deleted = tmp_path / "deleted"
+    env = {
+        "NODE_NAMES": "master worker1",
+        "TIMEOUT_SECONDS": "30",
+        "READY": "master worker1",
+        "ALL": "master worker1 worker2",
+    }
+    result = run_step("cluster/wait-nodes-ready.sh", {**env, "DELETED": str(deleted)}, tmp_path, KUBECTL_NODES)
+    assert result.returncode == 0, result.stderr
+    assert "all 2 nodes Ready" in result.stderr
+    assert deleted.read_text().split() == ["worker2"]
+
+
+def test_join_token_step_renews_the_token_without_logging_it(tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.yaml"
+    kubectl = f'[ "$*" = "create -f -" ] && cat > {manifest}\nexit 0\n'
+    env = {"TOKEN_TTL_HOURS": "24", "TOKEN_GROUP": kubeadm.BOOTSTRAP_TOKEN_GROUP}
+    result = run_step("cluster/join-token.sh", env, tmp_path, kubectl, stdin="abc123.0123456789abcdef\n")
+    assert result.returncode == 0, result.stderr
+    assert "0123456789abcdef" not in result.stdout + result.stderr
+    secret = yaml.safe_load(manifest.read_text())
+    assert secret["metadata"] == {"name": "bootstrap-token-abc123", "namespace": "kube-system"}
+    assert secret["type"] == "bootstrap.kubernetes.io/token"
+    data = secret["stringData"]
+    assert (data["token-id"], data["token-secret"]) == ("abc123", "0123456789abcdef")
+    assert data["auth-extra-groups"] == "system:bootstrappers:kubeadm:default-node-token"
+    assert data["usage-bootstrap-authentication"] == data["usage-bootstrap-signing"] == "true"
+    remaining = datetime.datetime.fromisoformat(data["expiration"]) - datetime.datetime.now(datetime.UTC)
+    assert datetime.timedelta(hours=23) < remaining <= datetime.timedelta(hours=24)
+
+
+def test_join_token_step_rejects_a_malformed_token(tmp_path: Path) -> None:
+    env = {"TOKEN_TTL_HOURS": "24", "TOKEN_GROUP": "g"}
+    result = run_step("cluster/join-token.sh", env, tmp_path, "exit 0\n", stdin="ABC123.0123456789abcdef\n")
+    assert result.returncode == 1
+    assert "is not [a-z0-9]{6}.[a-z0-9]{16}" in result.stderr
+    assert "0123456789abcdef" not in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# containerd configuration (userdata/cluster/containerd_config.py)
+# ------------------------------------------------------------------------------------------------
+@functools.cache
+def containerd_config() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("containerd_config", ROOT / "userdata/cluster/containerd_config.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def dig(document: dict, *path: str) -> Any:
+    for key in path:
+        document = document[key]
+    return document
+
+
+CONTAINERD_CASES = [
+    pytest.param(
+        "containerd-2.1-default.toml",
+        ("plugins", "io.containerd.cri.v1.runtime", "containerd", "runtimes", "runc", "options"),
+        ("plugins", "io.containerd.cri.v1.images", "registry"),
+        id="2.x",
+    ),
+    pytest.param(
+        "containerd-1.6-default.toml",
+        ("plugins", "io.containerd.grpc.v1.cri", "containerd", "runtimes", "runc", "options"),
+        ("plugins", "io.containerd.grpc.v1.cri", "registry"),
+        id="1.x",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fixture", "options", "registry"), CONTAINERD_CASES)
+def test_containerd_config_sets_systemd_cgroups_and_the_hosts_dir(
+    fixture: str, options: tuple, registry: tuple
+) -> None:
+    default = (FIXTURES / fixture).read_text()
+    # Run it as the node does, as a script with the default config on stdin (Debian 12's python3 is
+    # 3.11, the version this suite runs on: tomllib is there).
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "userdata/cluster/containerd_config.py")],
+        input=default,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    before, after = tomllib.loads(default), tomllib.loads(result.stdout)
+    assert dig(after, *options)["SystemdCgroup"] is True
+    assert dig(after, *registry)["config_path"] == "/etc/containerd/certs.d"
+    # Nothing else changes (apart from the transfer service's own hosts directory on 2.x).
+    dig(before, *options)["SystemdCgroup"] = True
+    dig(before, *registry)["config_path"] = "/etc/containerd/certs.d"
+    if "io.containerd.transfer.v1.local" in before["plugins"]:
+        before["plugins"]["io.containerd.transfer.v1.local"]["config_path"] = "/etc/containerd/certs.d"
+    assert after == before
+
+
+def test_containerd_config_replaces_an_existing_systemd_cgroup_line() -> None:
+    # containerd 2.x after PR #12244 prints `SystemdCgroup = false` in the runc options.
+    default = (
+        (FIXTURES / "containerd-2.1-default.toml")
+        .read_text()
+        .replace("            ShimCgroup = ''\n", "            ShimCgroup = ''\n            SystemdCgroup = false\n")
+    )
+    assert "SystemdCgroup = false" in default
+    output = tomllib.loads(containerd_config().render(default))
+    assert dig(output, *CONTAINERD_CASES[0].values[1])["SystemdCgroup"] is True
+
+
+@pytest.mark.parametrize(
+    ("default", "message"),
+    [
+        ("version = 1\n", "neither 2 (containerd 1.x) nor 3"),
+        ("version = 3\ndisabled_plugins = ['io.containerd.grpc.v1.cri']\n", "CRI plugin is disabled"),
+        ("version = 3\n[plugins.'io.containerd.cri.v1.images'.registry]\nconfig_path = ''\n", "is missing"),
+        (
+            "version = 2\n[plugins.'io.containerd.grpc.v1.cri'.containerd.runtimes.runc.options]\nSystemdCgroup = false\n",
+            "runc has no runtime_type",
+        ),
+    ],
+)
+def test_containerd_config_refuses_what_it_cannot_fix(default: str, message: str) -> None:
+    module = containerd_config()
+    with pytest.raises(module.ConfigError, match=re.escape(message)):
+        module.render(default)
+
+
+def test_containerd_config_writer_round_trips_every_value_kind() -> None:
+    module = containerd_config()
+    document = {
+        "version": 3,
+        "imports": [],
+        "ratio": 0.02,
+        "big": 1e-05,
+        "flag": False,
+        "text": 'quote " backslash \\ tab \t newline \n bell \x07 del \x7f unicode é',
+        "list": ["a", 1, [True]],
+        "tables": [{"name": "x", "nested": {"k": "v"}}],
+        "plugins": {"io.containerd.example.v1": {"key with space": "v", "empty": {}}, "plain_key": {"n": -3}},
+    }
+    assert tomllib.loads(module.dumps(document)) == document
+
+
+# ------------------------------------------------------------------------------------------------
+# The real program
+# ------------------------------------------------------------------------------------------------
+def test_main_exports_the_cluster(dev: ProgramRun) -> None:
+    if "KubeadmCluster(" not in (ROOT / "__main__.py").read_text():
+        pytest.skip("__main__.py does not build the cluster yet (it needs the GitLab host's registry values)")
+    assert {"kubernetesApiUrl", "kubernetesPrivateApiUrl", "kubeconfig", "clusterCaPem", "nodes", "appUrls"} <= set(
+        dev.outputs
+    )
+    assert "kubeconfig" in dev.secret_outputs
+    assert [node["name"] for node in dev.outputs["nodes"]] == ["master", "worker1", "worker2"]
