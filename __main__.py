@@ -5,9 +5,12 @@ Reads like the architecture diagram in the README; each concept lives in compone
 
 import pulumi
 
+from components.app_project import AppProject, AppProjectArgs
 from components.cluster import KubeadmCluster, KubeadmClusterArgs
 from components.config import load_config
+from components.flux import Flux, FluxArgs
 from components.gitlab_host import GitLabHost, GitLabHostArgs
+from components.gitlab_integration import GitLabIntegration, GitLabIntegrationArgs
 from components.hosts import SshAccess
 from components.network import Network, NetworkArgs
 
@@ -44,6 +47,51 @@ cluster = KubeadmCluster(
     ),
 )
 
+# The shark-app project (the tutorial's <user>/shark-application), then GitLab's view of the
+# cluster, then the seeding commits: the last one starts the first pipeline, which needs the
+# KUBE_* variables the integration sets.
+app = AppProject(
+    "shark-app",
+    AppProjectArgs(
+        config=config,
+        gitlab_provider=gitlab_host.provider,
+        kubernetes_provider=cluster.provider,
+        namespace_id=gitlab_host.admin_namespace_id,
+        gitlab_hostname=gitlab_host.hostname,
+        registry_host=gitlab_host.registry_host,
+    ),
+)
+integration = GitLabIntegration(
+    "gitlab-k8s",
+    GitLabIntegrationArgs(
+        project_id=app.project_id,
+        api_url=cluster.private_api_url,
+        ca_pem=cluster.ca_pem,
+        kubernetes_provider=cluster.provider,
+        gitlab_provider=gitlab_host.provider,
+        gitlab_ready=gitlab_host.cluster_prerequisites,
+    ),
+)
+app.seed_repository(after=integration.variables)
+
+# Pull delivery: Flux watches the project and commits new image tags back to it.
+flux = None
+if config.delivery == "pull":
+    flux = Flux(
+        "flux",
+        FluxArgs(
+            config=config,
+            kubernetes_provider=cluster.provider,
+            gitlab_provider=gitlab_host.provider,
+            project_id=app.project_id,
+            ssh_url=app.ssh_url,
+            image_repository=app.image_repository,
+            known_hosts=gitlab_host.ssh_known_hosts,
+            gitlab_ca_pem=gitlab_host.ca_pem,
+            registry_dockerconfigjson=app.pull_secret_dockerconfigjson,
+        ),
+    )
+
 pulumi.export("vpcId", network.vpc_id)
 pulumi.export("subnetIds", network.subnet_ids)
 pulumi.export("availabilityZones", network.availability_zones)
@@ -66,3 +114,12 @@ pulumi.export("clusterCaPem", cluster.ca_pem)
 pulumi.export("kubernetesVersion", cluster.kubernetes_version)
 pulumi.export("nodes", cluster.nodes)
 pulumi.export("appUrls", cluster.app_urls)
+
+pulumi.export("appProjectUrl", app.web_url)
+pulumi.export("appProjectSshUrl", app.ssh_url)
+pulumi.export("appImageRepository", app.image_repository)
+pulumi.export("delivery", config.delivery)
+if flux is not None:
+    pulumi.export("fluxNamespace", flux.namespace)
+    pulumi.export("fluxObjects", flux.object_names)
+    pulumi.export("fluxWatchCommand", flux.watch_command)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -111,7 +112,7 @@ class AppProject(pulumi.ComponentResource):
             )
         self.seed_commits = []
 
-    def seed_repository(self, after: list[pulumi.Resource]) -> None:
+    def seed_repository(self, after: Sequence[pulumi.Resource]) -> None:
         """Commit the app, its manifests and, last, the pipeline (after ``after`` exists)."""
         previous: list[pulumi.Resource] = []
         mode = self._config.delivery
@@ -135,7 +136,7 @@ class AppProject(pulumi.ComponentResource):
                     self._on_gitlab,
                     pulumi.ResourceOptions(
                         # One commit at a time, in this order: the pipeline file is the last commit.
-                        depends_on=previous + (after if is_pipeline else []),
+                        depends_on=previous + (list(after) if is_pipeline else []),
                         ignore_changes=[] if is_pipeline else ["content"],
                     ),
                 ),

@@ -7,6 +7,8 @@ Every stack needs the admin CIDRs a user sets with `pulumi config set`; ``ADMIN`
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -34,3 +36,14 @@ def dev() -> ProgramRun:
 @pytest.fixture(scope="session")
 def prod() -> ProgramRun:
     return run_program("prod", ADMIN)
+
+
+def system_tool(name: str, install: str) -> str:
+    """Path of a validator installed from Debian (.ci/run installs it); skip locally, fail in CI."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed ({install})"
+        if os.environ.get("CI"):
+            pytest.fail(message + ": .ci/run must install it")
+        pytest.skip(message)
+    return path

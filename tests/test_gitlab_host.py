@@ -7,7 +7,6 @@ import datetime
 import ipaddress
 import re
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from components.gitlab_config import (
     token_expiry,
 )
 from components.remote import step_script
+from tests.conftest import system_tool
 from tools.harness import ProgramRun, Registration, is_secret_value, plain
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -425,16 +425,16 @@ def test_seed_program_refuses_a_token_that_could_break_out_of_its_literal(bad: s
         seed_token_program(bad)
 
 
-@pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby is not installed: syntax check skipped")
 def test_seed_program_is_valid_ruby(tmp_path: Path) -> None:
+    ruby = system_tool("ruby", "apt-get install --no-install-recommends ruby")
     path = tmp_path / "seed.rb"
     path.write_text(seed_token_program("AbCdEfGhIj0123456789"))
-    subprocess.run(["ruby", "-c", str(path)], check=True, capture_output=True)
+    subprocess.run([ruby, "-c", str(path)], check=True, capture_output=True)
 
 
-@pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby is not installed: evaluation skipped")
 def test_omnibus_config_evaluates_and_reads_the_root_password_seed_only_when_present(tmp_path: Path) -> None:
     """Evaluate the configuration as Omnibus does (Ruby), with its setting methods stubbed as hashes."""
+    ruby = system_tool("ruby", "apt-get install --no-install-recommends ruby")
     seed = tmp_path / "seed"
     config = omnibus_config("gitlab.example.com").replace(ROOT_PASSWORD_SEED, str(seed))
     harness = (
@@ -451,7 +451,7 @@ def test_omnibus_config_evaluates_and_reads_the_root_password_seed_only_when_pre
 
     def evaluate() -> str:
         return subprocess.run(
-            ["ruby", str(tmp_path / "harness.rb")], check=True, capture_output=True, text=True
+            [ruby, str(tmp_path / "harness.rb")], check=True, capture_output=True, text=True
         ).stdout.strip()
 
     prefix = "https://gitlab.example.com|https://gitlab.example.com:5050|2222|false|"
@@ -534,9 +534,7 @@ def test_security_group_rules(run_stack) -> None:
 
 # ---- validators ----------------------------------------------------------------------------------
 def test_user_data_passes_cloud_init_schema(dev, tmp_path: Path) -> None:
-    cloud_init = shutil.which("cloud-init")
-    if cloud_init is None:
-        pytest.skip("cloud-init is not installed (Debian: apt-get install --no-install-recommends cloud-init)")
+    cloud_init = system_tool("cloud-init", "apt-get install --no-install-recommends cloud-init")
     user_data = dev.one("aws:ec2/instance:Instance", "gitlab-host").plain_inputs["userData"]
     assert user_data.startswith("#cloud-config\n")
     path = tmp_path / "gitlab-user-data.yaml"

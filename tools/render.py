@@ -65,6 +65,10 @@ def _safe_name(name: str) -> str:
 
 def _redacted(value: Any) -> Any:
     if is_secret_value(value):
+        # Keep the shape (a Secret's stringData keys stay readable and schema-valid), not the data.
+        inner = plain(value)
+        if isinstance(inner, dict):
+            return dict.fromkeys(inner, SECRET)
         return SECRET
     if isinstance(value, dict):
         return {k: _redacted(v) for k, v in value.items()}

@@ -1,0 +1,208 @@
+"""The shark-app project in GitLab and GitLab's view of the cluster, as the whole program wires them."""
+
+from __future__ import annotations
+
+import base64
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tools.harness import ProgramRun, is_secret_value, plain
+
+PROJECT = "gitlab:index/project:Project"
+FILE = "gitlab:index/repositoryFile:RepositoryFile"
+VARIABLE = "gitlab:index/projectVariable:ProjectVariable"
+CLUSTER = "gitlab:index/projectCluster:ProjectCluster"
+SECRET = "kubernetes:core/v1:Secret"
+
+
+def _files(run: ProgramRun) -> dict[str, dict]:
+    return {plain(r.inputs["filePath"]): r for r in run.all(FILE)}
+
+
+def _variables(run: ProgramRun) -> dict[str, dict]:
+    return {r.inputs["key"]: r.inputs for r in run.all(VARIABLE)}
+
+
+def _token_secret(run: ProgramRun):
+    return next(r for r in run.all(SECRET) if r.inputs.get("type") == "kubernetes.io/service-account-token")
+
+
+def _token(run: ProgramRun) -> str:
+    return base64.b64decode(plain(_token_secret(run).state["data"])["token"]).decode()
+
+
+def test_project_is_the_tutorials_public_project_with_a_registry(dev) -> None:
+    project = dev.one(PROJECT)
+    gitlab_user = dev.one("gitlab:index/user:User")
+    assert project.inputs["name"] == project.inputs["path"] == "shark-application"
+    assert project.inputs["visibilityLevel"] == "public"
+    assert project.inputs["containerRegistryAccessLevel"] == "enabled"
+    assert project.inputs["defaultBranch"] == "main"
+    assert project.inputs["initializeWithReadme"] is True
+    # Under the daily admin user, as the tutorial's <user>/shark-application.
+    assert project.inputs["namespaceId"] == gitlab_user.state["namespaceId"]
+    assert project.provider.startswith(dev.one("pulumi:providers:gitlab").urn)
+
+
+def test_prod_project_is_private_and_pulls_with_a_read_registry_token(prod) -> None:
+    assert prod.one(PROJECT).inputs["visibilityLevel"] == "private"
+    token = prod.one("gitlab:index/projectDeployToken:ProjectDeployToken")
+    assert token.inputs["scopes"] == ["read_registry"]
+    pull = next(
+        r
+        for r in prod.all(SECRET)
+        if r.inputs["metadata"]["name"] == "gitlab-registry" and r.inputs["metadata"]["namespace"] == "default"
+    )
+    assert pull.inputs["type"] == "kubernetes.io/dockerconfigjson"
+    assert is_secret_value(pull.inputs["stringData"]), "registry credentials travel as a secret"
+    config = yaml.safe_load(plain(pull.inputs["stringData"])[".dockerconfigjson"])
+    registry = prod.outputs["gitlabRegistryHost"]
+    assert config["auths"][registry]["password"] == token.state["token"]
+    deployment = yaml.safe_load(plain(_files(prod)["kubernetes/deployment.yml"].inputs["content"]))
+    assert deployment["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "gitlab-registry"}]
+
+
+def test_public_project_needs_no_pull_credentials(dev) -> None:
+    assert dev.all("gitlab:index/projectDeployToken:ProjectDeployToken") == []
+    deployment = yaml.safe_load(plain(_files(dev)["kubernetes/deployment.yml"].inputs["content"]))
+    assert "imagePullSecrets" not in deployment["spec"]["template"]["spec"]
+
+
+def test_outputs_name_the_project_its_ssh_url_and_image(dev) -> None:
+    host = dev.outputs["gitlabRegistryHost"].removesuffix(":5050")
+    path = dev.one(PROJECT).state["pathWithNamespace"]
+    assert dev.outputs["appProjectSshUrl"] == f"ssh://git@{host}:2222/{path}.git"
+    assert dev.outputs["appImageRepository"] == f"{host}:5050/{path}"
+    assert dev.outputs["appProjectUrl"] == dev.one(PROJECT).state["webUrl"]
+
+
+def test_service_account_is_bound_to_cluster_admin(dev) -> None:
+    account = dev.one("kubernetes:core/v1:ServiceAccount")
+    assert account.inputs["metadata"] == {"name": "gitlab-admin", "namespace": "kube-system"}
+    binding = dev.one("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding")
+    assert binding.inputs["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "cluster-admin",
+    }
+    assert binding.inputs["subjects"] == [
+        {"kind": "ServiceAccount", "name": "gitlab-admin", "namespace": "kube-system"}
+    ]
+    token = _token_secret(dev)
+    assert token.inputs["metadata"]["annotations"] == {"kubernetes.io/service-account.name": "gitlab-admin"}
+    assert account.urn in token.depends_on
+
+
+def test_project_cluster_gets_the_private_api_url_the_ca_and_the_token(dev) -> None:
+    cluster = dev.one(CLUSTER).inputs
+    assert cluster["name"] == "k8s cluster"
+    assert cluster["kubernetesApiUrl"] == dev.outputs["kubernetesPrivateApiUrl"]
+    assert cluster["kubernetesApiUrl"].startswith("https://10.42.")
+    assert cluster["kubernetesCaCert"] == dev.outputs["clusterCaPem"]
+    assert is_secret_value(cluster["kubernetesToken"]), "the token is sent as a secret"
+    assert plain(cluster["kubernetesToken"]) == _token(dev)
+    assert cluster["kubernetesAuthorizationType"] == "rbac"
+    assert cluster["managed"] is False
+    assert cluster["environmentScope"] == "*"
+
+
+def test_project_cluster_waits_for_the_feature_flag_and_local_requests(dev) -> None:
+    cluster = dev.one(CLUSTER)
+    settings = dev.one("gitlab:index/applicationSettings:ApplicationSettings")
+    assert settings.inputs["allowLocalRequestsFromWebHooksAndServices"] is True
+    assert settings.urn in cluster.depends_on
+    seeding = next(r for r in dev.all("command:remote:Command") if "seed-admin-token" in r.name)
+    assert seeding.urn in cluster.depends_on, "certificate_based_clusters is enabled by the seeding step"
+
+
+def test_ci_variables_let_the_push_pipeline_reach_the_cluster(dev) -> None:
+    variables = _variables(dev)
+    assert set(variables) == {"KUBE_URL", "KUBE_TOKEN", "KUBE_CA_PEM_FILE"}
+    assert variables["KUBE_URL"]["value"] == dev.outputs["kubernetesPrivateApiUrl"]
+    token = variables["KUBE_TOKEN"]
+    assert token["masked"] is True and token["protected"] is True
+    assert is_secret_value(token["value"]) and plain(token["value"]) == _token(dev)
+    assert variables["KUBE_CA_PEM_FILE"]["variableType"] == "file"
+    assert variables["KUBE_CA_PEM_FILE"]["value"] == dev.outputs["clusterCaPem"]
+
+
+def test_seeding_commits_the_pipeline_last_and_alone_without_skip_ci(dev) -> None:
+    commits = dev.all(FILE)
+    without_skip = [c for c in commits if "[skip ci]" not in c.inputs["createCommitMessage"]]
+    assert [plain(c.inputs["filePath"]) for c in without_skip] == [".gitlab-ci.yml"]
+    # Follow the depends_on chain: every file comes before the pipeline, one commit at a time.
+    by_urn = {c.urn: c for c in commits}
+    pipeline = without_skip[0]
+    chain, current = [pipeline], pipeline
+    while previous := [urn for urn in current.depends_on if urn in by_urn]:
+        assert len(previous) == 1, "commits are serialised"
+        current = by_urn[previous[0]]
+        chain.append(current)
+    assert len(chain) == len(commits)
+    # The first pipeline runs after GitLab can reach the cluster (KUBE_* variables exist).
+    assert {v.urn for v in dev.all(VARIABLE)} <= set(pipeline.depends_on)
+
+
+def test_seeded_files_belong_to_their_users_after_seeding(dev) -> None:
+    for path, commit in _files(dev).items():
+        if path == ".gitlab-ci.yml":
+            assert commit.ignore_changes == [], "the pipeline follows the delivery mode"
+        else:
+            assert commit.ignore_changes == ["content"], f"{path}: a push or a Flux commit must not be reverted"
+        assert commit.inputs["branch"] == "main"
+
+
+def test_pull_mode_seeds_the_flux_manifest_and_three_stage_pipeline(dev) -> None:
+    files = _files(dev)
+    assert "kubernetes/deployment.yml" in files and "kubernetes/deployment.tpl" not in files
+    pipeline = yaml.safe_load(plain(files[".gitlab-ci.yml"].inputs["content"]))
+    assert pipeline["stages"] == ["build", "test", "push"]
+    deployment = plain(files["kubernetes/deployment.yml"].inputs["content"])
+    image = f"{dev.outputs['appImageRepository']}:main"
+    assert f'image: {image} # {{"$imagepolicy": "flux:shark-app"}}' in deployment
+
+
+def test_push_mode_seeds_the_template_and_four_stage_pipeline_without_flux(run_stack) -> None:
+    run = run_stack("dev", delivery="push")
+    files = _files(run)
+    assert "kubernetes/deployment.tpl" in files and "kubernetes/deployment.yml" not in files
+    pipeline = yaml.safe_load(plain(files[".gitlab-ci.yml"].inputs["content"]))
+    assert pipeline["stages"] == ["build", "test", "push", "deployment"]
+    assert f"{run.outputs['appImageRepository']}:GIT_COMMIT" in plain(
+        files["kubernetes/deployment.tpl"].inputs["content"]
+    )
+    assert not [r for r in run if "fluxcd.io" in r.type or r.type == "gitops:flux:Flux"]
+    assert "fluxNamespace" not in run.outputs
+
+
+def test_service_and_deployment_as_committed(dev) -> None:
+    files = _files(dev)
+    service = yaml.safe_load(plain(files["kubernetes/service.yml"].inputs["content"]))
+    assert service["spec"]["type"] == "NodePort"
+    assert [(p["nodePort"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(30000, 80, 8080)]
+    deployment = yaml.safe_load(plain(files["kubernetes/deployment.yml"].inputs["content"]))
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.startswith(dev.outputs["gitlabRegistryHost"] + "/operator/shark-application:")
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_every_kubernetes_object_passes_the_schema_for_the_configured_minor(stack: str, request) -> None:
+    run: ProgramRun = request.getfixturevalue(stack)
+    minor = run.config["gitops:kubernetesVersion"]
+    checked = 0
+    for registration in run:
+        if (
+            registration.type.startswith("kubernetes:")
+            and "fluxcd.io" not in registration.type
+            and "apiVersion" in registration.inputs
+        ):
+            document = {k: v for k, v in plain(registration.inputs).items() if not k.startswith("__")}
+            kubernetes_validate.validate(document, f"{minor}.0", strict=True)
+            checked += 1
+    for path, commit in _files(run).items():
+        if path.startswith("kubernetes/"):
+            kubernetes_validate.validate(yaml.safe_load(plain(commit.inputs["content"])), f"{minor}.0", strict=True)
+            checked += 1
+    assert checked >= 6
