@@ -79,7 +79,12 @@ def test_rendered_manifests_pass_the_kubernetes_schema(rendered) -> None:
 def test_rendered_pipeline_passes_the_gitlab_ci_schema(rendered) -> None:
     _, out = rendered
     result = subprocess.run(
-        [str(VENV_BIN / "check-jsonschema"), "--builtin-schema", "vendor.gitlab-ci", str(out / "gitlab" / ".gitlab-ci.yml")],
+        [
+            str(VENV_BIN / "check-jsonschema"),
+            "--builtin-schema",
+            "vendor.gitlab-ci",
+            str(out / "gitlab" / ".gitlab-ci.yml"),
+        ],
         capture_output=True,
         text=True,
     )
