@@ -355,21 +355,6 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.test_id)
-def test_the_mistake_is_a_mandatory_violation(case: Case) -> None:
-    report = analyze(case.bad, config=case.config)
-    found = [v for v in report.mandatory if v.policy == case.policy]
-    assert found, f"{case.policy} did not fire:\n{report}"
-    assert any(case.expect in v.message for v in found), "\n".join(v.message for v in found)
-    assert all("Remediation:" in v.message for v in found)
-
-
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.test_id)
-def test_the_compliant_resource_passes_the_whole_pack(case: Case) -> None:
-    report = analyze(case.good, config=case.config)
-    assert report.violations == (), str(report)
-
-
 def test_default_tags_of_an_explicit_provider_count() -> None:
     provider = r.aws_provider(default_tags={"Project": "gitops", "Stack": "dev", "ManagedBy": "pulumi"})
     tagged_by_provider = r.vpc(tags={"Project": None, "Stack": None, "ManagedBy": None})

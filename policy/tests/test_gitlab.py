@@ -70,20 +70,6 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.test_id)
-def test_the_mistake_is_a_mandatory_violation(case: Case) -> None:
-    report = analyze(case.bad, config=case.config)
-    found = [v for v in report.mandatory if v.policy == case.policy]
-    assert found, f"{case.policy} did not fire:\n{report}"
-    assert any(case.expect in v.message for v in found), "\n".join(v.message for v in found)
-
-
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.test_id)
-def test_the_compliant_resource_passes_the_whole_pack(case: Case) -> None:
-    report = analyze(case.good, config=case.config)
-    assert report.violations == (), str(report)
-
-
 @pytest.mark.parametrize(("stack", "public_allowed"), [("dev", True), ("prod", False)])
 def test_a_public_project_is_a_dev_only_choice(stack: str, public_allowed: bool) -> None:
     report = analyze([r.project(visibility="public"), SETTINGS], config_file=stack_config_file(stack))

@@ -20,7 +20,8 @@ from pulumi_policy import EnforcementLevel, ResourceValidationPolicy, StackValid
 
 from policy.gitops_policies import ALL_POLICIES, PACK_NAME, POLICIES_BY_NAME
 from policy.tests import test_aws, test_gitlab, test_kubernetes, test_stack
-from tools.policy_runner import pack_config, stack_config_file
+from policy.tests.cases import Case
+from tools.policy_runner import analyze, pack_config, stack_config_file
 
 POLICY_DIR = Path(__file__).resolve().parents[1]
 ROOT = POLICY_DIR.parent
@@ -164,3 +165,17 @@ def test_the_pack_serves_the_engine_over_grpc() -> None:
         server.wait(timeout=30)
     mandatory = {d.policyName for d in response.diagnostics if d.enforcementLevel == analyzer_pb2.MANDATORY}
     assert {"aws-ingress-not-world-open", "aws-admin-ports-restricted"} <= mandatory
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=lambda case: case.test_id)
+def test_the_mistake_is_a_mandatory_violation(case: Case) -> None:
+    report = analyze(case.bad, config=case.config)
+    found = [v for v in report.mandatory if v.policy == case.policy]
+    assert found, f"{case.policy} did not fire:\n{report}"
+    assert any(case.expect in v.message for v in found), "\n".join(v.message for v in found)
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=lambda case: case.test_id)
+def test_the_compliant_resource_passes_the_whole_pack(case: Case) -> None:
+    report = analyze(case.good, config=case.config)
+    assert report.violations == (), str(report)
