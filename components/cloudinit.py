@@ -49,16 +49,22 @@ def cloud_config(
     hostname: str,
     write_files: list[dict[str, str]],
     runcmd: list[list[str]],
-    packages: list[str] | None = None,
     operator_ssh_public_key: str | None = None,
 ) -> dict[str, Any]:
-    """The cloud-config every host starts from: hostname, packages, files, then the boot script."""
+    """The cloud-config every host starts from: hostname, files, then the boot script.
+
+    No package work in cloud-init itself: every host boots without a public address (its Elastic IP
+    is associated moments after it starts, or the route appears late), so cloud-init's own
+    package_update could fail; the boot scripts install packages once the network is up, with
+    retries (userdata/*/node-bootstrap.sh, install-docker.sh).
+    """
     document: dict[str, Any] = {
         "hostname": hostname,
         "preserve_hostname": False,
-        "package_update": True,
+        # "127.0.1.1 <hostname>" in /etc/hosts: sudo and kubeadm's preflight resolve the host name.
+        "manage_etc_hosts": True,
+        "package_update": False,
         "package_upgrade": False,  # reproducible boots; upgrades are an operator decision
-        "packages": sorted({"ca-certificates", "curl", "gpg", *(packages or [])}),
         "write_files": [script_file("lib/common.sh"), *write_files],
         "runcmd": runcmd,
     }

@@ -252,15 +252,9 @@ def node_cloud_config(
             "content": f"runtime-endpoint: {CRI_SOCKET}\nimage-endpoint: {CRI_SOCKET}\n",
         },
     ]
-    document = cloud_config(
+    return cloud_config(
         hostname=hostname,
         write_files=write_files,
         runcmd=[[f"{INSTALL_DIR}/cluster/node-bootstrap.sh"]],
         operator_ssh_public_key=operator_ssh_public_key,
     )
-    # See the docstring: packages are installed by the boot script, after the network is up.
-    document["package_update"] = False
-    document.pop("packages", None)
-    # "127.0.1.1 <hostname>" in /etc/hosts: sudo and kubeadm's preflight resolve the node name.
-    document["manage_etc_hosts"] = True
-    return document
