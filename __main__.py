@@ -87,6 +87,7 @@ if config.delivery == "pull":
             ssh_url=app.ssh_url,
             image_repository=app.image_repository,
             known_hosts=gitlab_host.ssh_known_hosts,
+            deploy_key_owner_id=gitlab_host.root_user_id,
             gitlab_ca_pem=gitlab_host.ca_pem,
             registry_dockerconfigjson=app.pull_secret_dockerconfigjson,
         ),

@@ -117,6 +117,7 @@ class FluxArgs:
     ssh_url: pulumi.Input[str]  # ssh://git@<host>:2222/<path>.git (AppProject)
     image_repository: pulumi.Input[str]  # <host>:5050/<path> (AppProject)
     known_hosts: pulumi.Input[str]  # [<host>]:2222 ssh-ed25519 ... (GitLabHost)
+    deploy_key_owner_id: pulumi.Input[int]  # the user whose token registers the key (GitLab's root)
     gitlab_ca_pem: pulumi.Input[str]
     registry_dockerconfigjson: pulumi.Input[str] | None  # set when the project is not public
 
@@ -146,13 +147,25 @@ class Flux(pulumi.ComponentResource):
         # The deploy key: Flux clones and pushes (image updates) over SSH on 2222 with it.
         deploy_key = tls.PrivateKey(f"{name}-deploy-key", algorithm="ED25519", opts=pulumi.ResourceOptions(parent=self))
         self.deploy_key_public = deploy_key.public_key_openssh
+        on_gitlab = pulumi.ResourceOptions(parent=self, provider=args.gitlab_provider)
+        # A deploy key pushes to a protected branch (the default branch is protected) with its
+        # owner's role in the project: the key is registered with root's token, and being an
+        # instance admin is not a project role (GitLab protected_ref_deploy_key_access.rb,
+        # gitlab-org/gitlab#30769). Making root a Maintainer lets Flux's commits through.
+        owner_membership = gitlab.ProjectMembership(
+            f"{name}-deploy-key-owner",
+            project=args.project_id,
+            user_id=args.deploy_key_owner_id,
+            access_level="maintainer",
+            opts=on_gitlab,
+        )
         registered_key = gitlab.DeployKey(
             f"{name}-deploy-key",
             project=args.project_id,
             title=f"Flux image automation ({NAMESPACE}/{GIT_SECRET}): clones and pushes image updates",
             key=deploy_key.public_key_openssh.apply(str.strip),
             can_push=True,  # Flux commits new image tags back to the default branch
-            opts=pulumi.ResourceOptions(parent=self, provider=args.gitlab_provider),
+            opts=pulumi.ResourceOptions.merge(on_gitlab, pulumi.ResourceOptions(depends_on=[owner_membership])),
         )
         git_secret = k8s.core.v1.Secret(
             f"{name}-git-secret",

@@ -48,6 +48,7 @@ TOKEN_LIFETIME_DAYS = 365  # PersonalAccessToken::MAX_PERSONAL_ACCESS_TOKEN_LIFE
 _TOKEN_VALUE = re.compile(r"^[A-Za-z0-9]{20}$")
 FEATURE_FLAG = "certificate_based_clusters"  # ops flag, off by default (config/feature_flags/ops/)
 _EXPIRY_LINE = re.compile(r"^expires_at=(\d{4}-\d{2}-\d{2})$", re.MULTILINE)
+_ROOT_ID_LINE = re.compile(r"^root_user_id=(\d+)$", re.MULTILINE)
 
 # Default image of jobs that name none. Jobs of the app project name their own images.
 RUNNER_JOB_IMAGE = "docker:29.9.0-cli"
@@ -134,7 +135,8 @@ def seed_token_program(token: str) -> str:
     another value under the name (adminTokenRotation changed) is revoked and a new token minted.
     Follows doc/user/profile/personal_access_tokens.md ("Create a personal access token
     programmatically", "Revoke a personal access token programmatically"): create, set_token, save!;
-    PersonalAccessToken.find_by_token. Prints `expires_at=<date>` for the stack output.
+    PersonalAccessToken.find_by_token. Prints `expires_at=<date>` for the stack output and
+    `root_user_id=<id>` (the token's user).
     """
     if not _TOKEN_VALUE.match(token):
         raise ValueError("the admin token must be 20 letters or digits")
@@ -163,6 +165,8 @@ token.update!(scopes: token_scopes) unless token.scopes.map(&:to_s).sort == toke
 # Certificate-based clusters (GitLabIntegration) answer 404 until this ops flag is on.
 Feature.enable(:{FEATURE_FLAG})
 puts "expires_at=#{{token.expires_at.iso8601}}"
+# The token's owner also owns what Pulumi creates through it (deploy keys): Flux needs its id.
+puts "root_user_id=#{{root.id}}"
 """
 
 
@@ -175,6 +179,17 @@ def token_expiry(stdout: str) -> str:
             "re-run it with `pulumi up --replace <its URN>` and read its output"
         )
     return found[-1]
+
+
+def root_user_id(stdout: str) -> int:
+    """The id of root, whose token creates GitLab objects (and so owns the deploy keys)."""
+    found = _ROOT_ID_LINE.findall(stdout)
+    if not found:
+        raise ValueError(
+            "the GitLab token seeding step printed no `root_user_id=` line; "
+            "re-run it with `pulumi up --replace <its URN>` and read its output"
+        )
+    return int(found[-1])
 
 
 def docker_daemon_config() -> str:
@@ -192,7 +207,7 @@ def gitlab_cloud_config(*, operator_ssh_public_key: str | None) -> dict[str, Any
     boot script with retries: the host has no public address until its Elastic IP is associated,
     moments after the instance starts, so cloud-init's own package_update could fail.
     """
-    document = cloud_config(
+    return cloud_config(
         hostname="gitlab",
         write_files=[
             script_file("gitlab/install-docker.sh"),
@@ -206,7 +221,3 @@ def gitlab_cloud_config(*, operator_ssh_public_key: str | None) -> dict[str, Any
         runcmd=[[f"{INSTALL_DIR}/gitlab/install-docker.sh"]],
         operator_ssh_public_key=operator_ssh_public_key,
     )
-    document["package_update"] = False
-    document.pop("packages", None)
-    document["manage_etc_hosts"] = True
-    return document

@@ -41,6 +41,7 @@ from components.gitlab_config import (
     gitlab_cloud_config,
     known_hosts,
     omnibus_config,
+    root_user_id,
     secret_bundle,
     seed_token_program,
     token_expiry,
@@ -113,6 +114,7 @@ class GitLabHost(pulumi.ComponentResource):
     root_password: pulumi.Output[str]
     admin_token: pulumi.Output[str]
     admin_token_expires_at: pulumi.Output[str]
+    root_user_id: pulumi.Output[int]  # owner of what the admin token creates (e.g. deploy keys)
     admin_user_id: pulumi.Output[str]
     admin_username: pulumi.Output[str]
     admin_namespace_id: pulumi.Output[int]
@@ -307,6 +309,7 @@ class GitLabHost(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[install]),
         )
         self.admin_token_expires_at = seed.stdout.apply(token_expiry)
+        self.root_user_id = seed.stdout.apply(root_user_id)
 
         # ---- 4. GitLab through its API ------------------------------------------------------------
         self.provider = gitlab.Provider(

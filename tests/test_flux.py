@@ -137,3 +137,12 @@ def test_custom_branch_flows_to_flux_and_the_policy(run_stack) -> None:
     pattern = run.one(CR_TYPES["ImagePolicy"]).inputs["spec"]["filterTags"]["pattern"]
     assert re.match(pattern, "release-2026-3f2c9a1b-7")
     assert yaml.safe_load(plain(run.one("gitlab:index/project:Project").inputs["defaultBranch"])) == "release/2026"
+
+
+def test_deploy_key_owner_may_push_to_the_protected_default_branch(dev) -> None:
+    membership = dev.one("gitlab:index/projectMembership:ProjectMembership")
+    assert membership.inputs["accessLevel"] == "maintainer"
+    assert membership.inputs["project"] == dev.one("gitlab:index/project:Project").id
+    # root owns the key (its token registers it); the seeding step reports root's id.
+    assert membership.inputs["userId"] == 1
+    assert membership.urn in dev.one("gitlab:index/deployKey:DeployKey").depends_on

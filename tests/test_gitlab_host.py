@@ -26,6 +26,7 @@ from components.gitlab_config import (
     TRUSTED_CA,
     known_hosts_line,
     omnibus_config,
+    root_user_id,
     secret_bundle,
     seed_token_program,
     token_expiry,
@@ -458,6 +459,13 @@ def test_omnibus_config_evaluates_and_reads_the_root_password_seed_only_when_pre
     assert evaluate() == prefix + "nil"
     seed.write_text("s3cret-Passw0rd\n")
     assert evaluate() == prefix + '"s3cret-Passw0rd"'
+
+
+def test_root_user_id_is_read_from_the_seeding_output() -> None:
+    assert 'puts "root_user_id=#{root.id}"' in seed_token_program("AbCdEfGhIj0123456789")
+    assert root_user_id("expires_at=2027-11-27\nroot_user_id=1\n") == 1
+    with pytest.raises(ValueError, match="root_user_id"):
+        root_user_id("expires_at=2027-11-27\n")
 
 
 def test_token_expiry_parsing() -> None:

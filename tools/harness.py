@@ -276,7 +276,7 @@ def _step_stdout(inputs: dict) -> str:
     create = str(inputs.get("create") or "")
     if "STEP_NAME=gitlab/seed-admin-token.sh" in create:
         expires = datetime.date.today() + datetime.timedelta(days=365)
-        return f"expires_at={expires.isoformat()}\n"
+        return f"expires_at={expires.isoformat()}\nroot_user_id=1\n"
     minor = re.search(r"\bKUBERNETES_MINOR=(\d+\.\d+)\b", create)
     if "STEP_NAME=cluster/kubeadm-version.sh" in create and minor:
         return f"v{minor.group(1)}.5\n"

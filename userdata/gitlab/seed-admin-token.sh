@@ -5,7 +5,8 @@
 #   token, so it goes straight to `gitlab-rails runner -` (Rails reads the program from stdin):
 #   never to disk, never to a command line.
 # env (public): GITLAB_HOSTNAME.
-# stdout: `expires_at=YYYY-MM-DD`, the stack output gitlabAdminTokenExpiresAt.
+# stdout: `expires_at=YYYY-MM-DD` (the stack output gitlabAdminTokenExpiresAt) and
+#   `root_user_id=<id>` (the token's user, made a member of the app project for Flux's deploy key).
 # Idempotent: the program looks the token up by name first and keeps it when it holds this value.
 # Runs with userdata/lib/common.sh in front (components/remote.py).
 set -euo pipefail
@@ -35,7 +36,9 @@ if ((status != 0)); then
 fi
 expiry="$(grep -E '^expires_at=[0-9]{4}-[0-9]{2}-[0-9]{2}$' "$output" | tail -n 1)" ||
   die "the seeding program printed no expires_at line: $(cat "$output")"
+root_id="$(grep -E '^root_user_id=[0-9]+$' "$output" | tail -n 1)" ||
+  die "the seeding program printed no root_user_id line: $(cat "$output")"
 # Anything else the runner printed (deprecation notices) is progress, not a result.
-grep -vE '^expires_at=' "$output" >&2 || true
+grep -vE '^(expires_at|root_user_id)=' "$output" >&2 || true
 log "admin token seeded (${expiry}); feature flag certificate_based_clusters is on"
-printf '%s\n' "$expiry"
+printf '%s\n%s\n' "$expiry" "$root_id"
