@@ -26,6 +26,9 @@ MAX_WORKERS = 20
 NODE_PORT_RANGE = (30000, 32767)  # kube-apiserver default --service-node-port-range
 RESERVED_TAG_KEYS = ("Project", "Stack", "ManagedBy", "Name")
 DELIVERY_MODES = ("pull", "push")
+# The cluster's own address ranges (components/kubeadm.py: Flannel's pod network, kubeadm's
+# default service range): the VPC must not overlap them.
+CLUSTER_RANGES = {"pod network": "10.244.0.0/16", "service network": "10.96.0.0/12"}
 VISIBILITIES = ("public", "internal", "private")
 
 
@@ -302,6 +305,10 @@ def _vpc_cidr(reader: _Reader) -> str:
         return value
     if network.version != 4 or not network.is_private or not 16 <= network.prefixlen <= 24:
         reader.fail("vpcCidr", value, accepted)
+    for name, cluster_range in CLUSTER_RANGES.items():
+        if network.version == 4 and network.overlaps(ipaddress.ip_network(cluster_range)):
+            # Node addresses inside the pod or service range break routing on every node.
+            reader.fail("vpcCidr", value, f"{accepted} that does not overlap the cluster's {name} {cluster_range}")
     return value
 
 

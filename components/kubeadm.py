@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from components.cloudinit import INSTALL_DIR, cloud_config, env_file, script_file
+from components.config import CLUSTER_RANGES
 
 # kubeadm configuration API (kubernetes/website content/en/docs/reference/config-api/kubeadm-config.v1beta4.md):
 # v1beta4 is current since Kubernetes 1.31; its extraArgs/kubeletExtraArgs are lists of {name, value}.
@@ -25,8 +26,8 @@ KUBEADM_API_VERSION = "kubeadm.k8s.io/v1beta4"
 API_SERVER_PORT = 6443  # APIEndpoint.bindPort default
 # Flannel's kube-flannel.yml ships net-conf.json with "Network": "10.244.0.0/16"; podSubnet must match
 # it (kube-controller-manager hands each node a slice of it, flannel routes it).
-POD_SUBNET = "10.244.0.0/16"
-SERVICE_SUBNET = "10.96.0.0/12"  # Networking.serviceSubnet default
+POD_SUBNET = CLUSTER_RANGES["pod network"]
+SERVICE_SUBNET = CLUSTER_RANGES["service network"]  # Networking.serviceSubnet default
 FLANNEL_VXLAN_PORT = 8472  # flannel Documentation/backends.md: vxlan "Port" defaults to the kernel's 8472 on Linux
 KUBELET_PORT = 10250
 ETCD_PORTS = (2379, 2380)  # client, peer

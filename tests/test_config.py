@@ -62,6 +62,10 @@ BAD_INPUTS = [
     pytest.param({"vpcCidr": "10.42.0.0"}, ["vpcCidr: got '10.42.0.0'", "/16 to /24"], id="vpc-no-prefix"),
     pytest.param({"vpcCidr": "8.8.0.0/16"}, ["vpcCidr: got '8.8.0.0/16'", "private"], id="vpc-public-range"),
     pytest.param({"vpcCidr": "10.0.0.0/8"}, ["vpcCidr: got '10.0.0.0/8'"], id="vpc-too-large"),
+    pytest.param({"vpcCidr": "10.244.0.0/16"}, ["vpcCidr: got '10.244.0.0/16'", "pod network"], id="vpc-pod-overlap"),
+    pytest.param(
+        {"vpcCidr": "10.100.0.0/16"}, ["vpcCidr: got '10.100.0.0/16'", "service network"], id="vpc-svc-overlap"
+    ),
     pytest.param({"projectName": "shark application"}, ["projectName: got 'shark application'"], id="project-space"),
     pytest.param({"projectName": "-shark"}, ["projectName: got '-shark'"], id="project-leading-dash"),
     pytest.param({"projectName": "shark.git."}, ["projectName: got 'shark.git.'"], id="project-trailing-dot"),
