@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tools.harness import ProgramRun, run_program
+from tools.harness import ProgramRun, run_fixture_stack
 
 ADMIN = {"adminCidrs": ["203.0.113.7/32"]}
 
@@ -22,7 +22,7 @@ ADMIN = {"adminCidrs": ["203.0.113.7/32"]}
 @pytest.fixture
 def run_stack() -> Callable[..., ProgramRun]:
     def run(stack: str = "dev", preview: bool = False, **overrides: Any) -> ProgramRun:
-        return run_program(stack, {**ADMIN, **overrides}, preview=preview)
+        return run_fixture_stack(stack, {**ADMIN, **overrides}, preview=preview)
 
     return run
 
@@ -30,12 +30,12 @@ def run_stack() -> Callable[..., ProgramRun]:
 @pytest.fixture(scope="session")
 def dev() -> ProgramRun:
     """The dev stack as a user deploys it (admin CIDRs set). Shared: tests must not mutate it."""
-    return run_program("dev", ADMIN)
+    return run_fixture_stack("dev", ADMIN)
 
 
 @pytest.fixture(scope="session")
 def prod() -> ProgramRun:
-    return run_program("prod", ADMIN)
+    return run_fixture_stack("prod", ADMIN)
 
 
 def system_tool(name: str, install: str) -> str:

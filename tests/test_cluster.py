@@ -38,7 +38,15 @@ from components.hosts import SshAccess
 from components.network import Network, NetworkArgs
 from components.remote import step_script
 from tests.conftest import ADMIN, system_tool
-from tools.harness import ProgramError, ProgramRun, Registration, StackMocks, is_secret_value, run_function
+from tools.harness import (
+    FIXTURE_STACKS,
+    ProgramError,
+    ProgramRun,
+    Registration,
+    StackMocks,
+    is_secret_value,
+    run_function,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -100,7 +108,7 @@ def cluster_program() -> None:
 
 
 def run_cluster(stack: str = "dev", mocks: StackMocks | None = None, **overrides: Any) -> ProgramRun:
-    return run_function(cluster_program, stack, {**ADMIN, **overrides}, mocks=mocks)
+    return run_function(cluster_program, stack, {**ADMIN, **overrides}, mocks=mocks, stack_dir=FIXTURE_STACKS)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import yaml
 
 from components.config import KEYS, ConfigError, parse_config
 from tests.conftest import ADMIN
-from tools.harness import ProgramError, run_program
+from tools.harness import ProgramError, run_fixture_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,7 +91,7 @@ BAD_INPUTS = [
 @pytest.mark.parametrize(("overrides", "fragments"), BAD_INPUTS)
 def test_bad_input_stops_before_any_resource(overrides: dict, fragments: list[str]) -> None:
     with pytest.raises(ProgramError) as caught:
-        run_program("dev", {**ADMIN, **overrides})
+        run_fixture_stack("dev", {**ADMIN, **overrides})
     message = str(caught.value)
     assert type(caught.value.error).__name__ == "RunError", "a clean RunError, not a traceback"
     for fragment in fragments:
@@ -101,7 +101,7 @@ def test_bad_input_stops_before_any_resource(overrides: dict, fragments: list[st
 
 def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(ProgramError) as caught:
-        run_program("dev", {"adminCidrs": None, "workerCount": 0, "delivery": "both", "appNodePort": 80})
+        run_fixture_stack("dev", {"adminCidrs": None, "workerCount": 0, "delivery": "both", "appNodePort": 80})
     lines = [line for line in str(caught.value).splitlines() if line.startswith("  - ")]
     assert [line.split(":")[0].strip("- ") for line in lines] == [
         "adminCidrs",

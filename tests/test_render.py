@@ -12,7 +12,7 @@ import yaml
 
 from tests.conftest import ADMIN, system_tool
 from tools import render
-from tools.harness import run_program
+from tools.harness import run_fixture_stack
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -20,7 +20,7 @@ VENV_BIN = Path(sys.executable).parent
 @pytest.fixture(scope="module", params=["dev", "prod"])
 def rendered(request, tmp_path_factory) -> tuple[str, Path]:
     out = tmp_path_factory.mktemp(f"render-{request.param}")
-    render.render(run_program(request.param, ADMIN), out)
+    render.render(run_fixture_stack(request.param, ADMIN), out)
     return request.param, out
 
 
@@ -37,7 +37,7 @@ def test_render_writes_every_kind_of_artifact(rendered) -> None:
 
 def test_render_never_writes_a_secret(rendered) -> None:
     stack, out = rendered
-    run = run_program(stack, ADMIN)
+    run = run_fixture_stack(stack, ADMIN)
     secrets = [run.outputs[key] for key in run.secret_outputs]
     assert len(secrets) >= 4
     text = "\n".join(path.read_text() for path in out.rglob("*") if path.is_file())
@@ -64,7 +64,7 @@ def test_rendered_steps_pass_shellcheck(rendered) -> None:
 
 def test_rendered_manifests_pass_the_kubernetes_schema(rendered) -> None:
     stack, out = rendered
-    minor = run_program(stack, ADMIN).config["gitops:kubernetesVersion"]
+    minor = run_fixture_stack(stack, ADMIN).config["gitops:kubernetesVersion"]
     paths = [*(out / "kubernetes").glob("*.yaml"), *(out / "gitlab" / "kubernetes").glob("*")]
     checked = 0
     for path in paths:

@@ -43,6 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECT = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["name"]
 MOCK_SECRET_VALUE = "mock-secret-value"  # what a `secure:` stack value decrypts to under mocks
 REGION_AZS = ("us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d")
+# The tests' own stack files: a user edits Pulumi.<stack>.yaml, never these, so tests that assert
+# specific values read these; the user's files are only held to invariants (tests/test_user_stacks.py).
+FIXTURE_STACKS = ROOT / "tests" / "fixtures" / "stacks"
 
 
 # --------------------------------------------------------------------------------------------
@@ -57,9 +60,17 @@ def _config_string(value: Any) -> str:
     return str(value)
 
 
-def stack_config(stack: str, overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, str], list[str]]:
+def stack_file_path(stack: str, stack_dir: Path | None = None) -> Path:
+    """``Pulumi.<stack>.yaml`` in ``stack_dir`` (default: the project directory, the user's file)."""
+    return (stack_dir or ROOT) / f"Pulumi.{stack}.yaml"
+
+
+def stack_config(
+    stack: str, overrides: Mapping[str, Any] | None = None, *, stack_dir: Path | None = None
+) -> tuple[dict[str, str], list[str]]:
     """Return (config, secret_keys) for a stack: Pulumi.yaml defaults < stack file < overrides.
 
+    The stack file is ``Pulumi.<stack>.yaml`` in ``stack_dir`` (default: the project directory).
     Override keys may be bare (``workerCount``: this project) or namespaced (``aws:region``). A
     value of ``None`` removes the key, as ``pulumi config rm`` would.
     """
@@ -69,7 +80,7 @@ def stack_config(stack: str, overrides: Mapping[str, Any] | None = None) -> tupl
     for key, schema in (project_file.get("config") or {}).items():
         if isinstance(schema, dict) and "default" in schema:
             config[f"{PROJECT}:{key}"] = _config_string(schema["default"])
-    stack_file = ROOT / f"Pulumi.{stack}.yaml"
+    stack_file = stack_file_path(stack, stack_dir)
     if stack_file.exists():
         for key, value in ((yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}).items():
             if isinstance(value, dict) and set(value) == {"secure"}:
@@ -579,10 +590,13 @@ def run_program(
     *,
     preview: bool = False,
     mocks: StackMocks | None = None,
+    stack_dir: Path | None = None,
 ) -> ProgramRun:
     """Run ``__main__.py`` under mocks for ``stack`` and return what it registered and exported.
 
-    Raises ``ProgramError`` (carrying what was registered before the failure) when the program fails.
+    ``stack_dir`` holds the ``Pulumi.<stack>.yaml`` to use (default: the user's, in the project
+    directory; tests pass ``FIXTURE_STACKS``). Raises ``ProgramError`` (carrying what was registered
+    before the failure) when the program fails.
     """
     return run_function(
         lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"),
@@ -590,7 +604,19 @@ def run_program(
         overrides,
         preview=preview,
         mocks=mocks,
+        stack_dir=stack_dir,
     )
+
+
+def run_fixture_stack(
+    stack: str = "dev",
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    preview: bool = False,
+    mocks: StackMocks | None = None,
+) -> ProgramRun:
+    """``run_program`` with the tests' own stack file (``FIXTURE_STACKS``), not the user's."""
+    return run_program(stack, overrides, preview=preview, mocks=mocks, stack_dir=FIXTURE_STACKS)
 
 
 def run_function(
@@ -600,9 +626,10 @@ def run_function(
     *,
     preview: bool = False,
     mocks: StackMocks | None = None,
+    stack_dir: Path | None = None,
 ) -> ProgramRun:
     """Run any Pulumi program function (e.g. one component on its own) like ``run_program`` does."""
-    config, secret_keys = stack_config(stack, overrides)
+    config, secret_keys = stack_config(stack, overrides, stack_dir=stack_dir)
     mocks = mocks or StackMocks()
     monitor = RecordingMonitor(mocks)
     settings.ROOT.set(None)

@@ -8,7 +8,7 @@ import pytest
 
 from policy.gitops_policies.common import INGRESS_TYPES, PortRange, ingress_rules
 from policy.tests import resources as r
-from tools.harness import ProgramRun, run_program
+from tools.harness import ProgramRun, run_fixture_stack
 from tools.policy_runner import analyze_program, from_program, stack_config_file
 
 ADMIN = {"adminCidrs": ["203.0.113.7/32"]}
@@ -17,7 +17,7 @@ ADMIN_PORTS = [PortRange.parse(p) for p in ("22", "80", "443", "2222", "5050", "
 
 @pytest.fixture(scope="module")
 def runs() -> dict[str, ProgramRun]:
-    return {stack: run_program(stack, ADMIN) for stack in ("dev", "prod")}
+    return {stack: run_fixture_stack(stack, ADMIN) for stack in ("dev", "prod")}
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -48,7 +48,7 @@ def _world_open_admin_rules(run: ProgramRun) -> list[str]:
 
 def test_admin_cidrs_open_to_the_world_are_stopped() -> None:
     """`pulumi config set --path 'adminCidrs[0]' 0.0.0.0/0` passes config validation; the pack stops it."""
-    run = run_program("dev", {"adminCidrs": ["0.0.0.0/0"]})
+    run = run_fixture_stack("dev", {"adminCidrs": ["0.0.0.0/0"]})
     opened = _world_open_admin_rules(run)
     if not opened:
         pytest.skip("no component opens an admin port yet (the program registers only the network)")
@@ -59,7 +59,7 @@ def test_admin_cidrs_open_to_the_world_are_stopped() -> None:
 
 
 def test_a_public_project_is_stopped_on_prod() -> None:
-    run = run_program("prod", {**ADMIN, "projectVisibility": "public"})
+    run = run_fixture_stack("prod", {**ADMIN, "projectVisibility": "public"})
     if not run.all("gitlab:index/project:Project"):
         pytest.skip("no component creates the GitLab project yet")
     report = analyze_program(run, config_file=stack_config_file("prod"))
@@ -68,7 +68,7 @@ def test_a_public_project_is_stopped_on_prod() -> None:
 
 def test_the_insecure_variant_is_stopped_as_mandatory_violations() -> None:
     """Admin CIDRs open to the world, plus the two mistakes config cannot produce (added as resources)."""
-    run = run_program("dev", {"adminCidrs": ["0.0.0.0/0"]})
+    run = run_fixture_stack("dev", {"adminCidrs": ["0.0.0.0/0"]})
     unencrypted = r.volume("gitops-gitlab-data-restored", encrypted=False)
     latest = r.deployment("shark-app", spec=r.pod_spec(r.container(image="nginx:latest")))
     report = analyze_program(run, config_file=stack_config_file("dev"), extra=[unencrypted, latest])
