@@ -52,9 +52,14 @@ from components.remote import remote_step
 
 # The GitLab provider reads its CA from a file (`cacert_file`): the program writes the public CA
 # certificate under the project's git-ignored build/ directory, one file per stack. The provider is
-# given the path relative to the project directory, where Pulumi starts provider plugins
-# (pulumi/pulumi#706), so the path recorded in state holds for any checkout and `pulumi destroy`.
+# given the path relative to the project directory, where Pulumi starts provider plugins (the
+# engine's plugin context takes the project root as its pwd, pkg/engine/project.go getPwdMain, and
+# every plugin is exec'd there, sdk/go/common/resource/plugin/plugin.go `cmd.Dir = pwd`), so the
+# path recorded in state holds for any checkout and for `pulumi refresh`/`destroy`.
+# Runs with no provider plugin at all (tools/harness.py: tests, render, cost) set
+# PROVIDER_FILES_DIR_ENV to a scratch directory: a mock CA never replaces the real one.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROVIDER_FILES_DIR_ENV = "GITOPS_PROVIDER_FILES_DIR"
 BUILD_DIR = "build"
 DATA_DEVICE = "/dev/sdf"  # appears as an NVMe device on Nitro: install.sh finds it by volume id
 CA_VALIDITY_HOURS = 10 * 365 * 24
@@ -82,6 +87,12 @@ def ca_file_path(stack: str) -> str:
     return f"{BUILD_DIR}/gitlab-ca-{stack}.pem"
 
 
+def provider_files_dir() -> Path:
+    """Where files for provider plugins are written: the project directory, unless a run without
+    plugins (tools/harness.py) points PROVIDER_FILES_DIR_ENV elsewhere."""
+    return Path(os.environ.get(PROVIDER_FILES_DIR_ENV) or PROJECT_DIR)
+
+
 def write_ca_file(relative_path: str, pem: str) -> str:
     """Write the (public) CA certificate for the GitLab provider; return its project-relative path.
 
@@ -89,7 +100,7 @@ def write_ca_file(relative_path: str, pem: str) -> str:
     reads the file whenever it is configured (preview, refresh, up) and on any machine running
     the program, so the file must follow the program, not a one-time command on one machine.
     """
-    path = PROJECT_DIR / relative_path
+    path = provider_files_dir() / relative_path
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.read_text() != pem:
         with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:

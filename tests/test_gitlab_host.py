@@ -33,7 +33,7 @@ from components.gitlab_config import (
 )
 from components.remote import step_script
 from tests.conftest import system_tool
-from tools.harness import ProgramRun, Registration, is_secret_value, plain
+from tools.harness import ProgramRun, Registration, is_secret_value, plain, provider_files_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / "venv" / "bin"
@@ -344,7 +344,8 @@ def test_provider_trusts_the_ca_and_waits_for_the_seeded_token(run_stack) -> Non
     assert inputs.get("insecure") in (None, False, "false")
     assert inputs["earlyAuthCheck"] in (False, "false")  # providers get config as strings; no GET /user
     assert inputs["cacertFile"] == "build/gitlab-ca-dev.pem"  # relative to the project directory
-    assert (ROOT / inputs["cacertFile"]).read_text() == dev.outputs["gitlabCaPem"]
+    # Mocked runs write it to the harness's scratch directory (tests/test_ca_file.py), never the project's.
+    assert (provider_files_dir() / inputs["cacertFile"]).read_text() == dev.outputs["gitlabCaPem"]
     assert is_secret_value(provider.inputs["token"])
     assert inputs["token"] == secret_values(dev)["gitlab-admin-token"]
     assert step(dev, "seed-admin-token").urn in provider.depends_on

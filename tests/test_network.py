@@ -86,7 +86,7 @@ def test_prod_stack_file_adds_its_environment_tag(prod) -> None:
 def test_too_many_zones_for_the_region_is_reported(run_stack, monkeypatch) -> None:
     from tools import harness
 
-    monkeypatch.setattr(harness, "REGION_AZS", ("us-east-1a", "us-east-1b"))
+    monkeypatch.setattr(harness, "MOCK_ZONE_COUNT", 2)
     with pytest.raises(harness.ProgramError, match=r"availabilityZoneCount: got 3; this region has only 2"):
         run_stack("dev", availabilityZoneCount=3)
 

@@ -6,23 +6,30 @@ provider plugin, credential or cloud is involved:
 * configuration is assembled like the CLI does it: Pulumi.yaml defaults, then ``Pulumi.<stack>.yaml``,
   then per-call overrides; ``secure:`` values are replaced by a fixed plaintext and marked secret;
 * ``StackMocks`` answers every resource and invoke with realistic values: AWS-shaped ids, private and
-  public IPs, Elastic IP public DNS names, real keys and certificates made with ``cryptography``, random
-  strings of the requested length;
+  public IPs, availability zones, ARNs and DNS names named the way AWS names them in the stack's
+  ``aws:region``, real keys and certificates made with ``cryptography``, random strings of the
+  requested length;
+* files the program writes for provider plugins go to a scratch directory (``provider_files_dir``),
+  not the project directory a real ``pulumi`` run uses;
 * ``RecordingMonitor`` keeps each registration's inputs (secrets still marked) and options (parent,
   protect, retainOnDelete, dependsOn, provider...), which the tests and the policy runner read.
 """
 
 from __future__ import annotations
 
+import atexit
 import base64
 import datetime
 import hashlib
 import ipaddress
 import json
+import os
 import re
 import runpy
+import shutil
 import string
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +49,15 @@ from pulumi.runtime.sync_await import _sync_await
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["name"]
 MOCK_SECRET_VALUE = "mock-secret-value"  # what a `secure:` stack value decrypts to under mocks
-REGION_AZS = ("us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d")
+# The region a stack file without `aws:region` is mocked in (the real provider would then read
+# AWS_REGION or the AWS profile); tools/render.py says so in its index when this stands in.
+DEFAULT_REGION = "us-east-1"
+MOCK_ZONE_COUNT = 4  # regular availability zones the mocked region reports (a test may lower it)
+# Where the program writes files meant for provider plugins (the GitLab provider's CA file) during a
+# mocked run: a scratch directory, never the project directory, so tests and render cannot replace
+# the CA file a real `pulumi` run wrote (components/gitlab_host.py PROVIDER_FILES_DIR_ENV).
+PROVIDER_FILES_DIR_ENV = "GITOPS_PROVIDER_FILES_DIR"
+_PROVIDER_FILES_DIR: Path | None = None
 # The tests' own stack files: a user edits Pulumi.<stack>.yaml, never these, so tests that assert
 # specific values read these; the user's files are only held to invariants (tests/test_user_stacks.py).
 FIXTURE_STACKS = ROOT / "tests" / "fixtures" / "stacks"
@@ -274,8 +289,67 @@ def _public_ip(name: str) -> str:
     return f"198.51.100.{10 + _number(name, 200)}"
 
 
-def _public_dns(ip: str) -> str:
-    return f"ec2-{ip.replace('.', '-')}.compute-1.amazonaws.com"
+# ---- names that depend on the region, as AWS forms them ---------------------------------------
+# AWS VPC user guide, "DNS attributes for your VPC" (docs.aws.amazon.com/vpc/latest/userguide/
+# vpc-dns.html#vpc-dns-hostnames): the public DNS hostname is ec2-<public IPv4>.compute-1.amazonaws.com
+# in us-east-1 and ec2-<public IPv4>.<region>.compute.amazonaws.com elsewhere; the private one is
+# ip-<private IPv4>.ec2.internal in us-east-1 and ip-<private IPv4>.<region>.compute.internal elsewhere.
+_DIRECTIONS = {
+    "north": "n",
+    "south": "s",
+    "east": "e",
+    "west": "w",
+    "central": "c",
+    "northeast": "ne",
+    "northwest": "nw",
+    "southeast": "se",
+    "southwest": "sw",
+}
+
+
+def partition(region: str) -> tuple[str, str]:
+    """(partition, DNS suffix) of a region: aws-cn and aws-us-gov have their own."""
+    if region.startswith("cn-"):
+        return "aws-cn", "amazonaws.com.cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov", "amazonaws.com"
+    return "aws", "amazonaws.com"
+
+
+def zone_names(region: str, count: int | None = None) -> list[str]:
+    """The region's zone names: the region plus a letter (us-east-1a, eu-west-3b...)."""
+    return [f"{region}{letter}" for letter in "abcdefgh"[: count or MOCK_ZONE_COUNT]]
+
+
+def zone_ids(region: str, count: int | None = None) -> list[str]:
+    """Zone ids as AWS spells them: a short region code plus -az<N> (use1-az1, euw3-az2, apse2-az1).
+
+    Which name maps to which id differs per account; the mock simply numbers them in order.
+    """
+    words = region.split("-")
+    code = words[0] + "".join(_DIRECTIONS.get(word, word[:1]) for word in words[1:-1]) + words[-1]
+    return [f"{code}-az{index}" for index in range(1, (count or MOCK_ZONE_COUNT) + 1)]
+
+
+def public_dns(ip: str, region: str) -> str:
+    host = f"ec2-{ip.replace('.', '-')}"
+    if region == "us-east-1":
+        return f"{host}.compute-1.amazonaws.com"
+    return f"{host}.{region}.compute.{partition(region)[1]}"
+
+
+def private_dns(ip: str, region: str) -> str:
+    host = f"ip-{ip.replace('.', '-')}"
+    return f"{host}.ec2.internal" if region == "us-east-1" else f"{host}.{region}.compute.internal"
+
+
+def provider_files_dir() -> Path:
+    """The scratch directory mocked runs write provider files into (one per process)."""
+    global _PROVIDER_FILES_DIR
+    if _PROVIDER_FILES_DIR is None:
+        _PROVIDER_FILES_DIR = Path(tempfile.mkdtemp(prefix="gitops-provider-files-"))
+        atexit.register(shutil.rmtree, _PROVIDER_FILES_DIR, True)
+    return _PROVIDER_FILES_DIR
 
 
 def _step_stdout(inputs: dict) -> str:
@@ -297,9 +371,13 @@ def _step_stdout(inputs: dict) -> str:
 class StackMocks(pulumi_mocks.Mocks):
     """Answers resource registrations and invokes with values shaped like the real providers'."""
 
-    def __init__(self, command_stdout: Mapping[str, str] | None = None) -> None:
+    def __init__(self, command_stdout: Mapping[str, str] | None = None, region: str = DEFAULT_REGION) -> None:
         # Remote/local commands print what a test needs (e.g. a token read back); keyed by resource name.
         self.command_stdout = dict(command_stdout or {})
+        self.region = region  # run_function sets it from the stack's aws:region
+
+    def _arn(self, service: str, resource: str) -> str:
+        return f"arn:{partition(self.region)[0]}:{service}:{self.region}:123456789012:{resource}"
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict]:
         inputs = dict(args.inputs)
@@ -307,9 +385,7 @@ class StackMocks(pulumi_mocks.Mocks):
         short = _digest(typ, name)[:17]
         state: dict = dict(inputs)
         if typ == "aws:ec2/vpc:Vpc":
-            state.update(
-                arn=f"arn:aws:ec2:us-east-1:123456789012:vpc/vpc-{short}", defaultSecurityGroupId=f"sg-{short[::-1]}"
-            )
+            state.update(arn=self._arn("ec2", f"vpc/vpc-{short}"), defaultSecurityGroupId=f"sg-{short[::-1]}")
             return f"vpc-{short}", state
         if typ == "aws:ec2/subnet:Subnet":
             return f"subnet-{short}", state
@@ -329,11 +405,11 @@ class StackMocks(pulumi_mocks.Mocks):
         if typ == "aws:ec2/instance:Instance":
             private_ip = inputs.get("privateIp") or _private_ip(name)
             state.update(
-                arn=f"arn:aws:ec2:us-east-1:123456789012:instance/i-{short}",
+                arn=self._arn("ec2", f"instance/i-{short}"),
                 privateIp=private_ip,
-                privateDns=f"ip-{private_ip.replace('.', '-')}.ec2.internal",
+                privateDns=private_dns(private_ip, self.region),
                 publicIp=_public_ip(name) if inputs.get("associatePublicIpAddress") else "",
-                publicDns=_public_dns(_public_ip(name)) if inputs.get("associatePublicIpAddress") else "",
+                publicDns=public_dns(_public_ip(name), self.region) if inputs.get("associatePublicIpAddress") else "",
                 primaryNetworkInterfaceId=f"eni-{short}",
                 instanceState="running",
             )
@@ -343,23 +419,26 @@ class StackMocks(pulumi_mocks.Mocks):
             return f"i-{short}", state
         if typ == "aws:ec2/eip:Eip":
             ip = _public_ip(name)
-            state.update(publicIp=ip, publicDns=_public_dns(ip), allocationId=f"eipalloc-{short}", domain="vpc")
+            state.update(
+                publicIp=ip, publicDns=public_dns(ip, self.region), allocationId=f"eipalloc-{short}", domain="vpc"
+            )
             return f"eipalloc-{short}", state
         if typ == "aws:ec2/eipAssociation:EipAssociation":
             return f"eipassoc-{short}", state
         if typ == "aws:ebs/volume:Volume":
-            state.update(arn=f"arn:aws:ec2:us-east-1:123456789012:volume/vol-{short}")
+            state.update(arn=self._arn("ec2", f"volume/vol-{short}"))
             return f"vol-{short}", state
         if typ == "aws:ec2/volumeAttachment:VolumeAttachment":
             return f"vai-{short}", state
         if typ == "aws:ec2/keyPair:KeyPair":
-            state.update(keyPairId=f"key-{short}", arn=f"arn:aws:ec2:us-east-1:123456789012:key-pair/{name}")
+            state.update(keyPairId=f"key-{short}", arn=self._arn("ec2", f"key-pair/{name}"))
             return inputs.get("keyName", name), state
         if typ.startswith("aws:iam/"):
             resource_name = inputs.get("name") or f"{name}-{short[:7]}"
             kind = typ.split(":")[-1]
             state.update(
-                name=resource_name, arn=f"arn:aws:iam::123456789012:{kind[0].lower() + kind[1:]}/{resource_name}"
+                name=resource_name,
+                arn=f"arn:{partition(self.region)[0]}:iam::123456789012:{kind[0].lower() + kind[1:]}/{resource_name}",
             )
             if kind in ("Role", "InstanceProfile"):
                 state["uniqueId"] = f"AROA{short.upper()}"
@@ -428,11 +507,7 @@ class StackMocks(pulumi_mocks.Mocks):
     def call(self, args: pulumi_mocks.MockCallArgs) -> dict:
         token = args.token
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
-            return {
-                "names": list(REGION_AZS),
-                "zoneIds": [f"use1-az{i}" for i in range(1, len(REGION_AZS) + 1)],
-                "id": "us-east-1",
-            }
+            return {"names": zone_names(self.region), "zoneIds": zone_ids(self.region), "id": self.region}
         if token == "aws:ec2/getAmi:getAmi":
             owners = args.args.get("owners") or ["self"]
             return {
@@ -441,13 +516,14 @@ class StackMocks(pulumi_mocks.Mocks):
                 "architecture": "x86_64",
             }
         if token == "aws:index/getRegion:getRegion":
-            return {"name": "us-east-1", "region": "us-east-1", "id": "us-east-1"}
+            return {"name": self.region, "region": self.region, "id": self.region}
         if token == "aws:index/getPartition:getPartition":
-            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+            name, suffix = partition(self.region)
+            return {"partition": name, "dnsSuffix": suffix, "id": name}
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {
                 "accountId": "123456789012",
-                "arn": "arn:aws:iam::123456789012:user/ci",
+                "arn": f"arn:{partition(self.region)[0]}:iam::123456789012:user/ci",
                 "userId": "AIDAMOCK",
                 "id": "123456789012",
             }
@@ -631,6 +707,7 @@ def run_function(
     """Run any Pulumi program function (e.g. one component on its own) like ``run_program`` does."""
     config, secret_keys = stack_config(stack, overrides, stack_dir=stack_dir)
     mocks = mocks or StackMocks()
+    mocks.region = config.get("aws:region") or DEFAULT_REGION
     monitor = RecordingMonitor(mocks)
     settings.ROOT.set(None)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
@@ -639,10 +716,17 @@ def run_function(
     settings.SETTINGS.outputs.clear()
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
+    previous_files_dir = os.environ.get(PROVIDER_FILES_DIR_ENV)
+    os.environ[PROVIDER_FILES_DIR_ENV] = str(provider_files_dir())
     try:
         _sync_await(run_pulumi_func(program))
     except Exception as error:
         raise ProgramError(error, list(monitor.registrations)) from error
+    finally:
+        if previous_files_dir is None:
+            os.environ.pop(PROVIDER_FILES_DIR_ENV, None)
+        else:
+            os.environ[PROVIDER_FILES_DIR_ENV] = previous_files_dir
     root = settings.get_root_resource()
     outputs: dict[str, Any] = {}
     secret_outputs: set[str] = set()
