@@ -12,7 +12,7 @@ import yaml
 
 from tests.conftest import ADMIN, system_tool
 from tools import render
-from tools.harness import run_fixture_stack
+from tools.harness import FIXTURE_STACKS, ROOT, run_fixture_stack
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -27,6 +27,7 @@ def rendered(request, tmp_path_factory) -> tuple[str, Path]:
 def test_render_writes_every_kind_of_artifact(rendered) -> None:
     stack, out = rendered
     assert (out / "resources.md").read_text().startswith(f"# Resources of stack `{stack}`")
+    assert (out / "index.md").read_text().startswith(f"# Render of stack `{stack}`")
     workers = 3 if stack == "prod" else 2
     assert len(list((out / "userdata").glob("*.yaml"))) == 2 + workers  # GitLab, master, workers
     assert (out / "steps" / "gitops-k8s-master-init.sh").exists()
@@ -92,7 +93,84 @@ def test_rendered_pipeline_passes_the_gitlab_ci_schema(rendered) -> None:
 
 
 def test_render_command_reports_bad_config(tmp_path: Path, capsys) -> None:
-    assert render.main(["--stack", "dev", "--out", str(tmp_path), "--set", "workerCount=0"]) == 1
+    stack_dir = ["--stack-dir", str(FIXTURE_STACKS)]
+    assert render.main(["--stack", "dev", *stack_dir, "--out", str(tmp_path), "--set", "workerCount=0"]) == 1
     assert "workerCount: got 0" in capsys.readouterr().err
-    assert render.main(["--stack", "dev", "--out", str(tmp_path), "--set", "workerCount=3"]) == 0
+    assert render.main(["--stack", "dev", *stack_dir, "--out", str(tmp_path), "--set", "workerCount=3"]) == 0
     assert (tmp_path / "userdata" / "gitops-k8s-worker3.yaml").exists()
+
+
+def _users_stack(tmp_path: Path, values: dict) -> Path:
+    """A user's edited Pulumi.dev.yaml: the fixture's values plus theirs."""
+    document = yaml.safe_load((FIXTURE_STACKS / "Pulumi.dev.yaml").read_text())
+    document["config"].update(values)
+    stack_dir = tmp_path / "stack"
+    stack_dir.mkdir()
+    (stack_dir / "Pulumi.dev.yaml").write_text(yaml.safe_dump(document))
+    return stack_dir
+
+
+def test_render_shows_the_users_stack_not_stand_ins(tmp_path: Path, capsys) -> None:
+    stack_dir = _users_stack(
+        tmp_path,
+        {
+            "aws:region": "eu-west-3",
+            "gitops:adminCidrs": ["198.51.100.0/24"],
+            "gitops:workerCount": 3,
+            "gitops:projectVisibility": "private",
+        },
+    )
+    out = tmp_path / "render"
+    assert render.main(["--stack", "dev", "--stack-dir", str(stack_dir), "--out", str(out)]) == 0
+    assert "stand-in" not in capsys.readouterr().out
+    index = (out / "index.md").read_text()
+    assert "no stand-in" in index
+    assert '| `gitops:adminCidrs` | `["198.51.100.0/24"]` | Pulumi.dev.yaml |' in index
+    assert "| `aws:region` | `eu-west-3` | Pulumi.dev.yaml |" in index
+    resources = (out / "resources.md").read_text()
+    assert '"cidrIpv4": "198.51.100.0/24"' in resources and "203.0.113.7" not in resources
+    assert '"availabilityZone": "eu-west-3a"' in resources and "us-east-1" not in resources
+    assert (out / "userdata" / "gitops-k8s-worker3.yaml").exists()
+    assert ".eu-west-3.compute.amazonaws.com" in (out / "outputs.json").read_text()
+
+
+def test_render_names_each_stand_in_in_its_index(tmp_path: Path, capsys) -> None:
+    stack_dir = _users_stack(tmp_path, {})
+    document = yaml.safe_load((stack_dir / "Pulumi.dev.yaml").read_text())
+    del document["config"]["aws:region"]
+    (stack_dir / "Pulumi.dev.yaml").write_text(yaml.safe_dump(document))
+    out = tmp_path / "render"
+    assert render.main(["--stack", "dev", "--stack-dir", str(stack_dir), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "stand-in for gitops:adminCidrs" in printed and "stand-in for aws:region" in printed
+    index = (out / "index.md").read_text()
+    assert "**Stand-ins**" in index
+    assert '- `gitops:adminCidrs` = `["203.0.113.7/32"]`' in index
+    assert '- `aws:region` = `"us-east-1"`' in index
+    assert "| `gitops:workerCount` | `2` | default (Pulumi.yaml) |" in index
+
+
+def test_render_leaves_no_stale_file(tmp_path: Path) -> None:
+    out = tmp_path / "render"
+    render.render(run_fixture_stack("dev", {**ADMIN, "workerCount": 3}), out)
+    assert (out / "userdata" / "gitops-k8s-worker3.yaml").exists()
+    render.render(run_fixture_stack("dev", ADMIN), out)
+    assert not (out / "userdata" / "gitops-k8s-worker3.yaml").exists(), "a worker removed from the stack"
+    listed = {line[3:-1] for line in (out / "index.md").read_text().splitlines() if line.startswith("- `")}
+    on_disk = {str(path.relative_to(out)) for path in out.rglob("*") if path.is_file()}
+    assert listed >= on_disk
+
+
+def test_render_refuses_to_empty_a_directory_it_did_not_write(tmp_path: Path, capsys) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    assert render.main(["--stack", "dev", "--stack-dir", str(FIXTURE_STACKS), "--out", str(tmp_path)]) == 1
+    assert "not emptying it" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_render_never_touches_the_real_ca_file(tmp_path: Path) -> None:
+    real = ROOT / "build" / "gitlab-ca-dev.pem"
+    before = real.read_bytes() if real.exists() else None
+    assert render.main(["--stack", "dev", "--stack-dir", str(FIXTURE_STACKS), "--out", str(tmp_path / "r")]) == 0
+    assert (real.read_bytes() if real.exists() else None) == before
+    assert "build/gitlab-ca-dev.pem" in (tmp_path / "r" / "index.md").read_text()

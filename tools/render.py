@@ -1,10 +1,14 @@
 """Offline render: what `pulumi up` would create, written to files a reviewer (and validators) can read.
 
-    python -m tools.render --stack dev --out build/render [--set workerCount=3 ...]
+    venv/bin/python -m tools.render --stack dev --out build/render/dev [--set workerCount=3 ...]
 
-Runs the real program under Pulumi mocks (tools/harness.py): no Pulumi CLI, no cloud credentials.
-Writes, under the output directory:
+Runs the real program under Pulumi mocks (tools/harness.py) with the stack's own configuration
+(Pulumi.<stack>.yaml over Pulumi.yaml's defaults, then --set): no Pulumi CLI, no cloud credentials.
+A value the stack file lacks and the program needs (adminCidrs, which has no default; aws:region)
+gets a stand-in, and index.md says which. The output directory is emptied first, so nothing from an
+earlier render survives. Writes, under it:
 
+    index.md                 the stack, every config value and where it came from, stand-ins, files
     resources.md             every resource with its key settings, in registration order
     userdata/<instance>.yaml each EC2 instance's cloud-init user data
     steps/<command>.sh       the script each remote step runs over SSH (common.sh + the step)
@@ -13,8 +17,10 @@ Writes, under the output directory:
     gitlab/<path>            every file seeded into the GitLab project (.gitlab-ci.yml included)
     outputs.json             the stack outputs, secrets redacted
 
-Values that depend on the cloud (ids, IPs, keys, certificates) are the mocks' realistic stand-ins;
-secrets are never written: steps' stdin and secret outputs are replaced by "[secret]".
+Values that depend on the cloud (ids, IPs, keys, certificates) are the mocks' realistic stand-ins,
+named for the stack's region; secrets are never written: steps' stdin and secret outputs are
+replaced by "[secret]". The GitLab provider's CA file (build/gitlab-ca-<stack>.pem) is not touched:
+only a real `pulumi preview`/`up` writes it, from the stack's own CA.
 """
 
 from __future__ import annotations
@@ -22,15 +28,35 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tools.harness import ProgramError, ProgramRun, Registration, is_secret_value, plain, run_program
+from tools.harness import (
+    DEFAULT_REGION,
+    MOCK_SECRET_VALUE,
+    PROJECT,
+    ROOT,
+    ProgramError,
+    ProgramRun,
+    Registration,
+    is_secret_value,
+    plain,
+    run_program,
+    stack_file_path,
+)
 
 SECRET = "[secret]"
+# Stand-ins for values the program needs and a stack file may lack (set per machine or per CI job).
+# 203.0.113.0/24 is TEST-NET-3 (RFC 5737): documentation only, never a real admin address.
+PLACEHOLDERS: dict[str, Any] = {f"{PROJECT}:adminCidrs": ["203.0.113.7/32"], "aws:region": DEFAULT_REGION}
+INDEX_TITLE = "# Render of stack"  # first line of index.md: marks a directory render may empty
+RENDER_MARKERS = {"index.md": INDEX_TITLE, "resources.md": "# Resources of stack"}
 KEY_SETTINGS = {
     "aws:ec2/instance:Instance": (
         "instanceType",
@@ -106,7 +132,89 @@ def _step_parts(create: str) -> tuple[dict[str, str], str]:
     return env, words[bash + 2]
 
 
-def render(run: ProgramRun, out: Path) -> list[Path]:
+@dataclass(frozen=True)
+class ConfigOrigin:
+    """Where each configuration value of a render came from, and which ones are stand-ins."""
+
+    sources: dict[str, str] = field(default_factory=dict)  # full key -> "Pulumi.dev.yaml", "default"...
+    placeholders: dict[str, Any] = field(default_factory=dict)  # full key -> stand-in value used
+
+
+def _full_key(key: str) -> str:
+    return key if ":" in key else f"{PROJECT}:{key}"
+
+
+def config_origin(stack: str, overrides: Mapping[str, Any], stack_dir: Path | None = None) -> ConfigOrigin:
+    """Sources of the stack's values (Pulumi.yaml default < stack file < --set) and the stand-ins needed."""
+    project_file = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    sources: dict[str, str] = {}
+    for key, schema in (project_file.get("config") or {}).items():
+        if isinstance(schema, dict) and "default" in schema:
+            sources[_full_key(key)] = "default (Pulumi.yaml)"
+    stack_file = stack_file_path(stack, stack_dir)
+    if stack_file.exists():
+        for key in (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}:
+            sources[key] = stack_file.name
+    for key in overrides:
+        sources[_full_key(key)] = "--set"
+    placeholders = {key: value for key, value in PLACEHOLDERS.items() if key not in sources}
+    for key in placeholders:
+        sources[key] = "stand-in (not in the stack file)"
+    return ConfigOrigin(sources, placeholders)
+
+
+def _is_render_directory(out: Path) -> bool:
+    for name, marker in RENDER_MARKERS.items():
+        path = out / name
+        if path.is_file() and path.read_text(errors="replace").startswith(marker):
+            return True
+    return False
+
+
+def clean_output(out: Path) -> None:
+    """Empty ``out`` so no file of an earlier render survives; refuse a directory render did not write."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"{out} is not a directory")
+    if any(out.iterdir()) and not _is_render_directory(out):
+        raise ValueError(f"{out} is not empty and was not written by tools.render (no index.md): not emptying it")
+    shutil.rmtree(out)
+
+
+def _index(run: ProgramRun, origin: ConfigOrigin, files: list[str]) -> str:
+    lines = [f"{INDEX_TITLE} `{run.stack}`", ""]
+    lines += [
+        f"What `pulumi up --stack {run.stack}` would create, from the program run under mocks with this",
+        "configuration. Ids, addresses, keys and certificates are stand-ins named for the stack's region.",
+        "",
+    ]
+    if origin.placeholders:
+        lines += ["**Stand-ins** for values the stack file does not set (set them before `pulumi up`):", ""]
+        lines += [f"- `{key}` = `{json.dumps(value)}`" for key, value in sorted(origin.placeholders.items())]
+        lines += [""]
+    else:
+        lines += ["Every value below comes from the stack file, Pulumi.yaml's defaults or `--set`: no stand-in.", ""]
+    lines += ["| key | value | from |", "|---|---|---|"]
+    for key in sorted(run.config):
+        value = SECRET if run.config[key] == MOCK_SECRET_VALUE else run.config[key]  # a `secure:` value
+        shown = f"`{value}`" if value != "" else "(empty)"
+        lines.append(f"| `{key}` | {shown} | {origin.sources.get(key, 'program default')} |")
+    lines += [
+        "",
+        f"The GitLab provider reads `build/gitlab-ca-{run.stack}.pem`, which a real `pulumi preview`/`up`",
+        "writes from the stack's own CA; this render did not touch it.",
+        "",
+        f"## Files ({len(files)})",
+        "",
+    ]
+    lines += [f"- `{name}`" for name in sorted(files)]
+    return "\n".join(lines) + "\n"
+
+
+def render(run: ProgramRun, out: Path, origin: ConfigOrigin | None = None) -> list[Path]:
+    """Write the render of ``run`` into ``out``, emptied first; index.md last, listing every file."""
+    clean_output(out)
     written: list[Path] = []
 
     def write(relative: str, text: str) -> None:
@@ -134,35 +242,53 @@ def render(run: ProgramRun, out: Path) -> list[Path]:
 
     outputs = {key: (SECRET if key in run.secret_outputs else value) for key, value in run.outputs.items()}
     write("outputs.json", json.dumps(outputs, indent=2, sort_keys=True, default=str) + "\n")
+    files = [str(path.relative_to(out)) for path in written]
+    write("index.md", _index(run, origin or ConfigOrigin(), [*files, "index.md"]))
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stack", default="dev", help="stack whose Pulumi.<stack>.yaml is used (default: dev)")
-    parser.add_argument("--out", type=Path, default=Path("build/render"), help="output directory")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override, as `pulumi config set` (JSON for lists); adminCidrs defaults to 203.0.113.7/32",
-    )
-    args = parser.parse_args(argv)
-    overrides: dict[str, Any] = {"adminCidrs": ["203.0.113.7/32"]}
-    for item in args.set:
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """`--set key=value` pairs as `pulumi config set` would store them (JSON for lists and numbers)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
         key, _, value = item.partition("=")
         try:
             overrides[key] = json.loads(value)
         except ValueError:
             overrides[key] = value
+    return overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stack", default="dev", help="stack whose Pulumi.<stack>.yaml is used (default: dev)")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: build/render/<stack>)")
+    parser.add_argument(
+        "--stack-dir", type=Path, default=None, help="directory holding Pulumi.<stack>.yaml (default: the project)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, as `pulumi config set` (JSON for lists); aws:region as namespaced key",
+    )
+    args = parser.parse_args(argv)
+    out: Path = args.out or ROOT / "build" / "render" / args.stack
+    overrides = parse_set(args.set)
+    origin = config_origin(args.stack, overrides, args.stack_dir)
     try:
-        run = run_program(args.stack, overrides)
+        run = run_program(args.stack, {**origin.placeholders, **overrides}, stack_dir=args.stack_dir)
+        written = render(run, out, origin)
     except ProgramError as error:
         print(f"the program stopped: {error}", file=sys.stderr)
         return 1
-    written = render(run, args.out)
-    print(f"rendered stack {args.stack}: {len(run.registrations)} resources, {len(written)} files in {args.out}")
+    except ValueError as error:
+        print(f"render: {error}", file=sys.stderr)
+        return 1
+    print(f"rendered stack {args.stack}: {len(run.registrations)} resources, {len(written)} files in {out}")
+    for key, value in sorted(origin.placeholders.items()):
+        print(f"  stand-in for {key} (not in the stack file): {json.dumps(value)}")
     return 0
 
 
