@@ -12,7 +12,9 @@ from typing import ClassVar
 
 import pytest
 
-from tools import mr_note
+from tests.conftest import ADMIN
+from tools import cost, mr_note
+from tools.harness import run_fixture_stack
 
 
 class FakeGitLab(BaseHTTPRequestHandler):
@@ -113,3 +115,37 @@ def test_long_previews_are_truncated_from_the_top() -> None:
     body = mr_note.note_body("dev", "x" * (mr_note.MAX_NOTE_CHARS + 10) + "END", None)
     assert body.startswith(mr_note.marker("dev"))
     assert "truncated" in body and body.rstrip().endswith("END\n```")
+
+
+def test_the_note_carries_the_cost_estimate_and_its_difference(gitlab: str, tmp_path: Path) -> None:
+    base = cost.estimate(run_fixture_stack("dev", ADMIN))
+    head = cost.estimate(run_fixture_stack("dev", {**ADMIN, "workerCount": 3}))
+    estimate = tmp_path / "cost-dev.md"
+    estimate.write_text(cost.markdown(head) + "\n" + cost.difference(base, head, "main (0123abcd)"))
+    preview = tmp_path / "preview-dev.txt"
+    preview.write_text("+ aws:ec2/instance:Instance gitops-k8s-worker3 create\n")
+    arguments = ["--stack", "dev", "--file", str(preview), "--cost", str(estimate)]
+    assert mr_note.main(arguments, _env(gitlab)) == 0
+
+    (note,) = [n for n in FakeGitLab.notes if mr_note.marker("dev") in n["body"]]
+    body = note["body"]
+    assert "#### Estimated monthly cost of stack `dev` (us-east-1, on-demand)" in body
+    assert "| EC2 t3.medium | 4 instances |" in body
+    assert "**Against `main (0123abcd)`:**" in body and "+$30.37" in body
+    assert body.index("Estimated monthly cost") < body.index("`pulumi preview` for stack `dev`")
+    assert "gitops-k8s-worker3 create" in body
+
+    # The next push: the same note now shows the new estimate, and only it.
+    estimate.write_text(cost.markdown(base) + "\n" + cost.difference(base, base, "main (0123abcd)"))
+    assert mr_note.main(arguments, _env(gitlab)) == 0
+    (note,) = [n for n in FakeGitLab.notes if mr_note.marker("dev") in n["body"]]
+    assert "| EC2 t3.medium | 3 instances |" in note["body"] and "4 instances" not in note["body"]
+
+
+def test_a_missing_cost_estimate_is_said_not_silently_dropped(gitlab: str, tmp_path: Path) -> None:
+    preview = tmp_path / "preview-dev.txt"
+    preview.write_text("no changes\n")
+    missing = tmp_path / "cost-dev.md"
+    assert mr_note.main(["--stack", "dev", "--file", str(preview), "--cost", str(missing)], _env(gitlab)) == 0
+    (note,) = [n for n in FakeGitLab.notes if mr_note.marker("dev") in n["body"]]
+    assert f"_No cost estimate: {missing} was not written" in note["body"]

@@ -1,6 +1,6 @@
 """Post `pulumi preview` output as a merge-request note, updating the previous one instead of adding more.
 
-    python -m tools.mr_note --stack dev --file preview-dev.txt
+    python3 -m tools.mr_note --stack dev --file preview-dev.txt [--cost cost-dev.md]
 
 Used by this repository's .gitlab-ci.yml. With a self-managed Pulumi backend, Pulumi does not
 comment on merge requests itself (that is Pulumi Cloud's GitLab app), so the job calls GitLab's
@@ -11,6 +11,10 @@ does nothing: the preview stays available as a job artifact.
 
 Idempotent: each note carries a hidden marker per stack; a later run edits the note with that
 marker, so a merge request has one preview note per stack however often it is pushed.
+
+With --cost, the note starts with the stack's cost estimate and its difference against the merge
+request's base (`tools/cost.py --base-ref`, written by the same job); a missing file is said so.
+Standard library only: the job runs it with the image's Python.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 MAX_NOTE_CHARS = 900_000  # GitLab rejects notes over 1,000,000 characters
+MAX_COST_CHARS = 50_000  # with the preview's cap, the note stays under GitLab's limit
 TIMEOUT_SECONDS = 30
 
 
@@ -32,12 +37,25 @@ def marker(stack: str) -> str:
     return f"<!-- pulumi-preview:{stack} -->"
 
 
-def note_body(stack: str, preview: str, job_url: str | None) -> str:
+def note_body(stack: str, preview: str, job_url: str | None, cost: str | None = None) -> str:
+    """The note: marker, cost estimate (if given), then the preview output, cut from the top if too long."""
     if len(preview) > MAX_NOTE_CHARS:
         preview = preview[-MAX_NOTE_CHARS:]
         preview = "… (truncated: the full output is the job's artifact)\n" + preview
     link = f" ([job]({job_url}))" if job_url else ""
-    return f"{marker(stack)}\n#### `pulumi preview` for stack `{stack}`{link}\n\n```diff\n{preview}\n```\n"
+    estimate = f"{cost.strip()}\n\n" if cost is not None else ""
+    return f"{marker(stack)}\n{estimate}#### `pulumi preview` for stack `{stack}`{link}\n\n```diff\n{preview}\n```\n"
+
+
+def read_cost(path: str | None) -> str | None:
+    """The cost estimate's Markdown, a line saying it is missing, or None when not asked for."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()[:MAX_COST_CHARS]
+    except OSError:
+        return f"_No cost estimate: {path} was not written (see the job log)._"
 
 
 class GitLab:
@@ -80,6 +98,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ)
     parser = argparse.ArgumentParser(description="Post pulumi preview output on the merge request.")
     parser.add_argument("--stack", required=True)
     parser.add_argument("--file", required=True, help="the saved `pulumi preview --diff` output")
+    parser.add_argument("--cost", default=None, help="the stack's cost estimate (Markdown from tools/cost.py)")
     args = parser.parse_args(argv)
     token = environ.get("PREVIEW_NOTE_TOKEN", "")
     if not token:
@@ -90,7 +109,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ)
         print(f"not in a merge-request pipeline ({', '.join(missing)} unset): not posting a note", file=sys.stderr)
         return 1
     with open(args.file, encoding="utf-8", errors="replace") as handle:
-        body = note_body(args.stack, handle.read(), environ.get("CI_JOB_URL"))
+        body = note_body(args.stack, handle.read(), environ.get("CI_JOB_URL"), read_cost(args.cost))
     result = upsert_note(
         GitLab(environ["CI_API_V4_URL"], token),
         environ["CI_PROJECT_ID"],

@@ -1,0 +1,218 @@
+"""The cost estimate: what the program registers, priced from the pinned table, and its change against a base."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pulumi
+import pulumi_aws as aws
+import pytest
+import yaml
+
+from tests.conftest import ADMIN
+from tools import cost
+from tools.harness import FIXTURE_STACKS, ROOT, run_fixture_stack, run_function, run_program
+
+PRICES = yaml.safe_load(cost.PRICES_FILE.read_text())
+US_EAST_1 = PRICES["regions"]["us-east-1"]
+HOURS = PRICES["hours_per_month"]
+
+
+def _hourly(instance_type: str) -> float:
+    return US_EAST_1["instance_hour"]["prices"][instance_type]
+
+
+def _item(key: str) -> float:
+    return US_EAST_1["items"][key]["price"]
+
+
+def _lines(report: dict) -> dict[str, dict]:
+    return {line["key"]: line for line in report["lines"]}
+
+
+# ---- the price table itself ------------------------------------------------------------------
+def test_every_price_names_its_source_and_date() -> None:
+    assert HOURS == 730
+    block = US_EAST_1["instance_hour"]
+    assert block["source"].startswith("https://") and block["as_of"]
+    assert all(isinstance(value, float) and value > 0 for value in block["prices"].values())
+    for key, entry in US_EAST_1["items"].items():
+        assert entry["price"] > 0, key
+        assert entry["source"] and entry["as_of"] and entry["unit"], key
+
+
+# ---- the repository's stacks -----------------------------------------------------------------
+def test_dev_is_priced_by_instance_type_storage_and_public_addresses() -> None:
+    lines = _lines(cost.estimate(run_fixture_stack("dev", ADMIN)))
+    assert lines["instance:t3.large"]["quantity"] == 1  # GitLab
+    assert lines["instance:t3.medium"]["quantity"] == 3  # control plane + 2 workers
+    assert lines["ebs:gp3"]["quantity"] == 4 * 30 + 50  # four roots and GitLab's data volume
+    assert lines["ipv4"]["quantity"] == 2 + 2  # two Elastic IPs, two workers' auto-assigned addresses
+    report = cost.estimate(run_fixture_stack("dev", ADMIN))
+    expected = (
+        (_hourly("t3.large") + 3 * _hourly("t3.medium")) * HOURS
+        + 170 * _item("ebs_gp3_gib_month")
+        + 4 * _item("public_ipv4_hour") * HOURS
+    )
+    assert report["total"] == pytest.approx(expected, abs=0.01)
+    assert report["total_max"] == report["total"] and report["unpriced"] == 0
+
+
+def test_prod_is_priced_from_its_own_stack_file() -> None:
+    lines = _lines(cost.estimate(run_fixture_stack("prod", ADMIN)))
+    assert lines["instance:m6i.xlarge"]["quantity"] == 1
+    assert lines["instance:m6i.large"]["quantity"] == 4
+    assert lines["ebs:gp3"]["quantity"] == 5 * 50 + 200
+    assert lines["ipv4"]["quantity"] == 2 + 3
+
+
+def test_a_users_edited_stack_is_priced_as_edited(tmp_path: Path) -> None:
+    document = yaml.safe_load((FIXTURE_STACKS / "Pulumi.dev.yaml").read_text())
+    document["config"].update(
+        {
+            "gitops:workerCount": 5,
+            "gitops:workerInstanceType": "m7i.large",
+            "gitops:rootVolumeSizeGb": 40,
+            "gitops:gitlabDataVolumeSizeGb": 120,
+        }
+    )
+    (tmp_path / "Pulumi.dev.yaml").write_text(yaml.safe_dump(document))
+    out = tmp_path / "cost.json"
+    assert cost.main(["--stack", "dev", "--stack-dir", str(tmp_path), "--format", "json", "--out", str(out)]) == 0
+    lines = _lines(json.loads(out.read_text()))
+    assert lines["instance:m7i.large"]["quantity"] == 5
+    assert lines["instance:t3.medium"]["quantity"] == 1  # the control plane keeps its type
+    assert lines["ebs:gp3"]["quantity"] == 7 * 40 + 120
+    assert lines["ipv4"]["quantity"] == 2 + 5
+    assert lines["instance:m7i.large"]["monthly"] == pytest.approx(5 * _hourly("m7i.large") * HOURS, abs=0.01)
+
+
+def test_an_unknown_instance_type_is_reported_not_priced_as_zero() -> None:
+    run = run_fixture_stack("dev", {**ADMIN, "workerInstanceType": "m7g.large"})
+    report = cost.estimate(run)
+    line = _lines(report)["instance:m7g.large"]
+    assert line["unit_price"] is None and line["monthly"] is None and line["quantity"] == 2
+    assert "not in tools/prices.yaml for us-east-1" in line["note"]
+    assert report["unpriced"] == 1
+    text = cost.markdown(report)
+    assert "+ 1 unpriced" in text and "**Unpriced**" in text and "EC2 m7g.large: 2 instances" in text
+    priced_only = (_hourly("t3.large") + _hourly("t3.medium")) * HOURS
+    assert report["total"] == pytest.approx(
+        priced_only + 170 * _item("ebs_gp3_gib_month") + 4 * _item("public_ipv4_hour") * HOURS, abs=0.01
+    )
+
+
+def test_a_region_without_prices_is_listed_whole_as_unpriced() -> None:
+    report = cost.estimate(run_fixture_stack("dev", {**ADMIN, "aws:region": "eu-west-3"}))
+    assert report["region"] == "eu-west-3"
+    assert all(line["unit_price"] is None for line in report["lines"])
+    assert _lines(report)["instance:t3.medium"]["quantity"] == 3  # quantities still shown
+    assert "**not priced**" in cost.markdown(report)
+
+
+# ---- resources other issues add: fleets, load balancers, buckets, provisioned gp3 ------------------
+def _fleet_program() -> None:
+    template = aws.ec2.LaunchTemplate(
+        "runner-template",
+        instance_type="t3.large",
+        block_device_mappings=[
+            aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+                device_name="/dev/xvda",
+                ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(volume_size=40, volume_type="gp3"),
+            )
+        ],
+        network_interfaces=[aws.ec2.LaunchTemplateNetworkInterfaceArgs(associate_public_ip_address="true")],
+    )
+    aws.autoscaling.Group(
+        "runners",
+        min_size=0,
+        max_size=4,
+        launch_template=aws.autoscaling.GroupLaunchTemplateArgs(id=template.id, version="$Latest"),
+    )
+    aws.lb.LoadBalancer("ingress", load_balancer_type="network", subnets=["subnet-a", "subnet-b"])
+    aws.s3.Bucket("backups")
+    aws.ebs.Volume("fast", availability_zone="us-east-1a", size=100, type="gp3", iops=6000, throughput=250)
+    pulumi.export("done", True)
+
+
+def test_fleets_load_balancers_buckets_and_provisioned_gp3_slot_in() -> None:
+    report = cost.estimate(run_function(_fleet_program))
+    lines = _lines(report)
+    fleet = lines["instance:t3.large"]
+    assert (fleet["quantity"], fleet["maximum"]) == (0, 4)  # idle at minSize, busy at maxSize
+    assert fleet["monthly_max"] == pytest.approx(4 * _hourly("t3.large") * HOURS, abs=0.01)
+    assert (lines["ebs:gp3"]["quantity"], lines["ebs:gp3"]["maximum"]) == (100, 100 + 4 * 40)
+    assert lines["ebs:gp3-iops"]["quantity"] == 3000 and lines["ebs:gp3-throughput"]["quantity"] == 125
+    assert lines["ebs:gp3-iops"]["monthly"] == pytest.approx(3000 * _item("ebs_gp3_iops_month"), abs=0.01)
+    assert lines["nlb"]["monthly"] == pytest.approx(_item("nlb_hour") * HOURS, abs=0.01)
+    assert lines["nlb-lcu"]["quantity"] == PRICES["assumptions"]["lb_capacity_units"]
+    assert "assumes" in lines["nlb-lcu"]["note"]
+    assert (lines["ipv4"]["quantity"], lines["ipv4"]["maximum"]) == (2, 2 + 4)  # NLB's two zones, then runners
+    assert lines["s3"]["in_total"] is False and "not in the total" in lines["s3"]["note"]
+    assert report["total_max"] > report["total"]
+    text = cost.markdown(report)
+    assert "at max |" in text and "(max 4 instances)" in text
+    assert "S3 Standard storage (backups): depends on use" in text
+
+
+# ---- the difference against a base -------------------------------------------------------------
+def test_the_difference_names_what_changed_and_by_how_much() -> None:
+    base = cost.estimate(run_fixture_stack("dev", ADMIN))
+    head = cost.estimate(run_fixture_stack("dev", {**ADMIN, "workerCount": 3}))
+    text = cost.difference(base, head, "main (0123abcd)")
+    added = _hourly("t3.medium") * HOURS + 30 * _item("ebs_gp3_gib_month") + _item("public_ipv4_hour") * HOURS
+    assert f"**+${added:,.2f}**" in text
+    assert "| EC2 t3.medium | 3 instances $91.10 | 4 instances $121.47 | +$30.37 |" in text
+    assert "EC2 t3.large" not in text  # unchanged rows are left out
+    assert "no estimate (main has no tools/cost.py)" in cost.difference(None, head, "main has no tools/cost.py")
+
+
+def _project_copy(destination: Path) -> Path:
+    ignore = shutil.ignore_patterns(".git", "venv", "build", "node_modules", "__pycache__", ".*_cache")
+    shutil.copytree(ROOT, destination, ignore=ignore)
+    return destination
+
+
+def _git(repo: Path, *args: str) -> str:
+    command = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.test", *args]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_base_ref_estimates_the_base_commit_with_its_own_stack_file(tmp_path: Path) -> None:
+    repo = _project_copy(tmp_path / "repo")
+    shutil.copy(FIXTURE_STACKS / "Pulumi.dev.yaml", repo / "Pulumi.dev.yaml")
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "base")
+    base_sha = _git(repo, "rev-parse", "HEAD")
+    stack_file = repo / "Pulumi.dev.yaml"
+    stack_file.write_text(stack_file.read_text() + "  gitops:workerCount: 3\n")  # the merge request's change
+
+    base, name = cost.base_estimate(base_sha, "dev", repo=repo)
+    assert base is not None, name
+    assert name == base_sha[:8]
+    assert _lines(base)["instance:t3.medium"]["quantity"] == 3  # the base's own 2 workers + control plane
+    head = cost.estimate(run_program("dev", ADMIN, stack_dir=repo))
+    assert _lines(head)["instance:t3.medium"]["quantity"] == 4
+    assert "| EC2 t3.medium | 3 instances" in cost.difference(base, head, name)
+
+
+def test_base_ref_says_why_there_is_no_base_estimate(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "README.md").write_text("before the cost tool\n")
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "old")
+    assert cost.base_estimate("HEAD", "dev", repo=repo)[1].endswith("has no tools/cost.py")
+    missing, reason = cost.base_estimate("0" * 40, "dev", repo=repo)
+    assert missing is None and "is not in this clone" in reason
+
+
+# ---- README ----------------------------------------------------------------------------------
+def test_readme_cost_section_is_the_tools_output() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert cost.readme_section() in readme, "README's Cost section is stale: run venv/bin/python -m tools.cost --readme"
