@@ -3,11 +3,23 @@
 STACK ?= dev
 VENV  ?= venv
 PY    := $(VENV)/bin/python
+# The interpreter the virtual environments are made from: Python 3.11 or newer (PYTHON=python3.12 ...).
+PYTHON ?= python3
 
-.PHONY: venv test lint render up preview destroy
+.PHONY: venv test lint render cost up preview destroy destroy-for-good
+
+# Run before building a virtual environment: say what is needed instead of letting pip fail to
+# resolve packages that require Python 3.11.
+define check_python
+@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || { \
+  echo "Python 3.11 or newer is needed; '$(PYTHON)' is $$($(PYTHON) --version 2>/dev/null || echo 'not installed')." >&2; \
+  echo "Install one (Debian/Ubuntu: sudo apt-get install python3.11 python3.11-venv), then: make PYTHON=python3.11 ..." >&2; \
+  exit 1; }
+endef
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
-	python3 -m venv $(VENV)
+	$(check_python)
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
@@ -24,13 +36,18 @@ test: venv
 render: venv
 	$(PY) -m tools.render --stack $(STACK) --out build/render/$(STACK)
 
+## Monthly cost estimate of what the stack would create (pinned on-demand prices, no credentials).
+cost: venv
+	$(PY) -m tools.cost --stack $(STACK)
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pyright
 
 policy/venv/.installed: policy/requirements.txt
-	python3 -m venv policy/venv
+	$(check_python)
+	$(PYTHON) -m venv policy/venv
 	policy/venv/bin/python -m pip install --quiet -r policy/requirements.txt
 	touch $@
 
@@ -44,5 +61,15 @@ up: venv policy/venv/.installed
 preview: venv policy/venv/.installed
 	pulumi preview --diff --stack $(STACK) $(POLICY)
 
+## Everyday teardown (README "Tear down"): delete everything but the protected resources and what
+## they depend on; a plain `pulumi destroy` stops at the first protected resource.
 destroy:
-	pulumi destroy --stack $(STACK)
+	pulumi destroy --stack $(STACK) --exclude-protected
+
+## Delete the stack's resources for good, protected ones included (GitLab's data: repositories,
+## registry). Deliberate: STACK=dev make destroy-for-good CONFIRM=dev. Needs Pulumi CLI 3.256+.
+destroy-for-good:
+	@test "$(CONFIRM)" = "$(STACK)" || { \
+	  echo "destroy-for-good deletes the protected resources of stack '$(STACK)' too (GitLab's repositories and registry)." >&2; \
+	  echo "To confirm, run: make destroy-for-good STACK=$(STACK) CONFIRM=$(STACK)" >&2; exit 1; }
+	pulumi destroy --stack $(STACK) --ignore-protect

@@ -35,8 +35,12 @@ def test_merge_requests_preview_every_stack_with_the_policy_pack() -> None:
     script = "\n".join(preview["script"])
     assert 'pulumi preview --stack "$STACK" --diff' in script
     assert '--policy-pack policy --policy-pack-config "policy/config.$STACK.json"' in script
-    assert "python3 -m tools.mr_note" in script
-    assert preview["artifacts"]["paths"] == ["preview-$STACK.txt"]
+    assert 'tee "build/preview-$STACK.txt"' in script
+    assert (
+        'python3 -m tools.mr_note --stack "$STACK" --file "build/preview-$STACK.txt" --cost "build/cost-$STACK.md"'
+        in script
+    )
+    assert preview["artifacts"]["paths"] == ["build/preview-$STACK.txt", "build/cost-$STACK.md"]
     assert preview["resource_group"] == "pulumi-$STACK"
     assert preview["variables"]["AWS_ROLE_ARN"] == "$AWS_PREVIEW_ROLE_ARN"
 
@@ -60,3 +64,22 @@ def test_images_are_pinned_and_credentials_come_from_oidc() -> None:
     assert pulumi["id_tokens"]["AWS_OIDC_TOKEN"]["aud"] == "sts.amazonaws.com"
     assert PIPELINE["test"]["image"].split(":")[1][0].isdigit()
     assert "AWS_SECRET_ACCESS_KEY" not in (ROOT / ".gitlab-ci.yml").read_text()
+
+
+def test_merge_requests_get_each_stacks_cost_against_the_diff_base() -> None:
+    script = "\n".join(PIPELINE["preview"]["script"])
+    estimate = (
+        'venv/bin/python -m tools.cost --stack "$STACK" --base-ref "$CI_MERGE_REQUEST_DIFF_BASE_SHA" '
+        '--out "build/cost-$STACK.md"'
+    )
+    assert estimate in script
+    # Before the preview, and never failing the job on its own: the note says when it is missing.
+    assert script.index("tools.cost") < script.index("pulumi preview")
+    assert '--out "build/cost-$STACK.md" || ' in script
+
+
+def test_the_oidc_token_is_written_under_the_ignored_build_directory() -> None:
+    pulumi = PIPELINE[".pulumi"]
+    assert pulumi["variables"]["AWS_WEB_IDENTITY_TOKEN_FILE"] == "$CI_PROJECT_DIR/build/aws-oidc-token"
+    assert 'mkdir -p "$CI_PROJECT_DIR/build"' in pulumi["before_script"]
+    assert 'rm -f "$AWS_WEB_IDENTITY_TOKEN_FILE"' in pulumi["after_script"]

@@ -3,7 +3,9 @@
 A user commits their settings (worker count, visibility, instance types, admin CIDRs) and CI runs
 these tests before deploying: they must stay green for any valid edit. So nothing here asserts a
 default's value; the program's own behaviour is tested against the fixture stacks
-(tests/fixtures/stacks, tools/harness.py FIXTURE_STACKS).
+(tests/fixtures/stacks, tools/harness.py FIXTURE_STACKS). `make render` and `make cost` must show
+the stack file as it is: its values (region included), stand-ins only for what it lacks, every
+instance counted and either priced or said to be unpriced.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import yaml
 
 from policy.gitops_policies.common import INGRESS_TYPES, ingress_rules
 from tests.conftest import ADMIN
+from tools import cost, harness, render
 from tools.harness import ROOT, ProgramRun, run_program
 from tools.policy_runner import POLICY_DIR, analyze_program
 
@@ -59,14 +62,20 @@ def test_the_project_has_stack_files() -> None:
 
 @pytest.mark.parametrize("stack", USER_STACKS)
 def test_each_user_stack_runs_and_keeps_the_security_rules(stack: str) -> None:
-    _assert_stack_invariants(stack, _run_user_stack(stack))
+    run = _run_user_stack(stack)
+    _assert_stack_invariants(stack, run)
+    _assert_operator_tools_show_it(stack, ROOT, run)
+
+
+def _full_key(key: str) -> str:
+    return key if ":" in key else f"gitops:{key}"
 
 
 def _edited_copy(tmp_path: Path, stack: str, edits: dict[str, Any]) -> Path:
     shutil.copy(ROOT / f"Pulumi.{stack}.yaml", tmp_path / f"Pulumi.{stack}.yaml")
     path = tmp_path / f"Pulumi.{stack}.yaml"
     document = yaml.safe_load(path.read_text()) or {}
-    document.setdefault("config", {}).update({f"gitops:{key}": value for key, value in edits.items()})
+    document.setdefault("config", {}).update({_full_key(key): value for key, value in edits.items()})
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return tmp_path
 
@@ -80,6 +89,7 @@ USER_EDITS = [
     {"workerInstanceType": "m7i.large", "controlPlaneInstanceType": "m7i.large", "gitlabInstanceType": "m7i.xlarge"},
     {"adminCidrs": ["198.51.100.0/24", "203.0.113.9/32"], "appCidrs": ["192.0.2.0/24"]},
     {"availabilityZoneCount": 3, "workerCount": 5, "extraTags": ["CostCenter=platform"]},
+    {"aws:region": "eu-west-3"},
 ]
 
 
@@ -97,5 +107,21 @@ def test_a_users_valid_edit_keeps_the_stack_checks_green(tmp_path: Path, stack: 
     stack_dir = _edited_copy(tmp_path, stack, edits)
     run = _run_user_stack(stack, stack_dir)
     for key, value in edits.items():
-        assert _config_value(run.config[f"gitops:{key}"]) == value, f"the edited {key} reached the program"
+        assert _config_value(run.config[_full_key(key)]) == value, f"the edited {key} reached the program"
     _assert_stack_invariants(stack, run)
+    _assert_operator_tools_show_it(stack, stack_dir, run)
+
+
+def _assert_operator_tools_show_it(stack: str, stack_dir: Path, run: ProgramRun) -> None:
+    """Render and cost describe the stack file as it is: its own values, stand-ins only for what it lacks."""
+    values = (yaml.safe_load((stack_dir / f"Pulumi.{stack}.yaml").read_text()) or {}).get("config") or {}
+    origin = render.config_origin(stack, {}, stack_dir)
+    for key in values:
+        assert origin.sources[key] == f"Pulumi.{stack}.yaml", key
+        assert key not in origin.placeholders, key
+    report = cost.estimate(run)
+    assert report["region"] == (values.get("aws:region") or harness.DEFAULT_REGION)
+    instances = sum(line["quantity"] for line in report["lines"] if line["key"].startswith("instance:"))
+    assert instances == 2 + _config_value(run.config["gitops:workerCount"])  # GitLab, control plane, workers
+    for line in report["lines"]:  # priced, or saying why not: never a silent $0
+        assert line["unit_price"] is not None or line["note"], line
