@@ -167,7 +167,9 @@ def test_the_difference_names_what_changed_and_by_how_much() -> None:
     assert f"**+${added:,.2f}**" in text
     assert "| EC2 t3.medium | 3 instances $91.10 | 4 instances $121.47 | +$30.37 |" in text
     assert "EC2 t3.large" not in text  # unchanged rows are left out
-    assert "no estimate (main has no tools/cost.py)" in cost.difference(None, head, "main has no tools/cost.py")
+    assert "**Against the base:** no estimate (0123abcd has no tools/cost.py)." in cost.difference(
+        None, head, "0123abcd has no tools/cost.py"
+    )
 
 
 def _project_copy(destination: Path) -> Path:

@@ -131,7 +131,7 @@ def test_the_note_carries_the_cost_estimate_and_its_difference(gitlab: str, tmp_
     body = note["body"]
     assert "#### Estimated monthly cost of stack `dev` (us-east-1, on-demand)" in body
     assert "| EC2 t3.medium | 4 instances |" in body
-    assert "**Against `main (0123abcd)`:**" in body and "+$30.37" in body
+    assert "**Against the base `main (0123abcd)`:**" in body and "+$30.37" in body
     assert body.index("Estimated monthly cost") < body.index("`pulumi preview` for stack `dev`")
     assert "gitops-k8s-worker3 create" in body
 

@@ -37,7 +37,16 @@ from typing import Any
 
 import yaml
 
-from tools.harness import FIXTURE_STACKS, ROOT, ProgramError, ProgramRun, Registration, plain, run_program
+from tools.harness import (
+    DEFAULT_REGION,
+    FIXTURE_STACKS,
+    ROOT,
+    ProgramError,
+    ProgramRun,
+    Registration,
+    plain,
+    run_program,
+)
 from tools.render import config_origin, parse_set
 
 SCHEMA = 1  # of the JSON report: a base estimate with another schema is not compared
@@ -333,7 +342,7 @@ def _apply_assumptions(line: Line, prices: Prices) -> None:
 # --------------------------------------------------------------------------------------------
 def estimate(run: ProgramRun, prices: Prices | None = None) -> dict[str, Any]:
     """The JSON-able estimate of one mocked run (the format --base-ref compares across commits)."""
-    region = run.config.get("aws:region") or "us-east-1"
+    region = run.config.get("aws:region") or DEFAULT_REGION
     prices = prices or load_prices(region)
     lines = price(usages(run), prices)
     priced = [line for line in lines if line.unit_price is not None and line.in_total]
@@ -412,11 +421,11 @@ def markdown(report: Mapping[str, Any]) -> str:
 def difference(base: Mapping[str, Any] | None, head: Mapping[str, Any], base_name: str) -> str:
     """Markdown: how the estimate moves from ``base`` (another commit's report) to ``head``."""
     if base is None:
-        return f"**Against the default branch:** no estimate ({base_name}).\n"
+        return f"**Against the base:** no estimate ({base_name}).\n"
     change = head["total"] - base["total"]
     percent = f" ({change / base['total']:+.1%})" if base["total"] else ""
     out = [
-        f"**Against `{base_name}`:** {_money(base['total'])} → {_money(head['total'])} a month, "
+        f"**Against the base `{base_name}`:** {_money(base['total'])} → {_money(head['total'])} a month, "
         f"**{'+' if change >= 0 else ''}{_money(change)}**{percent}",
         "",
     ]
