@@ -4,7 +4,7 @@ STACK ?= dev
 VENV  ?= venv
 PY    := $(VENV)/bin/python
 
-.PHONY: venv test lint render up preview destroy
+.PHONY: venv test lint render up preview destroy doctor
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -46,3 +46,8 @@ preview: venv policy/venv/.installed
 
 destroy:
 	pulumi destroy --stack $(STACK)
+
+## After `up`: check the live stack from its outputs (GitLab, registry, runner, nodes, Flux, app,
+## API certificate), one line per check with the fix; non-zero exit when a check fails.
+doctor: venv
+	$(PY) -m tools.doctor --stack $(STACK)
