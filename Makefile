@@ -4,7 +4,7 @@ STACK ?= dev
 VENV  ?= venv
 PY    := $(VENV)/bin/python
 
-.PHONY: venv test lint render up preview destroy doctor
+.PHONY: venv test lint render up preview destroy
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -49,5 +49,6 @@ destroy:
 
 ## After `up`: check the live stack from its outputs (GitLab, registry, runner, nodes, Flux, app,
 ## API certificate), one line per check with the fix; non-zero exit when a check fails.
+.PHONY: doctor
 doctor: venv
 	$(PY) -m tools.doctor --stack $(STACK)
