@@ -199,7 +199,7 @@ def serve(tmp: Path, *, tls: Issued | None = None, client_ca_pem: str | None = N
             context.verify_mode = ssl.CERT_REQUIRED
             context.load_verify_locations(cadata=client_ca_pem)
         httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield server

@@ -242,6 +242,13 @@ def test_a_wrong_gitlab_ca_fails_the_gitlab_checks(live: LiveStack) -> None:
     assert not live.gitlab.requests  # nothing was sent to a server the stack's CA does not vouch for
 
 
+def test_a_ca_output_that_is_not_a_certificate_fails_instead_of_crashing(live: LiveStack) -> None:
+    code, lines, _ = run_doctor({**live.outputs, "gitlabCaPem": "-----BEGIN CERTIFICATE-----\nnope\n"})
+    assert code == 1
+    assert "the stack's CA is not a PEM certificate" in lines["gitlab-api"]
+    assert verdict(lines["registry"]) == verdict(lines["runner"]) == "FAIL"
+
+
 def test_an_expired_admin_token_says_how_to_rotate_it(live: LiveStack) -> None:
     code, lines, _ = run_doctor({**live.outputs, "gitlabAdminToken": "glpat-expired-000000"})
     assert code == 1

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime
+import http.client
 import json
 import os
 import re
@@ -126,7 +127,12 @@ class Check:
 # --------------------------------------------------------------------------------------------
 def ca_context(ca_pem: str) -> ssl.SSLContext:
     """A client TLS context that trusts only ``ca_pem`` and checks the host name."""
-    context = ssl.create_default_context(cadata=ca_pem)
+    try:
+        context = ssl.create_default_context(cadata=ca_pem)
+    except (ssl.SSLError, ValueError) as error:
+        raise CheckFailed(
+            f"the stack's CA is not a PEM certificate ({error})", "run `pulumi up` to restore the stack's outputs"
+        ) from error
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 
@@ -165,7 +171,7 @@ def http_get(
         return Response(error.code, dict(error.headers.items()), error.read())
     except urllib.error.URLError as error:
         raise _network_failure(url, error.reason) from error
-    except (TimeoutError, ConnectionError, ssl.SSLError) as error:
+    except (OSError, http.client.HTTPException) as error:  # timeouts, resets, TLS, non-HTTP answers
         raise _network_failure(url, error) from error
 
 
@@ -223,7 +229,13 @@ class KubernetesApi:
                 descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(descriptor, "w") as handle:
                     handle.write(text)
-            tls.load_cert_chain(cert_file, key_file)
+            try:
+                tls.load_cert_chain(cert_file, key_file)
+            except ssl.SSLError as error:
+                raise CheckFailed(
+                    f"the kubeconfig's client certificate and key do not load ({error})",
+                    "run `pulumi up` to restore the stack's outputs",
+                ) from error
         return cls(server.rstrip("/"), tls, timeout)
 
     def get(self, path: str) -> Any:
