@@ -73,3 +73,9 @@ destroy-for-good:
 	  echo "destroy-for-good deletes the protected resources of stack '$(STACK)' too (GitLab's repositories and registry)." >&2; \
 	  echo "To confirm, run: make destroy-for-good STACK=$(STACK) CONFIRM=$(STACK)" >&2; exit 1; }
 	pulumi destroy --stack $(STACK) --ignore-protect
+
+## After `up`: check the live stack from its outputs (GitLab, registry, runner, nodes, Flux, app,
+## API certificate), one line per check with the fix; non-zero exit when a check fails.
+.PHONY: doctor
+doctor: venv
+	$(PY) -m tools.doctor --stack $(STACK)
