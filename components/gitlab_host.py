@@ -286,6 +286,10 @@ class GitLabHost(pulumi.ComponentResource):
             env={
                 "GITLAB_HOSTNAME": hostname,
                 "GITLAB_IMAGE": f"gitlab/gitlab-ce:{config.gitlab_image_tag}",
+                # The install step compares it with what the data volume last ran and refuses a
+                # downgrade or a jump across a required upgrade stop before it stops anything.
+                "GITLAB_VERSION": gitlab_version(config.gitlab_image_tag),
+                "GITLAB_UPGRADE_STOPS": upgrade_stops(),
                 "DATA_VOLUME_ID": volume.id,
                 "GITLAB_CA_PEM": ca.cert_pem,
                 "GITLAB_TLS_CERT": certificate_chain,
