@@ -49,12 +49,13 @@ cluster = KubeadmCluster(
 
 # The shark-app project (the tutorial's <user>/shark-application), then GitLab's view of the
 # cluster, then the seeding commits: the last one starts the first pipeline, which needs the
-# KUBE_* variables the integration sets.
+# KUBE_* variables the integration sets. All of it through the daily admin's own token: the
+# project's Owner makes every commit to its protected default branch.
 app = AppProject(
     "shark-app",
     AppProjectArgs(
         config=config,
-        gitlab_provider=gitlab_host.provider,
+        gitlab_provider=gitlab_host.owner_provider,
         kubernetes_provider=cluster.provider,
         namespace_id=gitlab_host.admin_namespace_id,
         gitlab_hostname=gitlab_host.hostname,
@@ -68,8 +69,8 @@ integration = GitLabIntegration(
         api_url=cluster.private_api_url,
         ca_pem=cluster.ca_pem,
         kubernetes_provider=cluster.provider,
-        gitlab_provider=gitlab_host.provider,
-        gitlab_ready=gitlab_host.cluster_prerequisites,
+        gitlab_provider=gitlab_host.owner_provider,
+        settings_effective=gitlab_host.settings_effective,
     ),
 )
 app.seed_repository(after=integration.variables)
@@ -82,12 +83,11 @@ if config.delivery == "pull":
         FluxArgs(
             config=config,
             kubernetes_provider=cluster.provider,
-            gitlab_provider=gitlab_host.provider,
+            gitlab_provider=gitlab_host.owner_provider,
             project_id=app.project_id,
             ssh_url=app.ssh_url,
             image_repository=app.image_repository,
             known_hosts=gitlab_host.ssh_known_hosts,
-            deploy_key_owner_id=gitlab_host.root_user_id,
             gitlab_ca_pem=gitlab_host.ca_pem,
             registry_dockerconfigjson=app.pull_secret_dockerconfigjson,
         ),

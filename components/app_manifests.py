@@ -7,12 +7,15 @@ with kubernetes-validate, so what Flux or the push pipeline applies is what was 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from components import versions
 
 APP_SOURCE = Path(__file__).resolve().parent.parent / "apps" / "shark-app"
 PIPELINES = APP_SOURCE / "ci"
@@ -25,6 +28,12 @@ PULL_SECRET_NAME = "gitlab-registry"
 # The push pipeline replaces this word with the commit SHA (the tutorial's deployment.tpl).
 GIT_COMMIT_PLACEHOLDER = "GIT_COMMIT"
 SKIP_CI = "[skip ci]"
+# The pipelines build one throwaway image per pipeline, tmp-<CI_PIPELINE_ID> (the tutorial's `tmp`,
+# made unique so two pipelines never race on one tag). Flux's tag pattern never matches it
+# (components/flux.py tag_pattern); the project's registry cleanup policy deletes it.
+THROWAWAY_TAG_REGEX = "tmp-[0-9]+"
+# @@NAME@@ in apps/shark-app/ci/*.gitlab-ci.yml: an image pinned in components/versions.py.
+_PIN_TOKEN = re.compile(r"@@([A-Z0-9_]+)@@")
 
 
 @dataclass(frozen=True)
@@ -146,8 +155,26 @@ def app_files() -> dict[str, str]:
     return files
 
 
-def pipeline(mode: Literal["pull", "push"]) -> str:
+def pipeline_template(mode: Literal["pull", "push"]) -> str:
+    """apps/shark-app/ci/<mode>.gitlab-ci.yml as written, with its @@NAME@@ image tokens."""
     return (PIPELINES / f"{mode}.gitlab-ci.yml").read_text()
+
+
+def render_pipeline(template: str, images: Mapping[str, str] = versions.PIPELINE_IMAGES) -> str:
+    """Fill every @@NAME@@ token from ``images``; an unknown token is an error, never left in place."""
+
+    def image(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in images:
+            raise ValueError(f"pipeline token @@{name}@@ names no image in components/versions.py PIPELINE_IMAGES")
+        return images[name]
+
+    return _PIN_TOKEN.sub(image, template)
+
+
+def pipeline(mode: Literal["pull", "push"]) -> str:
+    """The .gitlab-ci.yml seeded for a delivery mode, its images pinned from components/versions.py."""
+    return render_pipeline(pipeline_template(mode))
 
 
 @dataclass(frozen=True)

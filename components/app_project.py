@@ -4,6 +4,15 @@ Built in two steps because GitLab's view of the cluster (GitLabIntegration) need
 the project's first pipeline needs that view (its CI/CD variables): ``AppProject(...)`` creates the
 project, ``seed_repository(after=...)`` commits the files once the integration exists.
 
+Everything here is created through the daily admin's own provider (GitLabHost.owner_provider): the
+project lands in that user's namespace, and Projects::CreateService makes the namespace owner the
+project's Owner and writes its project_authorizations row in the same request. So every seed commit
+to the default branch, which the first commit protects for Maintainers (ProtectDefaultBranchService),
+is made by the Owner and allowed (ProtectedRefAccess#role_access_allowed? compares the committer's
+project role; an instance admin who is not a member has none), and the pipeline the last commit
+starts passes the protected-ref check (Gitlab::Ci::Pipeline::Chain::Validate::Abilities) too. The
+dependency is in the graph: each resource uses that provider, which needs the admin's token.
+
 After seeding, the repository belongs to its users: the seeded files ignore later content changes,
 so a `pulumi up --refresh` never reverts a push (the tutorial edits "This app is working" in
 GitLab) nor Flux's image updates. The pipeline is the exception: it follows the delivery mode.
@@ -20,7 +29,15 @@ import pulumi
 import pulumi_gitlab as gitlab
 import pulumi_kubernetes as k8s
 
-from components.app_manifests import APP_NAMESPACE, PIPELINE_PATH, PULL_SECRET_NAME, AppSpec, seed_content, seed_plan
+from components.app_manifests import (
+    APP_NAMESPACE,
+    PIPELINE_PATH,
+    PULL_SECRET_NAME,
+    THROWAWAY_TAG_REGEX,
+    AppSpec,
+    seed_content,
+    seed_plan,
+)
 from components.config import StackConfig
 from components.flux import NAMESPACE as FLUX_NAMESPACE
 
@@ -28,7 +45,7 @@ from components.flux import NAMESPACE as FLUX_NAMESPACE
 @dataclass(frozen=True)
 class AppProjectArgs:
     config: StackConfig
-    gitlab_provider: pulumi.ProviderResource
+    gitlab_provider: pulumi.ProviderResource  # the daily admin's (GitLabHost.owner_provider), never root's
     kubernetes_provider: pulumi.ProviderResource
     namespace_id: pulumi.Input[int]  # the GitLab admin user's personal namespace (the tutorial's <user>)
     gitlab_hostname: pulumi.Input[str]
@@ -64,6 +81,18 @@ class AppProject(pulumi.ComponentResource):
             initialize_with_readme=True,
             default_branch=config.default_branch,
             container_registry_access_level="enabled",
+            # The project brings its own pipeline. Auto DevOps (on for every project by default)
+            # would run GitLab's own build-and-deploy pipeline for commits made while no
+            # .gitlab-ci.yml exists yet, such as the README commit at creation.
+            auto_devops_enabled=False,
+            # Every pipeline pushes a throwaway tmp-<pipeline id> image: remove those after a week
+            # (the registry's cleanup policy; the regex is anchored by GitLab). Release tags stay.
+            container_expiration_policy=gitlab.ProjectContainerExpirationPolicyArgs(
+                enabled=True,
+                cadence="1d",
+                name_regex_delete=THROWAWAY_TAG_REGEX,
+                older_than="7d",
+            ),
             # The product's runner is an instance runner: projects use it through shared runners.
             shared_runners_enabled=True,
             opts=self._on_gitlab,

@@ -18,6 +18,8 @@ from typing import Literal
 
 import pulumi
 
+from components import versions
+
 # Kubernetes minors still patched upstream (kubernetes.io/releases: 1.34 reached end of life on
 # 2026-10-27) and inside the default Flux release's support range (Flux v2.10: 1.35-1.37). A minor
 # outside this list is rejected rather than deployed half-working.
@@ -76,14 +78,25 @@ KEYS: tuple[Key, ...] = (
         "1.36",
         f"Kubernetes minor installed from pkgs.k8s.io (one of {', '.join(SUPPORTED_KUBERNETES_MINORS)}).",
     ),
-    Key("flannelVersion", "string", "v0.28.9", "Flannel CNI release whose kube-flannel.yml is applied (vX.Y.Z)."),
+    Key(
+        "flannelVersion",
+        "string",
+        versions.FLANNEL_VERSION,
+        "Flannel CNI release whose kube-flannel.yml is applied (vX.Y.Z).",
+    ),
     Key(
         "gitlabImageTag",
         "string",
-        "18.11.12-ce.0",
-        "Pinned gitlab/gitlab-ce image tag, an 18.x release (19.0 removes certificate-based clusters).",
+        versions.GITLAB_CE_TAG,
+        "Pinned gitlab/gitlab-ce image tag: 18.11.x or 19.x (20.0 removes certificate-based clusters). "
+        "Changing it upgrades GitLab in place, one required upgrade stop at a time (README).",
     ),
-    Key("gitlabRunnerImageTag", "string", "alpine-v18.11.4", "Pinned gitlab/gitlab-runner image tag."),
+    Key(
+        "gitlabRunnerImageTag",
+        "string",
+        versions.GITLAB_RUNNER_TAG,
+        "Pinned gitlab/gitlab-runner image tag; keep its major.minor with GitLab's.",
+    ),
     Key(
         "gitlabHostname",
         "string",
@@ -105,7 +118,12 @@ KEYS: tuple[Key, ...] = (
         "Optional OpenSSH public key added to the EC2 key pair and to the GitLab admin user.",
     ),
     Key("amiId", "string", "", "Optional AMI id for every instance. Empty: newest official Debian 12 amd64 AMI."),
-    Key("fluxVersion", "string", "v2.10.0", "Pinned Flux v2 release whose install.yaml is applied (vX.Y.Z)."),
+    Key(
+        "fluxVersion",
+        "string",
+        versions.FLUX_VERSION,
+        "Pinned Flux v2 release whose install.yaml is applied (vX.Y.Z).",
+    ),
     Key("delivery", "string", "pull", "How the app reaches the cluster: pull (Flux) or push (a deploy stage)."),
     Key("projectName", "string", "shark-application", "GitLab project path of the sample app."),
     Key("projectVisibility", "string", "public", "GitLab visibility of the app project: public, internal or private."),
@@ -119,8 +137,8 @@ _KEYS_BY_NAME = {key.name: key for key in KEYS}
 
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _AMI_ID = re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$")
-# 18.x only: GitLab 19.0 removes the certificate-based cluster integration this product drives.
-_GITLAB_TAG = re.compile(r"^18\.\d+\.\d+-ce\.\d+$")
+# gitlab/gitlab-ce tags are <major>.<minor>.<patch>-ce.<build> (hub.docker.com/r/gitlab/gitlab-ce).
+_GITLAB_TAG = re.compile(r"^(\d+)\.(\d+)\.(\d+)-ce\.\d+$")
 _RUNNER_TAG = re.compile(r"^(alpine-|ubuntu-)?v\d+\.\d+\.\d+$")
 _SEMVER_TAG = re.compile(r"^v\d+\.\d+\.\d+$")
 # GitLab project paths: letters, digits, '_', '-', '.'; must start and end with a letter or digit.
@@ -324,6 +342,45 @@ def _kubernetes_minor(reader: _Reader) -> str:
     return minor
 
 
+def gitlab_version(tag: str) -> tuple[int, int, int]:
+    """(major, minor, patch) of a gitlab/gitlab-ce tag such as 19.4.1-ce.0."""
+    match = _GITLAB_TAG.match(tag)
+    if not match:
+        raise ValueError(f"{tag!r} is not a gitlab/gitlab-ce tag such as {versions.GITLAB_CE_TAG}")
+    return int(match.group(1)), int(match.group(2)), int(match.group(3))
+
+
+def _gitlab_image_tag(reader: _Reader) -> str:
+    value = reader.string("gitlabImageTag").strip()
+    oldest = ".".join(map(str, versions.GITLAB_OLDEST_SUPPORTED))
+    removal = versions.GITLAB_FIRST_UNSUPPORTED_MAJOR
+    try:
+        version = gitlab_version(value)
+    except ValueError:
+        reader.fail(
+            "gitlabImageTag",
+            value,
+            f"a pinned gitlab/gitlab-ce tag such as {versions.GITLAB_CE_TAG} (<major>.<minor>.<patch>-ce.<n>; "
+            "not latest, not an EE tag)",
+        )
+        return value
+    if version[:2] < versions.GITLAB_OLDEST_SUPPORTED:
+        reader.fail(
+            "gitlabImageTag",
+            value,
+            f"GitLab {oldest}.x or 19.x, e.g. {versions.GITLAB_CE_TAG}: older releases get no security fixes, and "
+            f"{oldest} is the required upgrade stop before 19.x",
+        )
+    elif version[0] >= removal:
+        reader.fail(
+            "gitlabImageTag",
+            value,
+            f"GitLab {oldest}.x or 19.x, e.g. {versions.GITLAB_CE_TAG}: GitLab {removal}.0 removes the "
+            "certificate-based cluster integration, which is how this program connects GitLab to the cluster",
+        )
+    return value
+
+
 def _extra_tags(reader: _Reader) -> tuple[tuple[str, str], ...]:
     tags = []
     for item in reader.string_list("extraTags", "CostCenter=platform") or []:
@@ -366,15 +423,11 @@ def parse_config(raw: Mapping[str, str | None], project: str, stack: str) -> Sta
         worker_count=reader.integer("workerCount", 1, MAX_WORKERS),
         kubernetes_version=_kubernetes_minor(reader),
         flannel_version=reader.matching("flannelVersion", _SEMVER_TAG, "a pinned release tag such as v0.28.9"),
-        gitlab_image_tag=reader.matching(
-            "gitlabImageTag",
-            _GITLAB_TAG,
-            "a pinned GitLab 18.x tag such as 18.11.12-ce.0 (not latest; 19.x drops certificate-based clusters)",
-        ),
+        gitlab_image_tag=_gitlab_image_tag(reader),
         gitlab_runner_image_tag=reader.matching(
             "gitlabRunnerImageTag",
             _RUNNER_TAG,
-            "a pinned gitlab/gitlab-runner tag such as alpine-v18.11.4 (not latest)",
+            f"a pinned gitlab/gitlab-runner tag such as {versions.GITLAB_RUNNER_TAG} (not latest)",
         ),
         gitlab_hostname=reader.optional_matching(
             "gitlabHostname", _HOSTNAME, "a lower-case DNS name such as gitlab.example.com, or empty"

@@ -112,12 +112,11 @@ def image_update_automation(name: str, branch: str) -> dict[str, Any]:
 class FluxArgs:
     config: StackConfig
     kubernetes_provider: pulumi.ProviderResource
-    gitlab_provider: pulumi.ProviderResource
+    gitlab_provider: pulumi.ProviderResource  # the project Owner's (GitLabHost.owner_provider)
     project_id: pulumi.Input[str]
     ssh_url: pulumi.Input[str]  # ssh://git@<host>:2222/<path>.git (AppProject)
     image_repository: pulumi.Input[str]  # <host>:5050/<path> (AppProject)
     known_hosts: pulumi.Input[str]  # [<host>]:2222 ssh-ed25519 ... (GitLabHost)
-    deploy_key_owner_id: pulumi.Input[int]  # the user whose token registers the key (GitLab's root)
     gitlab_ca_pem: pulumi.Input[str]
     registry_dockerconfigjson: pulumi.Input[str] | None  # set when the project is not public
 
@@ -147,25 +146,25 @@ class Flux(pulumi.ComponentResource):
         # The deploy key: Flux clones and pushes (image updates) over SSH on 2222 with it.
         deploy_key = tls.PrivateKey(f"{name}-deploy-key", algorithm="ED25519", opts=pulumi.ResourceOptions(parent=self))
         self.deploy_key_public = deploy_key.public_key_openssh
+        # A deploy key pushes to a protected branch (the default branch is protected for Maintainers)
+        # with its owner's role in the project (Gitlab::DeployKeyAccess checks the key's user against
+        # ProtectedRefAccess; being an instance admin is not a project role, gitlab-org/gitlab#30769).
+        # The key is registered through the project Owner's provider, and POST /projects/:id/
+        # deploy_keys records the calling user as its owner (lib/api/deploy_keys.rb): Flux's commits
+        # pass without any extra membership. The owner is named in the title; a key registered by
+        # another user (earlier versions used root's token) is deleted and registered again by the
+        # Owner: re-adding the same public key would otherwise return the old key unchanged.
         on_gitlab = pulumi.ResourceOptions(parent=self, provider=args.gitlab_provider)
-        # A deploy key pushes to a protected branch (the default branch is protected) with its
-        # owner's role in the project: the key is registered with root's token, and being an
-        # instance admin is not a project role (GitLab protected_ref_deploy_key_access.rb,
-        # gitlab-org/gitlab#30769). Making root a Maintainer lets Flux's commits through.
-        owner_membership = gitlab.ProjectMembership(
-            f"{name}-deploy-key-owner",
-            project=args.project_id,
-            user_id=args.deploy_key_owner_id,
-            access_level="maintainer",
-            opts=on_gitlab,
-        )
         registered_key = gitlab.DeployKey(
             f"{name}-deploy-key",
             project=args.project_id,
-            title=f"Flux image automation ({NAMESPACE}/{GIT_SECRET}): clones and pushes image updates",
+            title=f"Flux image automation ({NAMESPACE}/{GIT_SECRET}, owner {config.gitlab_admin_username}): "
+            "clones and pushes image updates",
             key=deploy_key.public_key_openssh.apply(str.strip),
             can_push=True,  # Flux commits new image tags back to the default branch
-            opts=pulumi.ResourceOptions.merge(on_gitlab, pulumi.ResourceOptions(depends_on=[owner_membership])),
+            opts=pulumi.ResourceOptions.merge(
+                on_gitlab, pulumi.ResourceOptions(replace_on_changes=["title"], delete_before_replace=True)
+            ),
         )
         git_secret = k8s.core.v1.Secret(
             f"{name}-git-secret",

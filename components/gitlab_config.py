@@ -15,7 +15,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from components import versions
 from components.cloudinit import INSTALL_DIR, cloud_config, script_file
+from components.config import gitlab_version as config_gitlab_version
 
 # Ports. Inside the container GitLab keeps its defaults (nginx 443, registry nginx 5050, sshd 22);
 # the host publishes 443, 5050 and 2222 -> 22 (doc/install/docker/configuration.md, "Expose GitLab
@@ -47,11 +49,27 @@ TOKEN_LIFETIME_DAYS = 365  # PersonalAccessToken::MAX_PERSONAL_ACCESS_TOKEN_LIFE
 # personal access token programmatically"); letters and digits keep it safe inside a Ruby literal.
 _TOKEN_VALUE = re.compile(r"^[A-Za-z0-9]{20}$")
 FEATURE_FLAG = "certificate_based_clusters"  # ops flag, off by default (config/feature_flags/ops/)
+LOCAL_REQUESTS_SETTING = "allow_local_requests_from_web_hooks_and_services"  # doc/api/settings.md
 _EXPIRY_LINE = re.compile(r"^expires_at=(\d{4}-\d{2}-\d{2})$", re.MULTILINE)
-_ROOT_ID_LINE = re.compile(r"^root_user_id=(\d+)$", re.MULTILINE)
 
-# Default image of jobs that name none. Jobs of the app project name their own images.
-RUNNER_JOB_IMAGE = "docker:29.9.0-cli"
+# Default image of jobs that name none: the same Docker release the app's pipelines run.
+RUNNER_JOB_IMAGE = versions.DOCKER_CLI_IMAGE
+# The runner's feature flags, fixed at registration ([runners.feature_flags], so no job can turn
+# them off). FF_NETWORK_PER_BUILD: every job gets its own Docker network where its services are
+# reachable by alias, instead of the default bridge's container links, which Docker Engine 30
+# removes (gitlab-runner docs/configuration/feature-flags.md, docs/executors/docker.md).
+RUNNER_FEATURE_FLAGS = ("FF_NETWORK_PER_BUILD",)
+
+# The daily admin's own API token: it creates the app project and everything in it, so the project
+# and its commits belong to the project's Owner (Projects::CreateService makes the namespace owner
+# Owner and writes its project_authorizations row inline). Minted with root's token through
+# POST /users/:user_id/personal_access_tokens (admin only); at most 364 days: GitLab refuses an
+# expiry past Date.current + 365 (PersonalAccessToken#expires_at_before_instance_max_expiry_date)
+# and the provider counts days on the machine running Pulumi, which may be a day ahead of UTC.
+OWNER_TOKEN_NAME = "pulumi-app-project"
+OWNER_TOKEN_SCOPES = ("api",)
+OWNER_TOKEN_LIFETIME_DAYS = 364
+OWNER_TOKEN_ROTATE_BEFORE_DAYS = 30
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _SECRET_NAME = re.compile(r"^[a-z0-9_]+$")
@@ -131,18 +149,30 @@ def secret_bundle(values: Mapping[str, str]) -> str:
 def seed_token_program(token: str) -> str:
     """The Ruby program the seeding step pipes into `gitlab-rails runner -` (stdin: it holds the token).
 
-    Idempotent: the token is looked up by name first and kept when it already holds this value;
-    another value under the name (adminTokenRotation changed) is revoked and a new token minted.
-    Follows doc/user/profile/personal_access_tokens.md ("Create a personal access token
-    programmatically", "Revoke a personal access token programmatically"): create, set_token, save!;
-    PersonalAccessToken.find_by_token. Prints `expires_at=<date>` for the stack output and
-    `root_user_id=<id>` (the token's user).
+    Two jobs, both idempotent:
+
+    1. Root's admin API token (the provider that creates users, settings and the runner). The token
+       is looked up by name first and kept when it already holds this value; another value under the
+       name (adminTokenRotation changed) is revoked and a new token minted (doc/user/profile/
+       personal_access_tokens.md, "Create/Revoke a personal access token programmatically").
+    2. What GitLab's view of the cluster needs, written to the database with every cache bypassed:
+       `allow_local_requests_from_web_hooks_and_services` on the row `ApplicationSetting.
+       current_without_cache` returns (CacheableAttributes: `current` would read this process's
+       cache), and the ops flag `certificate_based_clusters` (ProjectCluster answers 404 without it).
+       Each Puma worker keeps serving its cached copy until it expires (application settings:
+       `application_settings_cache_seconds`, 60 s by default, in Gitlab::ProcessMemoryCache; feature
+       flags: a 1-minute per-process L1 cache, lib/feature.rb), so the program reports whether it
+       changed anything and the cache lifetime, and the step waits that long before anything that
+       depends on them runs.
+
+    Prints `expires_at=<date>`, `settings_changed=yes|no` and `settings_cache_seconds=<n>`.
     """
     if not _TOKEN_VALUE.match(token):
         raise ValueError("the admin token must be 20 letters or digits")
     scopes = " ".join(TOKEN_SCOPES)
     return f"""\
-# Seeds the admin API token Pulumi generated (components/gitlab_config.py seed_token_program).
+# Seeds the admin API token Pulumi generated and the settings GitLab's cluster integration needs
+# (components/gitlab_config.py seed_token_program).
 token_name = '{TOKEN_NAME}'
 token_scopes = %w[{scopes}]
 token_value = '{token}'
@@ -162,11 +192,23 @@ unless token && PersonalAccessToken.find_by_token(token_value)&.id == token.id
   token.save!
 end
 token.update!(scopes: token_scopes) unless token.scopes.map(&:to_s).sort == token_scopes.sort
+
+# The cluster's API URL is a private address: GitLab's URL blocker refuses it unless local requests
+# are allowed. Read and written on the database row itself, never through a cached copy.
+settings_changed = false
+settings = ApplicationSetting.current_without_cache || ApplicationSetting.create_from_defaults
+unless settings.{LOCAL_REQUESTS_SETTING}
+  settings.update!({LOCAL_REQUESTS_SETTING}: true)
+  settings_changed = true
+end
 # Certificate-based clusters (GitLabIntegration) answer 404 until this ops flag is on.
-Feature.enable(:{FEATURE_FLAG})
+unless Feature.enabled?(:{FEATURE_FLAG})
+  Feature.enable(:{FEATURE_FLAG})
+  settings_changed = true
+end
 puts "expires_at=#{{token.expires_at.iso8601}}"
-# The token's owner also owns what Pulumi creates through it (deploy keys): Flux needs its id.
-puts "root_user_id=#{{root.id}}"
+puts "settings_changed=#{{settings_changed ? 'yes' : 'no'}}"
+puts "settings_cache_seconds=#{{(Gitlab.config.gitlab['application_settings_cache_seconds'] || 60).to_i}}"
 """
 
 
@@ -181,15 +223,14 @@ def token_expiry(stdout: str) -> str:
     return found[-1]
 
 
-def root_user_id(stdout: str) -> int:
-    """The id of root, whose token creates GitLab objects (and so owns the deploy keys)."""
-    found = _ROOT_ID_LINE.findall(stdout)
-    if not found:
-        raise ValueError(
-            "the GitLab token seeding step printed no `root_user_id=` line; "
-            "re-run it with `pulumi up --replace <its URN>` and read its output"
-        )
-    return int(found[-1])
+def gitlab_version(image_tag: str) -> str:
+    """The GitLab version a gitlab/gitlab-ce tag runs (19.4.1-ce.0 -> 19.4.1), as the install step compares it."""
+    return ".".join(map(str, config_gitlab_version(image_tag)))
+
+
+def upgrade_stops() -> str:
+    """The required upgrade stops for the install step, space-separated (19.2 ...)."""
+    return " ".join(f"{major}.{minor}" for major, minor in versions.gitlab_upgrade_stops())
 
 
 def docker_daemon_config() -> str:

@@ -8,10 +8,17 @@ In the order things happen:
 2. The host: a hardened Debian instance whose user data only installs Docker, a separate encrypted
    gp3 data volume for /srv/gitlab (protected, attached at /dev/sdf, survives the instance), the
    Elastic IP association, and the ingress rules of the GitLab security group.
-3. Steps over SSH, secrets on stdin (userdata/gitlab/): install (volume, TLS, host keys, config,
-   start, readiness), seed the admin token and the certificate_based_clusters flag, register the runner.
-4. The GitLab provider, trusting the CA and authenticated with the seeded token, and what it
-   manages here: application settings, the daily admin user (+ SSH key), the instance runner.
+3. Steps over SSH, secrets on stdin (userdata/gitlab/): install (volume, version-change checks, TLS,
+   host keys, config, start or reload, readiness, background migrations after an upgrade), seed
+   root's token and the settings the cluster integration needs (waiting out GitLab's caches when
+   they changed), register the runner.
+4. Root's GitLab provider, trusting the CA and authenticated with the seeded token, and what it
+   manages here: application settings, the daily admin user (+ SSH key), the instance runner, and
+   the daily admin's own API token.
+5. The owner's provider, authenticated with that token (``owner_provider``): what it creates (the
+   app project and everything in it) is created by the project's Owner, so commits to the protected
+   default branch and the pipelines they start are allowed (ProtectedRefAccess has no admin bypass:
+   an instance admin who is not a member is refused).
 
 Teardown: the data volume is protected (gitlabDataVolumeProtect): `pulumi destroy` refuses to delete
 it until `gitlabDataVolumeProtect` is set to false and applied, or `pulumi state unprotect` is run.
@@ -35,16 +42,22 @@ from components.cloudinit import render
 from components.config import StackConfig
 from components.gitlab_config import (
     HTTPS_PORT,
+    OWNER_TOKEN_LIFETIME_DAYS,
+    OWNER_TOKEN_NAME,
+    OWNER_TOKEN_ROTATE_BEFORE_DAYS,
+    OWNER_TOKEN_SCOPES,
     REGISTRY_PORT,
+    RUNNER_FEATURE_FLAGS,
     RUNNER_JOB_IMAGE,
     SSH_PORT,
     gitlab_cloud_config,
+    gitlab_version,
     known_hosts,
     omnibus_config,
-    root_user_id,
     secret_bundle,
     seed_token_program,
     token_expiry,
+    upgrade_stops,
 )
 from components.gitlab_config import registry_host as registry_host_of
 from components.hosts import HostSpec, SshAccess, debian_ami_id, hardened_instance, instance_profile
@@ -125,19 +138,20 @@ class GitLabHost(pulumi.ComponentResource):
     root_password: pulumi.Output[str]
     admin_token: pulumi.Output[str]
     admin_token_expires_at: pulumi.Output[str]
-    root_user_id: pulumi.Output[int]  # owner of what the admin token creates (e.g. deploy keys)
     admin_user_id: pulumi.Output[str]
     admin_username: pulumi.Output[str]
     admin_namespace_id: pulumi.Output[int]
     admin_password: pulumi.Output[str]
     runner_id: pulumi.Output[str]
-    provider: gitlab.Provider
+    provider: gitlab.Provider  # root's: instance settings, users, the runner
+    owner_provider: gitlab.Provider  # the daily admin's: the app project and everything in it
     public_ip: pulumi.Output[str]
     private_ip: pulumi.Output[str]
     instance_id: pulumi.Output[str]
     data_volume_id: pulumi.Output[str]
-    # What GitLabIntegration must wait for: the feature flag (seeding step) and the local-network setting.
-    cluster_prerequisites: list[pulumi.Resource]
+    # What must exist before GitLab may call the cluster: the seeding step (local requests and the
+    # certificate_based_clusters flag, effective on every worker when it returns) and the settings.
+    settings_effective: list[pulumi.Resource]
 
     def __init__(self, name: str, args: GitLabHostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("gitops:gitlab:GitLabHost", name, None, opts)
@@ -283,6 +297,10 @@ class GitLabHost(pulumi.ComponentResource):
             env={
                 "GITLAB_HOSTNAME": hostname,
                 "GITLAB_IMAGE": f"gitlab/gitlab-ce:{config.gitlab_image_tag}",
+                # The install step compares it with what the data volume last ran and refuses a
+                # downgrade or a jump across a required upgrade stop before it stops anything.
+                "GITLAB_VERSION": gitlab_version(config.gitlab_image_tag),
+                "GITLAB_UPGRADE_STOPS": upgrade_stops(),
                 "DATA_VOLUME_ID": volume.id,
                 "GITLAB_CA_PEM": ca.cert_pem,
                 "GITLAB_TLS_CERT": certificate_chain,
@@ -320,14 +338,15 @@ class GitLabHost(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[install]),
         )
         self.admin_token_expires_at = seed.stdout.apply(token_expiry)
-        self.root_user_id = seed.stdout.apply(root_user_id)
 
-        # ---- 4. GitLab through its API ------------------------------------------------------------
+        # ---- 4. GitLab through root's token -------------------------------------------------------
+        api_url = pulumi.Output.concat("https://", hostname, "/api/v4/")  # "must end with a slash"
+        cacert_file = ca.cert_pem.apply(lambda pem: write_ca_file(ca_file_path(config.stack), pem))
         self.provider = gitlab.Provider(
             f"{name}-gitlab",
-            base_url=pulumi.Output.concat("https://", hostname, "/api/v4/"),  # "must end with a slash"
+            base_url=api_url,
             token=self.admin_token,
-            cacert_file=ca.cert_pem.apply(lambda pem: write_ca_file(ca_file_path(config.stack), pem)),
+            cacert_file=cacert_file,
             # No GET /user when the provider is configured: once the hostname and the token are known
             # (any preview after a first, failed `pulumi up`) a preview would otherwise fail against a
             # GitLab that is not seeded yet, blocking the `pulumi up` that would seed it. The
@@ -341,8 +360,12 @@ class GitLabHost(pulumi.ComponentResource):
             signup_enabled=False,
             # The tutorial's "Allow requests to the local network from web hooks and services": the
             # cluster's API URL is a private address, which GitLab's URL blocker rejects otherwise.
+            # The seeding step turns it on first, on the database row, and waits out the workers'
+            # caches; declared here with the same value, so a later `pulumi up` puts it back if
+            # someone turns it off, and never flips what the step set. It runs after the step
+            # (through its provider), so the two never race.
             allow_local_requests_from_web_hooks_and_services=True,
-            opts=on_gitlab,
+            opts=pulumi.ResourceOptions.merge(on_gitlab, pulumi.ResourceOptions(depends_on=[seed])),
         )
         admin_password = random.RandomPassword(
             f"{name}-admin-password", length=32, special=False, min_lower=2, min_upper=2, min_numeric=2, opts=child
@@ -375,6 +398,32 @@ class GitLabHost(pulumi.ComponentResource):
             untagged=True,  # the tutorial's "run untagged jobs"
             opts=on_gitlab,
         )
+        # ---- 5. GitLab through the daily admin's token ---------------------------------------------
+        # Minted by root (POST /users/:user_id/personal_access_tokens, admin only). The provider
+        # renews it on the first `pulumi up` in its last OWNER_TOKEN_ROTATE_BEFORE_DAYS days
+        # (POST /personal_access_tokens/:id/rotate: the old token stops working, the provider below
+        # is reconfigured with the new one in the same update).
+        owner_token = gitlab.PersonalAccessToken(
+            f"{name}-owner-token",
+            user_id=admin.id.apply(int),
+            name=OWNER_TOKEN_NAME,
+            description="Pulumi: creates and seeds the app project as its Owner (components/gitlab_host.py)",
+            scopes=list(OWNER_TOKEN_SCOPES),
+            rotation_configuration=gitlab.PersonalAccessTokenRotationConfigurationArgs(
+                expiration_days=OWNER_TOKEN_LIFETIME_DAYS,
+                rotate_before_days=OWNER_TOKEN_ROTATE_BEFORE_DAYS,
+            ),
+            opts=on_gitlab,
+        )
+        self.owner_provider = gitlab.Provider(
+            f"{name}-gitlab-owner",
+            base_url=api_url,
+            token=pulumi.Output.secret(owner_token.token),
+            cacert_file=cacert_file,
+            early_auth_check=False,  # as above: no GET /user while GitLab may not exist yet
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[owner_token, admin]),
+        )
+
         remote_step(
             f"{name}-register-runner",
             host=ssh_host,
@@ -385,6 +434,7 @@ class GitLabHost(pulumi.ComponentResource):
                 "GITLAB_RUNNER_IMAGE": f"gitlab/gitlab-runner:{config.gitlab_runner_image_tag}",
                 "GITLAB_RUNNER_NAME": f"{config.project}-{config.stack}",
                 "RUNNER_JOB_IMAGE": RUNNER_JOB_IMAGE,
+                "RUNNER_FEATURE_FLAGS": " ".join(RUNNER_FEATURE_FLAGS),
                 "GITLAB_CA_PEM": ca.cert_pem,
             },
             stdin=pulumi.Output.secret(runner.token),
@@ -400,7 +450,7 @@ class GitLabHost(pulumi.ComponentResource):
         self.private_ip = instance.private_ip
         self.instance_id = instance.id
         self.data_volume_id = volume.id
-        self.cluster_prerequisites = [seed, settings]
+        self.settings_effective = [seed, settings]
         self.register_outputs(
             {
                 "hostname": self.hostname,

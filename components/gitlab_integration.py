@@ -28,9 +28,10 @@ class GitLabIntegrationArgs:
     api_url: pulumi.Input[str]  # the cluster's private API URL: GitLab reaches it inside the VPC
     ca_pem: pulumi.Input[str]
     kubernetes_provider: pulumi.ProviderResource
-    gitlab_provider: pulumi.ProviderResource
-    # GitLab-side prerequisites: the certificate_based_clusters flag and the local-network setting.
-    gitlab_ready: list[pulumi.Resource] = field(default_factory=list)
+    gitlab_provider: pulumi.ProviderResource  # the project Owner's (GitLabHost.owner_provider)
+    # GitLabHost.settings_effective: the step that turned on local requests and the
+    # certificate_based_clusters flag and waited until every GitLab worker sees them.
+    settings_effective: list[pulumi.Resource] = field(default_factory=list)
 
 
 class GitLabIntegration(pulumi.ComponentResource):
@@ -94,7 +95,9 @@ class GitLabIntegration(pulumi.ComponentResource):
             managed=False,  # "GitLab-managed cluster: no"
             environment_scope="*",
             enabled=True,
-            opts=pulumi.ResourceOptions.merge(on_gitlab, pulumi.ResourceOptions(depends_on=args.gitlab_ready)),
+            # GitLab validates the private API URL against its URL blocker and answers 404 without
+            # the flag, each read from a per-worker cache: start only once both are effective.
+            opts=pulumi.ResourceOptions.merge(on_gitlab, pulumi.ResourceOptions(depends_on=args.settings_effective)),
         )
         self.cluster_id = cluster.id
 

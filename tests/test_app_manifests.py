@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from components import versions
 from components.app_manifests import (
     GIT_COMMIT_PLACEHOLDER,
     PIPELINE_PATH,
@@ -21,11 +24,14 @@ from components.app_manifests import (
     deployment_yaml,
     manifest_files,
     pipeline,
+    pipeline_template,
+    render_pipeline,
     seed_content,
     seed_plan,
     service,
 )
 from components.config import SUPPORTED_KUBERNETES_MINORS
+from components.gitlab_config import RUNNER_JOB_IMAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "apps" / "shark-app"
@@ -110,9 +116,17 @@ def test_seeded_files_are_the_app_and_its_manifests() -> None:
     assert seed_content(SPEC, "push", "server.js") == app_files()["server.js"]
 
 
+# Top-level keywords of a GitLab CI file that are not jobs (docs.gitlab.com/ci/yaml).
+GLOBAL_KEYWORDS = {"default", "include", "stages", "variables", "workflow"}
+
+
 def _jobs(mode: str) -> dict:
     document = yaml.safe_load(pipeline(mode))
-    return {name: job for name, job in document.items() if isinstance(job, dict) and not name.startswith(".")}
+    return {
+        name: job
+        for name, job in document.items()
+        if isinstance(job, dict) and not name.startswith(".") and name not in GLOBAL_KEYWORDS
+    }
 
 
 @pytest.mark.parametrize("mode", ["pull", "push"])
@@ -163,6 +177,74 @@ def test_pipelines_run_on_the_default_branch_with_pinned_images(mode: str) -> No
     for image in images:
         name, _, tag = image.partition(":")
         assert tag and tag not in ("latest", "stable", "dind") and tag[0].isdigit(), image
+
+
+@pytest.mark.parametrize("mode", ["pull", "push"])
+def test_pipelines_use_exactly_the_pinned_images(mode: str) -> None:
+    """Every image a seeded pipeline names comes from components/versions.py, one Docker release."""
+    document = yaml.safe_load(pipeline(mode))
+    jobs = {name: job for name, job in document.items() if isinstance(job, dict) and name not in GLOBAL_KEYWORDS}
+    images = set()
+    for job in jobs.values():
+        image = job.get("image")
+        if image:
+            images.add(image["name"] if isinstance(image, dict) else image)
+        images |= {s["name"] if isinstance(s, dict) else s for s in job.get("services", [])}
+    expected = {versions.NODE_IMAGE, versions.DOCKER_CLI_IMAGE, versions.DOCKER_DIND_IMAGE}
+    if mode == "push":
+        expected.add(versions.KUBECTL_IMAGE)
+    assert images == expected
+    assert versions.CURL_IMAGE in pipeline(mode)
+    assert not re.search(r"@@[A-Z0-9_]+@@", pipeline(mode)), "every token is filled in"
+    # The template itself holds no pin: it names them, versions.py holds them.
+    template = pipeline_template(mode)
+    for image in versions.PIPELINE_IMAGES.values():
+        assert image not in template
+
+
+def test_one_docker_release_for_client_daemon_and_the_runners_default_image() -> None:
+    docker = {versions.DOCKER_CLI_IMAGE, versions.DOCKER_DIND_IMAGE, RUNNER_JOB_IMAGE}
+    assert {image.split(":")[1].rsplit("-", 1)[0] for image in docker} == {versions.DOCKER_VERSION}
+    assert versions.DOCKER_CLI_IMAGE.endswith("-cli") and versions.DOCKER_DIND_IMAGE.endswith("-dind")
+
+
+def test_an_unknown_pipeline_token_is_an_error_not_a_literal() -> None:
+    with pytest.raises(ValueError, match="@@DOCKER_IMAGE@@ names no image"):
+        render_pipeline('image: "@@DOCKER_IMAGE@@"\n')
+    assert render_pipeline("image: @@NODE_IMAGE@@", {"NODE_IMAGE": "node:1"}) == "image: node:1"
+
+
+@pytest.mark.parametrize("mode", ["pull", "push"])
+def test_the_apps_own_tests_run_before_any_image_is_built(mode: str) -> None:
+    document = yaml.safe_load(pipeline(mode))
+    job = _jobs(mode)["unit-test"]
+    # .pre is GitLab's built-in first stage: the tutorial's stages stay as they were.
+    assert job["stage"] == ".pre"
+    assert ".pre" not in document["stages"]
+    assert job["image"] == versions.NODE_IMAGE
+    assert job["script"] == ["npm ci --no-audit --no-fund", "npm test"]
+    package = json.loads((APP / "package.json").read_text())
+    assert package["scripts"]["test"] == "node --test"
+    # Seeded with the app, so the job finds its tests.
+    assert "test/app.test.js" in {seed.path for seed in seed_plan(mode)}
+
+
+@pytest.mark.parametrize("mode", ["pull", "push"])
+def test_each_pipeline_builds_its_own_throwaway_image(mode: str) -> None:
+    document = yaml.safe_load(pipeline(mode))
+    assert document["variables"]["TMP_IMAGE"] == "$CI_REGISTRY_IMAGE:tmp-$CI_PIPELINE_ID"
+    jobs = _jobs(mode)
+    assert 'docker build --pull -t "$TMP_IMAGE" .' in jobs["build"]["script"]
+    assert 'docker push "$TMP_IMAGE"' in jobs["build"]["script"]
+    for name in ("test", "push"):
+        assert 'docker pull "$TMP_IMAGE"' in jobs[name]["script"], name
+    # No job touches a shared :tmp tag any more.
+    assert ':tmp"' not in pipeline(mode) and ":tmp " not in pipeline(mode)
+
+
+def test_dockerfile_builds_on_the_pinned_node_image() -> None:
+    lines = [line for line in (APP / "Dockerfile").read_text().splitlines() if line.startswith("FROM ")]
+    assert lines == [f"FROM {versions.NODE_IMAGE}"]
 
 
 def test_test_job_fetches_the_sentence_and_always_cleans_up() -> None:

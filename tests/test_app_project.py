@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import kubernetes_validate
 import pytest
@@ -33,6 +34,10 @@ def _token(run: ProgramRun) -> str:
     return base64.b64decode(plain(_token_secret(run).state["data"])["token"]).decode()
 
 
+PROVIDER = "pulumi:providers:gitlab"
+OWNER_PROVIDER = "gitlab-gitlab-owner"
+
+
 def test_project_is_the_tutorials_public_project_with_a_registry(dev) -> None:
     project = dev.one(PROJECT)
     gitlab_user = dev.one("gitlab:index/user:User")
@@ -43,7 +48,55 @@ def test_project_is_the_tutorials_public_project_with_a_registry(dev) -> None:
     assert project.inputs["initializeWithReadme"] is True
     # Under the daily admin user, as the tutorial's <user>/shark-application.
     assert project.inputs["namespaceId"] == gitlab_user.state["namespaceId"]
-    assert project.provider.startswith(dev.one("pulumi:providers:gitlab").urn)
+    assert project.provider.startswith(dev.one(PROVIDER, OWNER_PROVIDER).urn)
+
+
+def test_auto_devops_is_off_and_throwaway_images_are_cleaned_up(dev) -> None:
+    project = dev.one(PROJECT).plain_inputs
+    assert project["autoDevopsEnabled"] is False
+    policy = project["containerExpirationPolicy"]
+    assert policy["enabled"] is True
+    assert policy["nameRegexDelete"] == "tmp-[0-9]+" and policy["olderThan"] == "7d"
+    # GitLab anchors the regex: it deletes tmp-<pipeline id> and never a release tag.
+    assert re.fullmatch(policy["nameRegexDelete"], "tmp-4711")
+    for kept in ("main-1a2b3c4d-42", "main", "0123456789abcdef0123456789abcdef01234567", "tmp"):
+        assert not re.fullmatch(policy["nameRegexDelete"], kept), kept
+
+
+def _owner_chain(run: ProgramRun) -> str:
+    """The URN of the provider the project's Owner acts through, after checking what makes it so."""
+    owner = run.one(PROVIDER, OWNER_PROVIDER)
+    admin = run.one("gitlab:index/user:User", "gitlab-admin")
+    token = run.one("gitlab:index/personalAccessToken:PersonalAccessToken", "gitlab-owner-token")
+    # The owner's provider signs in with the daily admin's own token, minted by root.
+    assert plain(owner.inputs["token"]) == plain(token.state["token"])
+    assert is_secret_value(owner.inputs["token"]), "the owner's token reaches its provider as a secret"
+    assert token.inputs["userId"] == int(admin.id)
+    assert token.provider.startswith(run.one(PROVIDER, "gitlab-gitlab").urn)
+    assert {token.urn, admin.urn} <= set(owner.depends_on)
+    # ...and the project is created in that user's namespace: Projects::CreateService makes the
+    # namespace owner its Owner, so the user behind the token is an Owner by construction.
+    assert run.one(PROJECT).inputs["namespaceId"] == admin.state["namespaceId"]
+    return owner.urn
+
+
+@pytest.mark.parametrize("delivery", ["pull", "push"])
+def test_every_seed_commit_is_made_by_the_projects_owner(run_stack, delivery: str) -> None:
+    run = run_stack("dev", delivery=delivery)
+    owner = _owner_chain(run)
+    commits = run.all(FILE)
+    assert len(commits) >= 8
+    for registration in [*commits, run.one(PROJECT), *run.all(VARIABLE), run.one(CLUSTER)]:
+        assert registration.provider.startswith(owner), f"{registration.name} is not made by the project's Owner"
+    for key in run.all("gitlab:index/deployKey:DeployKey"):
+        assert key.provider.startswith(owner), "Flux's deploy key must belong to a project member"
+    # Nobody is added to the project: the Owner needs no membership, root gets none.
+    assert run.all("gitlab:index/projectMembership:ProjectMembership") == []
+
+
+def test_private_projects_registry_token_is_made_by_the_owner(prod) -> None:
+    token = prod.one("gitlab:index/projectDeployToken:ProjectDeployToken")
+    assert token.provider.startswith(_owner_chain(prod))
 
 
 def test_prod_project_is_private_and_pulls_with_a_read_registry_token(prod) -> None:
@@ -108,13 +161,22 @@ def test_project_cluster_gets_the_private_api_url_the_ca_and_the_token(dev) -> N
     assert cluster["environmentScope"] == "*"
 
 
-def test_project_cluster_waits_for_the_feature_flag_and_local_requests(dev) -> None:
-    cluster = dev.one(CLUSTER)
-    settings = dev.one("gitlab:index/applicationSettings:ApplicationSettings")
+@pytest.mark.parametrize("delivery", ["pull", "push"])
+def test_project_cluster_starts_only_once_the_settings_are_effective(run_stack, delivery: str) -> None:
+    run = run_stack("dev", delivery=delivery)
+    cluster = run.one(CLUSTER)
+    settings = run.one("gitlab:index/applicationSettings:ApplicationSettings")
+    seeding = run.one("command:remote:Command", "gitlab-seed-admin-token")
+    # The seeding step turns on local requests and the flag with the cache bypassed and returns
+    # only once every worker's cache has expired (userdata/gitlab/seed-admin-token.sh).
+    assert seeding.urn in cluster.depends_on, "the cluster waits for the seeding step"
+    assert "settings_changed" in plain(seeding.inputs["stdin"]) and "current_without_cache" in plain(
+        seeding.inputs["stdin"]
+    )
+    # The settings resource declares the same value, after the step: it never flips it back.
     assert settings.inputs["allowLocalRequestsFromWebHooksAndServices"] is True
+    assert seeding.urn in settings.depends_on
     assert settings.urn in cluster.depends_on
-    seeding = next(r for r in dev.all("command:remote:Command") if "seed-admin-token" in r.name)
-    assert seeding.urn in cluster.depends_on, "certificate_based_clusters is enabled by the seeding step"
 
 
 def test_ci_variables_let_the_push_pipeline_reach_the_cluster(dev) -> None:

@@ -30,7 +30,7 @@ def test_a_mocked_run_leaves_the_projects_ca_file_alone() -> None:
     before = _fingerprint(real)
     run = run_fixture_stack("dev", ADMIN)
     assert _fingerprint(real) == before, "a mocked run rewrote build/gitlab-ca-dev.pem"
-    provider = run.one("pulumi:providers:gitlab").plain_inputs
+    provider = run.one("pulumi:providers:gitlab", "gitlab-gitlab").plain_inputs
     assert provider["cacertFile"] == "build/gitlab-ca-dev.pem"  # what state records: project-relative
     written = harness.provider_files_dir() / provider["cacertFile"]
     assert written.read_text() == run.outputs["gitlabCaPem"]

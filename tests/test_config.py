@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config import KEYS, ConfigError, parse_config
+from components import versions
+from components.config import KEYS, ConfigError, gitlab_version, parse_config
 from tests.conftest import ADMIN
 from tools.harness import ProgramError, run_fixture_stack
 
@@ -46,9 +47,24 @@ BAD_INPUTS = [
     ),
     pytest.param({"kubernetesVersion": "1.36.1"}, ["kubernetesVersion: got '1.36.1'", "without patch"], id="k8s-patch"),
     pytest.param({"gitlabImageTag": "latest"}, ["gitlabImageTag: got 'latest'", "not latest"], id="gitlab-latest"),
-    pytest.param({"gitlabImageTag": "18.11.12"}, ["gitlabImageTag: got '18.11.12'", "-ce.0"], id="gitlab-no-ce-suffix"),
     pytest.param(
-        {"gitlabImageTag": "19.2.7-ce.0"}, ["gitlabImageTag: got '19.2.7-ce.0'", "19.x drops"], id="gitlab-19"
+        {"gitlabImageTag": "18.11.12"}, ["gitlabImageTag: got '18.11.12'", "-ce.<n>"], id="gitlab-no-ce-suffix"
+    ),
+    pytest.param(
+        {"gitlabImageTag": "19.4.1-ee.0"}, ["gitlabImageTag: got '19.4.1-ee.0'", "not an EE tag"], id="gitlab-ee"
+    ),
+    pytest.param(
+        {"gitlabImageTag": "18.10.7-ce.0"},
+        ["gitlabImageTag: got '18.10.7-ce.0'", "18.11.x or 19.x", "no security fixes", "required upgrade stop"],
+        id="gitlab-before-18-11",
+    ),
+    pytest.param(
+        {"gitlabImageTag": "17.11.7-ce.0"}, ["gitlabImageTag: got '17.11.7-ce.0'", "18.11.x or 19.x"], id="gitlab-17"
+    ),
+    pytest.param(
+        {"gitlabImageTag": "20.0.0-ce.0"},
+        ["gitlabImageTag: got '20.0.0-ce.0'", "GitLab 20.0 removes the certificate-based cluster integration"],
+        id="gitlab-20",
     ),
     pytest.param({"gitlabRunnerImageTag": "latest"}, ["gitlabRunnerImageTag: got 'latest'"], id="runner-latest"),
     pytest.param({"fluxVersion": "latest"}, ["fluxVersion: got 'latest'"], id="flux-latest"),
@@ -97,6 +113,20 @@ def test_bad_input_stops_before_any_resource(overrides: dict, fragments: list[st
     for fragment in fragments:
         assert fragment in message
     assert caught.value.registrations == [], "nothing may be registered when the configuration is bad"
+
+
+@pytest.mark.parametrize("tag", ["18.11.0-ce.0", "18.11.12-ce.0", "19.0.0-ce.0", "19.2.4-ce.0", "19.11.9-ce.1"])
+def test_supported_gitlab_releases_are_accepted(tag: str) -> None:
+    config = parse_config({"adminCidrs": '["203.0.113.7/32"]', "gitlabImageTag": tag}, "gitops", "dev")
+    assert config.gitlab_image_tag == tag
+
+
+def test_default_gitlab_is_a_19_release_with_the_matching_runner() -> None:
+    config = parse_config({"adminCidrs": '["203.0.113.7/32"]'}, "gitops", "dev")
+    assert config.gitlab_image_tag == versions.GITLAB_CE_TAG
+    major, minor, patch = gitlab_version(config.gitlab_image_tag)
+    assert major == 19
+    assert config.gitlab_runner_image_tag == versions.GITLAB_RUNNER_TAG == f"alpine-v{major}.{minor}.{patch}"
 
 
 def test_every_problem_is_reported_at_once() -> None:

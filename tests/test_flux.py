@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 
@@ -139,10 +140,23 @@ def test_custom_branch_flows_to_flux_and_the_policy(run_stack) -> None:
     assert yaml.safe_load(plain(run.one("gitlab:index/project:Project").inputs["defaultBranch"])) == "release/2026"
 
 
-def test_deploy_key_owner_may_push_to_the_protected_default_branch(dev) -> None:
-    membership = dev.one("gitlab:index/projectMembership:ProjectMembership")
-    assert membership.inputs["accessLevel"] == "maintainer"
-    assert membership.inputs["project"] == dev.one("gitlab:index/project:Project").id
-    # root owns the key (its token registers it); the seeding step reports root's id.
-    assert membership.inputs["userId"] == 1
-    assert membership.urn in dev.one("gitlab:index/deployKey:DeployKey").depends_on
+def test_deploy_key_belongs_to_the_projects_owner_who_may_push_to_the_default_branch(dev) -> None:
+    key = dev.one("gitlab:index/deployKey:DeployKey")
+    owner = dev.one("pulumi:providers:gitlab", "gitlab-gitlab-owner")
+    # Registered through the project Owner's token: the key's user is the Owner, whose role lets
+    # Flux's commits through the protected default branch. No membership is added for anyone.
+    assert key.provider.startswith(owner.urn)
+    assert dev.all("gitlab:index/projectMembership:ProjectMembership") == []
+    assert "owner operator" in key.inputs["title"]
+    # A key registered by another user (root, before) is deleted, then registered by the Owner.
+    assert key.replace_on_changes == ["title"]
+    assert key.delete_before_replace is True
+
+
+@pytest.mark.parametrize("branch", ["main", "master", "tmp", "release/2026", "TMP"])
+def test_flux_never_picks_a_throwaway_or_branch_tag(branch: str) -> None:
+    pattern = re.compile(flux.tag_pattern(branch))
+    slug = flux.ref_slug(branch)
+    for tag in ("tmp", "tmp-4711", "tmp-1", f"{slug}", "0123456789abcdef0123456789abcdef01234567"):
+        assert not pattern.match(tag), f"{tag} would be deployed on {branch}"
+    assert pattern.match(f"{slug}-1a2b3c4d-42"), "the sortable tag the push job makes is deployed"

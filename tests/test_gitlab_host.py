@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from components import gitlab_config
+from components import gitlab_config, versions
 from components.cloudinit import USERDATA
 from components.gitlab_config import (
     FEATURE_FLAG,
@@ -26,7 +26,6 @@ from components.gitlab_config import (
     TRUSTED_CA,
     known_hosts_line,
     omnibus_config,
-    root_user_id,
     secret_bundle,
     seed_token_program,
     token_expiry,
@@ -138,7 +137,7 @@ def test_install_step_finds_the_volume_by_id_and_formats_only_a_blank_one(dev) -
     assert "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_${DATA_VOLUME_ID/-/}" in script
     assert re.search(r"blkid -p .*\|\| status=\$\?", script)
     assert re.search(r"2\)\n\s+log .*blank.*\n\s+mkfs\.ext4", script)
-    assert "UUID=${uuid} ${MOUNT} ext4 defaults,nofail" in script
+    assert "UUID=${uuid} ${MOUNT_POINT} ext4 defaults,nofail" in script
     assert "RequiresMountsFor=/srv/gitlab" in script
 
 
@@ -239,7 +238,8 @@ def test_install_step_delivers_the_rendered_config_for_the_elastic_ip_name(dev) 
     assert dev.outputs["gitlabRegistryHost"] == f"{hostname(dev)}:5050"
     # The unit loads the file the step writes, at the path the image evaluates.
     script = (USERDATA / "gitlab/install.sh").read_text()
-    assert f"OMNIBUS_CONFIG={OMNIBUS_CONFIG_PATH}" in script
+    assert 'GITOPS_DIR="${HOST_ROOT}/etc/gitops"' in script
+    assert f'OMNIBUS_CONFIG="$GITOPS_DIR/{OMNIBUS_CONFIG_PATH.removeprefix("/etc/gitops/")}"' in script
     assert f"--env \"GITLAB_OMNIBUS_CONFIG=from_file('{OMNIBUS_CONFIG_PATH}')\"" in script
     assert f"--volume {OMNIBUS_CONFIG_PATH}:{OMNIBUS_CONFIG_PATH}:ro" in script
     assert "--publish 443:443 --publish 5050:5050 --publish 2222:22" in script
@@ -247,15 +247,37 @@ def test_install_step_delivers_the_rendered_config_for_the_elastic_ip_name(dev) 
 
 
 def test_images_are_pinned(dev, run_stack) -> None:
-    assert step_env(step(dev, "install"))["GITLAB_IMAGE"] == "gitlab/gitlab-ce:18.11.12-ce.0"
+    install_env = step_env(step(dev, "install"))
+    assert install_env["GITLAB_IMAGE"] == f"gitlab/gitlab-ce:{versions.GITLAB_CE_TAG}" == "gitlab/gitlab-ce:19.4.1-ce.0"
+    assert install_env["GITLAB_VERSION"] == "19.4.1"
     runner_env = step_env(step(dev, "register-runner"))
-    assert runner_env["GITLAB_RUNNER_IMAGE"] == "gitlab/gitlab-runner:alpine-v18.11.4"
-    assert re.fullmatch(r"docker:\d+\.\d+\.\d+-cli", runner_env["RUNNER_JOB_IMAGE"])
+    assert runner_env["GITLAB_RUNNER_IMAGE"] == "gitlab/gitlab-runner:alpine-v19.4.1"
+    # The jobs' default image is the Docker client release the app's pipelines use.
+    assert runner_env["RUNNER_JOB_IMAGE"] == versions.DOCKER_CLI_IMAGE == f"docker:{versions.DOCKER_VERSION}-cli"
     other = run_stack("dev", gitlabImageTag="18.11.9-ce.0", gitlabRunnerImageTag="v18.11.3")
     assert step_env(step(other, "install"))["GITLAB_IMAGE"] == "gitlab/gitlab-ce:18.11.9-ce.0"
+    assert step_env(step(other, "install"))["GITLAB_VERSION"] == "18.11.9"
     assert step_env(step(other, "register-runner"))["GITLAB_RUNNER_IMAGE"] == "gitlab/gitlab-runner:v18.11.3"
     for registration in dev.all(STEP):
         assert ":latest" not in registration.plain_inputs["create"]
+
+
+def test_install_step_knows_gitlabs_required_upgrade_stops(dev) -> None:
+    stops = step_env(step(dev, "install"))["GITLAB_UPGRADE_STOPS"].split()
+    # As omnibus-gitlab's upgrade_check.rb MIN_VERSION names them release by release.
+    assert stops[: len(versions.GITLAB_UPGRADE_STOPS_CITED)] == [
+        "17.3",
+        "17.5",
+        "17.8",
+        "17.11",
+        "18.2",
+        "18.5",
+        "18.8",
+        "18.11",
+        "19.2",
+    ]
+    # After the last cited one, the documented rule: x.2, x.5, x.8 and x.11.
+    assert stops[len(versions.GITLAB_UPGRADE_STOPS_CITED) :] == ["19.5", "19.8", "19.11"]
 
 
 def test_latest_image_tag_is_rejected(run_stack) -> None:
@@ -349,9 +371,24 @@ def test_provider_trusts_the_ca_and_waits_for_the_seeded_token(run_stack) -> Non
     assert is_secret_value(provider.inputs["token"])
     assert inputs["token"] == secret_values(dev)["gitlab-admin-token"]
     assert step(dev, "seed-admin-token").urn in provider.depends_on
+    owner = dev.one("pulumi:providers:gitlab", "gitlab-gitlab-owner").plain_inputs
+    assert (owner["baseUrl"], owner["cacertFile"], owner["earlyAuthCheck"]) == (
+        inputs["baseUrl"],
+        inputs["cacertFile"],
+        inputs["earlyAuthCheck"],
+    )
+    # Root's token administers the instance; the app project and what is in it is the Owner's.
+    on_root = {
+        "gitlab:index/applicationSettings:ApplicationSettings",
+        "gitlab:index/user:User",
+        "gitlab:index/userRunner:UserRunner",
+        "gitlab:index/personalAccessToken:PersonalAccessToken",
+    }
     for registration in dev:
-        if registration.type.startswith("gitlab:index/"):
+        if registration.type in on_root:
             assert registration.provider.startswith(provider.urn), registration.name
+        elif registration.type.startswith("gitlab:index/"):
+            assert registration.provider.startswith(dev.one("pulumi:providers:gitlab", "gitlab-gitlab-owner").urn)
 
 
 def test_instance_settings_admin_user_and_runner(dev) -> None:
@@ -380,6 +417,19 @@ def test_operator_key_goes_to_the_admin_user(run_stack) -> None:
     assert ssh_key["userId"] == int(admin.id)
 
 
+def test_owner_token_is_the_daily_admins_renewed_within_a_year(dev) -> None:
+    token = dev.one("gitlab:index/personalAccessToken:PersonalAccessToken", "gitlab-owner-token")
+    inputs = token.plain_inputs
+    assert inputs["userId"] == int(dev.one("gitlab:index/user:User", "gitlab-admin").id)
+    assert inputs["scopes"] == ["api"], "the Owner's work needs api, nothing admin"
+    rotation = inputs["rotationConfiguration"]
+    # GitLab refuses an expiry past Date.current + 365; a day of margin for the clock of the
+    # machine running Pulumi. Renewed by any `pulumi up` in its last 30 days.
+    assert rotation == {"expirationDays": 364, "rotateBeforeDays": 30}
+    assert "expiresAt" not in inputs, "rotation_configuration sets it (the two conflict)"
+    assert "token" in token.additional_secret_outputs
+
+
 def test_token_rotation_keeper_and_expiry_output(dev, run_stack) -> None:
     token = dev.one("random:index/randomPassword:RandomPassword", "gitlab-admin-token").plain_inputs
     assert token["keepers"] == {"rotation": "1"}
@@ -392,6 +442,8 @@ def test_token_rotation_keeper_and_expiry_output(dev, run_stack) -> None:
 
 
 def test_steps_run_in_order(dev) -> None:
+    owner = dev.one("pulumi:providers:gitlab", "gitlab-gitlab-owner")
+    assert dev.one("gitlab:index/personalAccessToken:PersonalAccessToken").urn in owner.depends_on
     install, seed, runner = (step(dev, name) for name in ("install", "seed-admin-token", "register-runner"))
     attachment = dev.one("aws:ec2/volumeAttachment:VolumeAttachment", "gitlab-data-attachment")
     association = dev.one("aws:ec2/eipAssociation:EipAssociation", "gitlab-eip-association")
@@ -419,6 +471,22 @@ def test_seed_program_looks_up_by_name_before_creating_with_expiry_and_scopes() 
     assert f"Feature.enable(:{FEATURE_FLAG})" in program
     assert 'puts "expires_at=#{token.expires_at.iso8601}"' in program
     assert program.count("AbCdEfGhIj0123456789") == 1
+
+
+def test_seed_program_writes_the_settings_past_every_cache_and_reports_changes() -> None:
+    program = seed_token_program("AbCdEfGhIj0123456789")
+    # The database row, not this process's cached copy (CacheableAttributes#current).
+    assert "settings = ApplicationSetting.current_without_cache || ApplicationSetting.create_from_defaults" in program
+    assert "settings.update!(allow_local_requests_from_web_hooks_and_services: true)" in program
+    # Changed only when it was off; the flag likewise. The step waits only then.
+    assert program.index("unless settings.allow_local_requests_from_web_hooks_and_services") < program.index(
+        "settings.update!"
+    )
+    assert program.index(f"unless Feature.enabled?(:{FEATURE_FLAG})") < program.index(
+        f"Feature.enable(:{FEATURE_FLAG})"
+    )
+    assert "puts \"settings_changed=#{settings_changed ? 'yes' : 'no'}\"" in program
+    assert "Gitlab.config.gitlab['application_settings_cache_seconds'] || 60" in program
 
 
 @pytest.mark.parametrize("bad", ["short", "x" * 21, "AbCdEfGhIj012345678'", "AbCdEfGhIj01234567\n9"])
@@ -462,13 +530,6 @@ def test_omnibus_config_evaluates_and_reads_the_root_password_seed_only_when_pre
     assert evaluate() == prefix + '"s3cret-Passw0rd"'
 
 
-def test_root_user_id_is_read_from_the_seeding_output() -> None:
-    assert 'puts "root_user_id=#{root.id}"' in seed_token_program("AbCdEfGhIj0123456789")
-    assert root_user_id("expires_at=2027-11-27\nroot_user_id=1\n") == 1
-    with pytest.raises(ValueError, match="root_user_id"):
-        root_user_id("expires_at=2027-11-27\n")
-
-
 def test_token_expiry_parsing() -> None:
     assert token_expiry("DEPRECATION WARNING: x\nexpires_at=2027-11-27\n") == "2027-11-27"
     with pytest.raises(ValueError, match="printed no `expires_at=` line"):
@@ -484,7 +545,7 @@ def test_seed_step_pipes_stdin_to_rails_runner() -> None:
 # ---- the runner ----------------------------------------------------------------------------------
 def test_runner_registration_flags() -> None:
     script = (USERDATA / "gitlab/register-runner.sh").read_text()
-    register = script[script.index("register \\") : script.index('die "gitlab-runner register failed')]
+    register = script[script.index("registration=(") : script.index('die "gitlab-runner register failed')]
     for flag in (
         "--non-interactive",
         '--url "https://${GITLAB_HOSTNAME}"',
@@ -495,6 +556,7 @@ def test_runner_registration_flags() -> None:
         "--docker-volumes /certs/client",
         "--docker-volumes /etc/gitlab-runner/certs/ca.crt:/etc/gitlab-runner/certs/ca.crt:ro",
         "--docker-volumes /etc/docker/certs.d:/etc/docker/certs.d:ro",
+        '--feature-flags "${flag}:true"',
     ):
         assert flag in register, flag
     # The token travels in the environment (CI_SERVER_TOKEN backs --token), never as an argument.
@@ -502,16 +564,17 @@ def test_runner_registration_flags() -> None:
     assert "--env CI_SERVER_TOKEN" in script
     assert 'export CI_SERVER_TOKEN="$token"' in script
     # Idempotent; a new token starts over.
-    assert 'digest="$(printf \'%s\' "$token" | sha256sum' in script
+    assert 'digest="$(printf \'%s\\n\' "$token" "${registration[@]}" | sha256sum' in script
     assert "/var/run/docker.sock:/var/run/docker.sock" in script
 
 
 def test_registry_ca_reaches_host_docker_and_runner(dev) -> None:
     install = (USERDATA / "gitlab/install.sh").read_text()
-    assert 'put_text "/etc/docker/certs.d/${host}:5050/ca.crt" 0644 "$GITLAB_CA_PEM"' in install
+    assert 'put_text "${HOST_ROOT}/etc/docker/certs.d/${host}:5050/ca.crt" 0644 "$GITLAB_CA_PEM"' in install
     runner_env = step_env(step(dev, "register-runner"))
     assert runner_env["GITLAB_CA_PEM"] == dev.outputs["gitlabCaPem"]
     assert runner_env["RUNNER_JOB_IMAGE"] == RUNNER_JOB_IMAGE
+    assert runner_env["RUNNER_FEATURE_FLAGS"] == "FF_NETWORK_PER_BUILD"
     assert runner_env["GITLAB_HOSTNAME"] == hostname(dev)
 
 
@@ -600,4 +663,4 @@ def test_script_paths_match_the_python_constants() -> None:
     seed = (USERDATA / "gitlab/seed-admin-token.sh").read_text()
     assert f"CONTAINER_CA={TRUSTED_CA}" in install
     assert f"CONTAINER_CA={TRUSTED_CA}" in seed
-    assert gitlab_config.DATA_MOUNT == "/srv/gitlab" and "MOUNT=/srv/gitlab" in install
+    assert gitlab_config.DATA_MOUNT == "/srv/gitlab" and "MOUNT_POINT=/srv/gitlab" in install

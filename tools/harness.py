@@ -361,7 +361,7 @@ def _step_stdout(inputs: dict) -> str:
     create = str(inputs.get("create") or "")
     if "STEP_NAME=gitlab/seed-admin-token.sh" in create:
         expires = datetime.date.today() + datetime.timedelta(days=365)
-        return f"expires_at={expires.isoformat()}\nroot_user_id=1\n"
+        return f"expires_at={expires.isoformat()}\n"
     minor = re.search(r"\bKUBERNETES_MINOR=(\d+\.\d+)\b", create)
     if "STEP_NAME=cluster/kubeadm-version.sh" in create and minor:
         return f"v{minor.group(1)}.5\n"
@@ -477,6 +477,19 @@ class StackMocks(pulumi_mocks.Mocks):
                 projectId=str(100 + _number(name, 800)),
             )
             return state["projectId"], state
+        if typ == "gitlab:index/personalAccessToken:PersonalAccessToken":
+            # GitLab returns the token once; rotation_configuration sets expiresAt from today.
+            rotation = inputs.get("rotationConfiguration") or {}
+            days = int(rotation.get("expirationDays", 30))
+            token_id = 1 + _number(name, 999)
+            state.update(
+                token="glpat-" + _random_text(name, {"length": 20, "special": False}),
+                expiresAt=inputs.get("expiresAt")
+                or (datetime.date.today() + datetime.timedelta(days=days)).isoformat(),
+                active=True,
+                revoked=False,
+            )
+            return f"{inputs.get('userId')}:{token_id}", state
         if typ == "gitlab:index/userRunner:UserRunner":
             state.update(token="glrt-" + _random_text(name, {"length": 20, "special": False}))
             return str(1 + _number(name, 99)), state
@@ -554,6 +567,7 @@ class Registration:
     provider: str
     additional_secret_outputs: list[str]
     aliases: list[Any] = field(default_factory=list)
+    replace_on_changes: list[str] = field(default_factory=list)
 
     @property
     def plain_inputs(self) -> dict:
@@ -605,6 +619,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 provider=request.provider,
                 additional_secret_outputs=list(request.additionalSecretOutputs),
                 aliases=list(request.aliases),
+                replace_on_changes=list(request.replaceOnChanges),
             )
         )
         return response

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Step (GitLab host, over SSH): seed the admin API token Pulumi generated and turn on the
-# certificate_based_clusters feature flag, in one `gitlab-rails runner` run.
+# Step (GitLab host, over SSH): seed the admin API token Pulumi generated, and turn on what GitLab's
+# view of the cluster needs (allow_local_requests_from_web_hooks_and_services, the
+# certificate_based_clusters feature flag) on the database with every cache bypassed, in one
+# `gitlab-rails runner` run; then, only if that changed anything, wait until no Puma worker can
+# still serve its cached copy (application settings: application_settings_cache_seconds, 60 s by
+# default; feature flags: a 1-minute per-process cache). What depends on the settings
+# (ProjectCluster) starts after this step, so it never lands on a worker that still says no.
 # stdin (secret): the Ruby program (components/gitlab_config.py seed_token_program). It holds the
 #   token, so it goes straight to `gitlab-rails runner -` (Rails reads the program from stdin):
 #   never to disk, never to a command line.
 # env (public): GITLAB_HOSTNAME.
-# stdout: `expires_at=YYYY-MM-DD` (the stack output gitlabAdminTokenExpiresAt) and
-#   `root_user_id=<id>` (the token's user, made a member of the app project for Flux's deploy key).
-# Idempotent: the program looks the token up by name first and keeps it when it holds this value.
+# stdout: `expires_at=YYYY-MM-DD` (the stack output gitlabAdminTokenExpiresAt).
+# Idempotent: the program looks the token up by name first and keeps it when it holds this value;
+# settings already in place change nothing, and then nothing waits.
 # Runs with userdata/lib/common.sh in front (components/remote.py).
 set -euo pipefail
 
@@ -25,7 +30,7 @@ gitlab_ready() {
 }
 wait_until 900 "GitLab's readiness check (see: docker logs gitlab; /srv/gitlab/logs)" gitlab_ready
 
-log "seeding the admin API token and enabling certificate_based_clusters (gitlab-rails runner: ~1-2 minutes)"
+log "seeding the admin API token and the cluster integration's settings (gitlab-rails runner: ~1-2 minutes)"
 output="$(mktemp)"
 trap 'rm -f "$output"' EXIT
 status=0
@@ -36,9 +41,34 @@ if ((status != 0)); then
 fi
 expiry="$(grep -E '^expires_at=[0-9]{4}-[0-9]{2}-[0-9]{2}$' "$output" | tail -n 1)" ||
   die "the seeding program printed no expires_at line: $(cat "$output")"
-root_id="$(grep -E '^root_user_id=[0-9]+$' "$output" | tail -n 1)" ||
-  die "the seeding program printed no root_user_id line: $(cat "$output")"
+settings_changed="$(grep -E '^settings_changed=(yes|no)$' "$output" | tail -n 1)" ||
+  die "the seeding program printed no settings_changed line: $(cat "$output")"
+cache_seconds="$(grep -E '^settings_cache_seconds=[0-9]+$' "$output" | tail -n 1)" ||
+  die "the seeding program printed no settings_cache_seconds line: $(cat "$output")"
+cache_seconds="${cache_seconds#*=}"
 # Anything else the runner printed (deprecation notices) is progress, not a result.
-grep -vE '^(expires_at|root_user_id)=' "$output" >&2 || true
-log "admin token seeded (${expiry}); feature flag certificate_based_clusters is on"
-printf '%s\n%s\n' "$expiry" "$root_id"
+grep -vE '^(expires_at|settings_changed|settings_cache_seconds)=' "$output" >&2 || true
+log "admin token seeded (${expiry})"
+
+# wait_out_caches SECONDS: sleep, saying so every 15 s, so a slow `pulumi up` is visibly alive.
+wait_out_caches() {
+  local remaining="$1" chunk
+  while ((remaining > 0)); do
+    log "waiting ${remaining}s more until every GitLab process has dropped its cached settings and feature flags"
+    chunk=$((remaining < 15 ? remaining : 15))
+    sleep "$chunk"
+    remaining=$((remaining - chunk))
+  done
+}
+
+if [[ "$settings_changed" == settings_changed=yes ]]; then
+  # The longer of the two cache lifetimes (feature flags: 60 s), plus a margin for a worker that
+  # filled its cache just before the change.
+  wait_seconds=$(((cache_seconds > 60 ? cache_seconds : 60) + 10))
+  log "turned on local requests and certificate_based_clusters; Puma workers cache them for up to ${cache_seconds}s"
+  wait_out_caches "$wait_seconds"
+  log "settings are effective on every worker"
+else
+  log "local requests and certificate_based_clusters were already on: nothing to wait for"
+fi
+printf '%s\n' "$expiry"

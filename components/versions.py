@@ -1,0 +1,77 @@
+"""Every artifact this product pins, in one place.
+
+The config defaults (components/config.py), the pipelines seeded into the app project
+(apps/shark-app/ci/*.gitlab-ci.yml, whose ``@@NAME@@`` tokens are filled from ``PIPELINE_IMAGES``),
+the runner's default job image and the tests read these values. Each one was found in an upstream
+source: REFERENCE.md section 1 names it. Bump a pin here, find its source, record it there.
+"""
+
+from __future__ import annotations
+
+# ---- GitLab -------------------------------------------------------------------------------------
+# GitLab CE in Docker. 19.4 is inside GitLab's security maintenance (current and two previous
+# monthly releases) on 2026-11-30; certificate-based clusters stay until 20.0.
+GITLAB_CE_TAG = "19.4.1-ce.0"
+# gitlab-runner release matching GitLab's major.minor (docs.gitlab.com/runner: keep them in step).
+GITLAB_RUNNER_TAG = "alpine-v19.4.1"
+# Versions the program accepts (config validation): 18.11.x, the required upgrade stop before 19.x,
+# and 19.x. GitLab 20.0 removes the certificate-based cluster integration, today the only one.
+GITLAB_OLDEST_SUPPORTED = (18, 11)
+GITLAB_FIRST_UNSUPPORTED_MAJOR = 20
+# Required upgrade stops (major, minor) as GitLab itself enforces them: omnibus-gitlab
+# files/gitlab-ctl-commands/lib/gitlab_ctl/upgrade_check.rb MIN_VERSION at each release tag, and
+# gitlabhq config/upgrade_path.yml. The Docker image refuses to start across one (init-container
+# runs `gitlab-ctl upgrade-check`); the install step refuses before it stops anything.
+GITLAB_UPGRADE_STOPS_CITED: tuple[tuple[int, int], ...] = (
+    (17, 3),
+    (17, 5),
+    (17, 8),
+    (17, 11),
+    (18, 2),
+    (18, 5),
+    (18, 8),
+    (18, 11),
+    (19, 2),
+)
+# "In GitLab 17.5 and later, required upgrade stops occur at versions x.2.z, x.5.z, x.8.z and
+# x.11.z" (gitlabhq doc/update/upgrade_paths.md): the stops after the last cited one follow it.
+GITLAB_UPGRADE_STOP_MINORS = (2, 5, 8, 11)
+
+# ---- Docker (one version for the pipelines' client and daemon and the runner's default image) ----
+DOCKER_VERSION = "29.7.2"
+DOCKER_CLI_IMAGE = f"docker:{DOCKER_VERSION}-cli"
+DOCKER_DIND_IMAGE = f"docker:{DOCKER_VERSION}-dind"
+
+# ---- images the app's pipelines use ----------------------------------------------------------------
+CURL_IMAGE = "curlimages/curl:8.21.0"
+# Alpine with bash, sed and kubectl; tagged by kubectl version, within one minor of every
+# supported cluster minor (1.35-1.37).
+KUBECTL_IMAGE = "alpine/k8s:1.36.2"
+# The app's base image (apps/shark-app/Dockerfile) and its unit-test job: Node.js 24 LTS on Debian 12.
+NODE_IMAGE = "node:24.19.0-bookworm-slim"
+
+# What the seeded pipelines' @@NAME@@ tokens stand for (components/app_manifests.py render_pipeline).
+PIPELINE_IMAGES: dict[str, str] = {
+    "DOCKER_CLI_IMAGE": DOCKER_CLI_IMAGE,
+    "DOCKER_DIND_IMAGE": DOCKER_DIND_IMAGE,
+    "CURL_IMAGE": CURL_IMAGE,
+    "KUBECTL_IMAGE": KUBECTL_IMAGE,
+    "NODE_IMAGE": NODE_IMAGE,
+}
+
+# ---- this repository's own pipeline (.gitlab-ci.yml) ----------------------------------------------
+CI_PYTHON_IMAGE = "python:3.12.13-bookworm"
+CI_PULUMI_IMAGE = "pulumi/pulumi-python-3.12:3.272.0"
+
+# ---- cluster add-ons (config defaults) -------------------------------------------------------------
+FLUX_VERSION = "v2.10.0"
+FLANNEL_VERSION = "v0.28.9"
+
+
+def gitlab_upgrade_stops(through_major: int = GITLAB_FIRST_UNSUPPORTED_MAJOR - 1) -> tuple[tuple[int, int], ...]:
+    """The cited stops, then the documented x.2/x.5/x.8/x.11 rule up to ``through_major``."""
+    stops = set(GITLAB_UPGRADE_STOPS_CITED)
+    last = max(GITLAB_UPGRADE_STOPS_CITED)
+    for major in range(last[0], through_major + 1):
+        stops |= {(major, minor) for minor in GITLAB_UPGRADE_STOP_MINORS if (major, minor) > last}
+    return tuple(sorted(stops))

@@ -1,0 +1,421 @@
+"""The GitLab host's steps, run under bash as they are sent (common.sh first) with stub commands.
+
+The stubs (docker, systemctl, curl, the mount tools, sleep...) record every call in a file and
+answer from a small state directory; HOST_ROOT points the steps' host paths at a scratch
+directory. The tests assert what a real host would see happen: which commands run, in which
+order, and that a second run with the same inputs does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from components.gitlab_config import gitlab_version, secret_bundle, upgrade_stops
+from components.remote import step_script
+
+VOLUME_ID = "vol-0123abcd"
+HOSTNAME = "gitlab.example.com"
+
+# Each stub logs "<name> <args>" to $CALLS, then behaves as the state directory $STATE says.
+STUBS = {
+    "docker": r"""
+case "$1" in
+  image) [ -f "$STATE/image-present" ] ;;
+  pull) touch "$STATE/image-present" ;;
+  logs) echo "gitlab Reconfigured!" ;;
+  inspect) echo true ;;
+  run) exit 0 ;;
+  exec)
+    shift
+    [ "$1" = "-i" ] && shift
+    shift  # the container
+    case "$1" in
+      curl) exit 0 ;;
+      gitlab-ctl) exit 0 ;;
+      gitlab-rails) cat >"$STATE/runner-stdin"; cat "$STATE/runner-output" ;;
+      gitlab-psql)
+        case "$4" in
+          *"status = 4"*) cat "$STATE/failed" 2>/dev/null || echo 0 ;;
+          *)
+            left="$(cat "$STATE/pending" 2>/dev/null || echo 0)"
+            echo "$left"
+            [ "$left" -gt 0 ] && echo $((left - 1)) >"$STATE/pending"
+            exit 0 ;;
+        esac ;;
+    esac ;;
+esac
+""",
+    "systemctl": r"""
+case "$1" in
+  is-active) [ -f "$STATE/active" ] ;;
+  restart) touch "$STATE/active" ;;
+esac
+exit $?
+""",
+    "curl": r"""
+for arg in "$@"; do [ "$arg" = "--write-out" ] && { echo 401; exit 0; }; done
+exit 0
+""",
+    "blkid": r"""
+case "$*" in
+  *TYPE*) echo ext4 ;;
+  *UUID*) echo 1b4e28ba-2fa1-11d2-883f-0016d3cca427 ;;
+esac
+""",
+    "mountpoint": '[ -f "$STATE/mounted" ]\n',
+    "mount": 'touch "$STATE/mounted"\n',
+    "findmnt": 'cat "$STATE/device"\n',
+    "mkfs.ext4": "exit 0\n",
+    "cloud-init": "exit 0\n",
+    "ssh-keygen": 'echo "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPublicHalfOf $4"\n',
+    "sleep": "exit 0\n",
+}
+
+
+@dataclass
+class Host:
+    """A scratch GitLab host: its root, the stubs' state and the log of their calls."""
+
+    root: Path
+    state: Path
+    bin: Path
+    calls_file: Path
+
+    def calls(self) -> list[str]:
+        return self.calls_file.read_text().splitlines() if self.calls_file.exists() else []
+
+    def clear_calls(self) -> None:
+        self.calls_file.write_text("")
+
+    def run(self, script: str, env: dict[str, str], stdin: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", step_script(script), script],
+            input=stdin,
+            env={
+                "PATH": f"{self.bin}:{os.environ['PATH']}",
+                "STEP_NAME": script,
+                "HOST_ROOT": str(self.root),
+                "STATE": str(self.state),
+                "CALLS": str(self.calls_file),
+                **env,
+            },
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Host:
+    root, state, bin_dir = tmp_path / "root", tmp_path / "state", tmp_path / "bin"
+    for directory in (root, state, bin_dir):
+        directory.mkdir()
+    device = root / "dev/disk/by-id" / f"nvme-Amazon_Elastic_Block_Store_{VOLUME_ID.replace('-', '')}"
+    device.parent.mkdir(parents=True)
+    device.write_text("")
+    (state / "device").write_text(f"{device}\n")
+    (root / "etc").mkdir()
+    (root / "etc/fstab").write_text("")
+    for name, body in STUBS.items():
+        stub = bin_dir / name
+        stub.write_text(f'#!/bin/sh\necho "{name} $*" >>"$CALLS"\n{body}')
+        stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    return Host(root, state, bin_dir, tmp_path / "calls")
+
+
+# ---- install.sh ------------------------------------------------------------------------------------
+SECRETS = secret_bundle(
+    {
+        "tls_key": "-----BEGIN EC PRIVATE KEY-----\nkey-1\n-----END EC PRIVATE KEY-----\n",
+        "ssh_host_ed25519_key": "ed25519-private",
+        "ssh_host_ecdsa_key": "ecdsa-private",
+        "ssh_host_rsa_key": "rsa-private",
+        "root_password": "Root-Passw0rd-123",
+    }
+)
+
+
+def install_env(tag: str = "19.4.1-ce.0", **overrides: str) -> dict[str, str]:
+    env = {
+        "GITLAB_HOSTNAME": HOSTNAME,
+        "GITLAB_IMAGE": f"gitlab/gitlab-ce:{tag}",
+        "GITLAB_VERSION": gitlab_version(tag),
+        "GITLAB_UPGRADE_STOPS": upgrade_stops(),
+        "DATA_VOLUME_ID": VOLUME_ID,
+        "GITLAB_CA_PEM": "-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n",
+        "GITLAB_TLS_CERT": "-----BEGIN CERTIFICATE-----\nserver-1\n-----END CERTIFICATE-----\n",
+        "GITLAB_OMNIBUS_CONFIG": f"external_url 'https://{HOSTNAME}'\n",
+    }
+    return {**env, **overrides}
+
+
+def install(host: Host, **env: str) -> subprocess.CompletedProcess[str]:
+    return host.run("gitlab/install.sh", install_env(**env), SECRETS)
+
+
+def volume_ran(host: Host, version: str, *, running: bool = True, postgresql: str = "17") -> None:
+    """The data volume as GitLab `version` left it (and, if running, its container up)."""
+    data = host.root / "srv/gitlab/data"
+    (data / "gitlab-rails").mkdir(parents=True, exist_ok=True)
+    (data / "gitlab-rails/VERSION").write_text(f"{version}\n")
+    (data / "postgresql/data").mkdir(parents=True, exist_ok=True)
+    (data / "postgresql/data/PG_VERSION").write_text(f"{postgresql}\n")
+    (host.state / "mounted").write_text("")
+    if running:
+        (host.state / "active").write_text("")
+
+
+def restarts(calls: list[str]) -> list[str]:
+    return [call for call in calls if call.startswith("systemctl restart")]
+
+
+def reloads(calls: list[str]) -> list[str]:
+    return [call for call in calls if "gitlab-ctl hup" in call]
+
+
+def test_first_install_places_everything_starts_gitlab_once_and_a_second_run_does_nothing(host: Host) -> None:
+    first = install(host)
+    assert first.returncode == 0, first.stderr
+    assert restarts(host.calls()) == ["systemctl restart gitlab.service"]
+    assert "docker pull --quiet gitlab/gitlab-ce:19.4.1-ce.0" in host.calls()
+    config = host.root / "srv/gitlab/config"
+    assert (config / f"ssl/{HOSTNAME}.crt").read_text() == install_env()["GITLAB_TLS_CERT"]
+    assert (config / f"ssl/{HOSTNAME}.key").stat().st_mode & 0o777 == 0o600
+    assert (host.root / "etc/gitops/gitlab.env").read_text() == "GITLAB_IMAGE=gitlab/gitlab-ce:19.4.1-ce.0\n"
+    assert (host.root / "etc/gitops/gitlab-omnibus.rb").read_text() == install_env()["GITLAB_OMNIBUS_CONFIG"]
+    assert "UUID=1b4e28ba-2fa1-11d2-883f-0016d3cca427 /srv/gitlab ext4" in (host.root / "etc/fstab").read_text()
+    assert not (config / "pulumi_initial_root_password").exists(), "the root password seed is deleted"
+    # A new volume: nothing to compare with, no background migrations to wait for.
+    assert not any("gitlab-psql" in call for call in host.calls())
+
+    host.clear_calls()
+    second = install(host)
+    assert second.returncode == 0, second.stderr
+    assert restarts(host.calls()) == [] and reloads(host.calls()) == []
+    assert not any(call.startswith(("docker pull", "mkfs", "mount ")) for call in host.calls())
+    assert "GitLab's configuration is unchanged" in second.stderr
+
+
+def test_a_renewed_certificate_reloads_nginx_and_the_registry_without_a_restart(host: Host) -> None:
+    assert install(host).returncode == 0
+    host.clear_calls()
+    renewed = "-----BEGIN CERTIFICATE-----\nserver-2\n-----END CERTIFICATE-----\n"
+    result = install(host, GITLAB_TLS_CERT=renewed)
+    assert result.returncode == 0, result.stderr
+    calls = host.calls()
+    assert restarts(calls) == []
+    # omnibus-gitlab doc/settings/ssl: "Update the SSL certificates" = hup nginx, hup registry.
+    assert reloads(calls) == ["docker exec gitlab gitlab-ctl hup nginx", "docker exec gitlab gitlab-ctl hup registry"]
+    assert (host.root / f"srv/gitlab/config/ssl/{HOSTNAME}.crt").read_text() == renewed
+    # ...and the step still checks that GitLab serves before it reports success.
+    assert calls.index("docker exec gitlab gitlab-ctl hup registry") < max(
+        i for i, call in enumerate(calls) if call.startswith("curl")
+    )
+
+
+def test_a_configuration_change_restarts_and_does_not_bother_to_reload(host: Host) -> None:
+    assert install(host).returncode == 0
+    host.clear_calls()
+    result = install(
+        host,
+        GITLAB_OMNIBUS_CONFIG="external_url 'https://gitlab.example.com'\nnginx['x'] = 1\n",
+        GITLAB_TLS_CERT="-----BEGIN CERTIFICATE-----\nserver-2\n-----END CERTIFICATE-----\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert restarts(host.calls()) == ["systemctl restart gitlab.service"]
+    assert reloads(host.calls()) == []
+
+
+@pytest.mark.parametrize(
+    ("previous", "tag", "stops", "path"),
+    [
+        ("18.11.12", "19.4.1-ce.0", "19.2", "18.11.12 -> 19.2.x -> 19.4.1"),
+        ("18.8.9", "19.2.4-ce.0", "18.11", "18.8.9 -> 18.11.x -> 19.2.4"),
+        ("18.5.3", "19.4.1-ce.0", "18.8 18.11 19.2", "18.5.3 -> 18.8.x -> 18.11.x -> 19.2.x -> 19.4.1"),
+        ("19.2.4", "19.6.0-ce.0", "19.5", "19.2.4 -> 19.5.x -> 19.6.0"),
+    ],
+)
+def test_a_jump_across_a_required_upgrade_stop_is_refused_before_anything_stops(
+    host: Host, previous: str, tag: str, stops: str, path: str
+) -> None:
+    volume_ran(host, previous)
+    result = install(host, tag=tag)
+    assert result.returncode == 1
+    assert f"crosses the required upgrade stop(s) {stops}" in result.stderr
+    assert f"Path: {path}." in result.stderr
+    assert "Nothing was stopped." in result.stderr
+    calls = host.calls()
+    assert restarts(calls) == [] and not any(call.startswith(("docker pull", "systemctl stop")) for call in calls)
+    assert not (host.root / "etc/gitops/gitlab.env").exists(), "no file changed either"
+
+
+@pytest.mark.parametrize(
+    ("previous", "tag"), [("19.4.1", "19.2.4-ce.0"), ("19.4.1", "19.4.0-ce.0"), ("19.2.4", "18.11.12-ce.0")]
+)
+def test_a_downgrade_is_refused(host: Host, previous: str, tag: str) -> None:
+    volume_ran(host, previous)
+    result = install(host, tag=tag)
+    assert result.returncode == 1
+    assert f"refusing to downgrade GitLab: {VOLUME_ID} was last run by GitLab {previous}" in result.stderr
+    assert restarts(host.calls()) == []
+
+
+def test_gitlab_19_is_refused_on_postgresql_16_with_the_way_out(host: Host) -> None:
+    volume_ran(host, "18.11.12", postgresql="16")
+    result = install(host, tag="19.2.4-ce.0")
+    assert result.returncode == 1
+    assert "GitLab 19 requires PostgreSQL 17" in result.stderr
+    assert "gitlab-ctl pg-upgrade -V 17" in result.stderr
+    assert restarts(host.calls()) == []
+
+
+def test_an_upgrade_to_the_next_stop_waits_for_migrations_before_and_after(host: Host) -> None:
+    assert install(host, tag="19.2.4-ce.0").returncode == 0
+    volume_ran(host, "19.2.4")
+    (host.state / "pending").write_text("2\n")
+    host.clear_calls()
+    result = install(host, tag="19.4.1-ce.0")
+    assert result.returncode == 0, result.stderr
+    calls = host.calls()
+    restart = calls.index("systemctl restart gitlab.service")
+    queries = [i for i, call in enumerate(calls) if "gitlab-psql" in call and "NOT IN (3, 6)" in call]
+    # GitLab 19.2's migrations are finished (polled until zero) before it is stopped...
+    assert queries and queries[0] < restart
+    assert "upgrading GitLab 19.2.4 -> 19.4.1" in result.stderr
+    assert "no backup is taken before this upgrade" in result.stderr
+    # ...and 19.4's after it serves again; then the upgrade is over.
+    assert any(i > restart for i in queries)
+    assert "every batched background migration has finished" in result.stderr
+    assert not (host.root / "srv/gitlab/.gitops-upgrade-in-progress").exists()
+    assert (host.root / "etc/gitops/gitlab.env").read_text() == "GITLAB_IMAGE=gitlab/gitlab-ce:19.4.1-ce.0\n"
+
+
+def test_a_failed_background_migration_stops_the_upgrade_with_directions(host: Host) -> None:
+    assert install(host, tag="19.2.4-ce.0").returncode == 0
+    volume_ran(host, "19.2.4")
+    (host.state / "failed").write_text("1\n")
+    result = install(host, tag="19.4.1-ce.0")
+    assert result.returncode == 1
+    assert "1 batched background migration(s) failed" in result.stderr
+    assert "Admin > Monitoring > Background migrations" in result.stderr
+    assert restarts(host.calls()) == ["systemctl restart gitlab.service"], "only the first install's start"
+
+
+def test_the_pre_upgrade_hook_runs_with_both_versions_before_gitlab_stops(host: Host) -> None:
+    assert install(host, tag="19.2.4-ce.0").returncode == 0
+    volume_ran(host, "19.2.4")
+    hook = host.root / "etc/gitops/hooks/pre-gitlab-upgrade"
+    hook.parent.mkdir(parents=True)
+    hook.write_text(f'#!/bin/sh\necho "hook $*" >>"{host.calls_file}"\n')
+    hook.chmod(0o755)
+    host.clear_calls()
+    assert install(host, tag="19.4.1-ce.0").returncode == 0
+    calls = host.calls()
+    assert calls.index("hook 19.2.4 19.4.1") < calls.index("systemctl restart gitlab.service")
+
+
+def test_a_patch_release_within_a_minor_is_an_ordinary_upgrade(host: Host) -> None:
+    assert install(host, tag="19.4.0-ce.0").returncode == 0
+    volume_ran(host, "19.4.0")
+    host.clear_calls()
+    result = install(host, tag="19.4.1-ce.0")
+    assert result.returncode == 0, result.stderr
+    assert restarts(host.calls()) == ["systemctl restart gitlab.service"]
+
+
+# ---- seed-admin-token.sh ---------------------------------------------------------------------------
+def seed(host: Host, changed: str, cache_seconds: int = 60) -> subprocess.CompletedProcess[str]:
+    (host.state / "runner-output").write_text(
+        f"DEPRECATION WARNING: noise\nexpires_at=2027-11-29\nsettings_changed={changed}\n"
+        f"settings_cache_seconds={cache_seconds}\n"
+    )
+    return host.run("gitlab/seed-admin-token.sh", {"GITLAB_HOSTNAME": HOSTNAME}, "puts 'the program'\n")
+
+
+def slept(calls: list[str]) -> int:
+    return sum(int(call.split()[1]) for call in calls if call.startswith("sleep "))
+
+
+def test_changed_settings_are_waited_out_past_every_workers_cache(host: Host) -> None:
+    result = seed(host, "yes")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "expires_at=2027-11-29\n", "stdout carries the expiry only"
+    # Settings (60 s) and feature flags (60 s) plus a margin, in heartbeats a user can see.
+    assert slept(host.calls()) == 70
+    assert result.stderr.count("dropped its cached settings") >= 4
+    assert (host.state / "runner-stdin").read_text() == "puts 'the program'\n", "the program went to stdin"
+
+
+def test_a_longer_configured_settings_cache_is_waited_out_too(host: Host) -> None:
+    assert seed(host, "yes", cache_seconds=300).returncode == 0
+    assert slept(host.calls()) == 310
+
+
+def test_settings_already_in_place_cost_no_wait(host: Host) -> None:
+    result = seed(host, "no")
+    assert result.returncode == 0, result.stderr
+    assert slept(host.calls()) == 0
+    assert "nothing to wait for" in result.stderr
+
+
+def test_a_seeding_program_that_reports_nothing_fails_the_step(host: Host) -> None:
+    (host.state / "runner-output").write_text("expires_at=2027-11-29\n")
+    result = host.run("gitlab/seed-admin-token.sh", {"GITLAB_HOSTNAME": HOSTNAME}, "puts 1\n")
+    assert result.returncode == 1
+    assert "printed no settings_changed line" in result.stderr
+
+
+# ---- register-runner.sh ----------------------------------------------------------------------------
+TOKEN = "glrt-AbCdEfGhIjKlMnOpQrSt"
+
+
+def runner_env(**overrides: str) -> dict[str, str]:
+    env = {
+        "GITLAB_HOSTNAME": HOSTNAME,
+        "GITLAB_RUNNER_IMAGE": "gitlab/gitlab-runner:alpine-v19.4.1",
+        "GITLAB_RUNNER_NAME": "gitops-dev",
+        "RUNNER_JOB_IMAGE": "docker:29.7.2-cli",
+        "RUNNER_FEATURE_FLAGS": "FF_NETWORK_PER_BUILD",
+        "GITLAB_CA_PEM": "-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n",
+    }
+    return {**env, **overrides}
+
+
+def registrations(calls: list[str]) -> list[str]:
+    return [call for call in calls if call.startswith("docker run") and " register " in call]
+
+
+def register(host: Host, **env: str) -> subprocess.CompletedProcess[str]:
+    result = host.run("gitlab/register-runner.sh", runner_env(**env), TOKEN + "\n")
+    # What `gitlab-runner register` would have written.
+    (host.root / "etc/gitlab-runner/config.toml").write_text("concurrent = 1\n")
+    return result
+
+
+def test_the_runner_registers_with_a_network_per_build_and_only_once(host: Host) -> None:
+    result = register(host)
+    assert result.returncode == 0, result.stderr
+    [call] = registrations(host.calls())
+    assert "--feature-flags FF_NETWORK_PER_BUILD:true" in call
+    assert "--docker-image docker:29.7.2-cli" in call
+    assert TOKEN not in "\n".join(host.calls()), "the token never appears in an argument list"
+    assert "systemctl restart gitlab-runner.service" in host.calls()
+
+    host.clear_calls()
+    assert register(host).returncode == 0
+    assert registrations(host.calls()) == [] and "systemctl restart gitlab-runner.service" not in host.calls()
+
+
+def test_new_registration_options_register_again(host: Host) -> None:
+    assert register(host).returncode == 0
+    host.clear_calls()
+    assert register(host, RUNNER_JOB_IMAGE="docker:29.7.3-cli").returncode == 0
+    [call] = registrations(host.calls())
+    assert "--docker-image docker:29.7.3-cli" in call

@@ -1,0 +1,85 @@
+"""Every pinned artifact lives in components/versions.py, is used from there, and is sourced in REFERENCE.md."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components import versions
+from components.config import KEYS, gitlab_version
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = (ROOT / "REFERENCE.md").read_text()
+PINS = {
+    "GitLab CE": f"gitlab/gitlab-ce:{versions.GITLAB_CE_TAG}",
+    "GitLab Runner": f"gitlab/gitlab-runner:{versions.GITLAB_RUNNER_TAG}",
+    "Docker CLI": versions.DOCKER_CLI_IMAGE,
+    "Docker daemon": versions.DOCKER_DIND_IMAGE,
+    "curl": versions.CURL_IMAGE,
+    "kubectl": versions.KUBECTL_IMAGE,
+    "Node.js": versions.NODE_IMAGE,
+    "repository CI Python": versions.CI_PYTHON_IMAGE,
+    "repository CI Pulumi": versions.CI_PULUMI_IMAGE,
+    "Flux": versions.FLUX_VERSION,
+    "Flannel": versions.FLANNEL_VERSION,
+}
+
+
+def _reference_section(number: int) -> str:
+    match = re.search(rf"^## {number}\. .*?(?=^## \d+\. )", REFERENCE, flags=re.MULTILINE | re.DOTALL)
+    assert match, f"REFERENCE.md has no section {number}"
+    return match.group(0)
+
+
+@pytest.mark.parametrize(("what", "pin"), PINS.items(), ids=list(PINS))
+def test_every_pin_is_recorded_with_its_source_in_reference_section_1(what: str, pin: str) -> None:
+    pinned = _reference_section(1)
+    rows = [line for line in pinned.splitlines() if line.startswith("|") and f"`{pin}`" in line]
+    assert rows, f"REFERENCE.md section 1 has no row for {what} `{pin}`"
+    # A source: a repository path/commit, a pull request or a URL, not just the value.
+    assert re.search(r"(github|gitlab|docs\.|/|#\d+)", rows[0].split(f"`{pin}`", 1)[1]), rows[0]
+
+
+def test_no_pin_is_latest_or_floating() -> None:
+    for what, pin in PINS.items():
+        tag = pin.rsplit(":", 1)[-1]
+        assert re.search(r"\d+\.\d+\.\d+", tag), f"{what}: {pin} is not pinned to a patch release"
+        assert "latest" not in tag and "stable" not in tag
+
+
+def test_config_defaults_come_from_versions() -> None:
+    defaults = {key.name: key.default for key in KEYS}
+    assert defaults["gitlabImageTag"] == versions.GITLAB_CE_TAG
+    assert defaults["gitlabRunnerImageTag"] == versions.GITLAB_RUNNER_TAG
+    assert defaults["fluxVersion"] == versions.FLUX_VERSION
+    assert defaults["flannelVersion"] == versions.FLANNEL_VERSION
+
+
+def test_gitlab_and_runner_share_major_and_minor() -> None:
+    major, minor, _ = gitlab_version(versions.GITLAB_CE_TAG)
+    assert re.fullmatch(rf"alpine-v{major}\.{minor}\.\d+", versions.GITLAB_RUNNER_TAG)
+    assert (major, minor) >= versions.GITLAB_OLDEST_SUPPORTED and major < versions.GITLAB_FIRST_UNSUPPORTED_MAJOR
+
+
+def test_repository_pipeline_uses_the_pinned_images() -> None:
+    pipeline = yaml.safe_load((ROOT / ".gitlab-ci.yml").read_text())
+    images = set()
+    for job in pipeline.values():
+        if isinstance(job, dict) and "image" in job:
+            images.add(job["image"]["name"] if isinstance(job["image"], dict) else job["image"])
+    assert images == {versions.CI_PYTHON_IMAGE, versions.CI_PULUMI_IMAGE}
+
+
+def test_upgrade_stops_follow_gitlab_and_its_documented_rule() -> None:
+    stops = versions.gitlab_upgrade_stops()
+    assert stops[: len(versions.GITLAB_UPGRADE_STOPS_CITED)] == versions.GITLAB_UPGRADE_STOPS_CITED
+    assert stops[len(versions.GITLAB_UPGRADE_STOPS_CITED) :] == ((19, 5), (19, 8), (19, 11))
+    assert list(stops) == sorted(set(stops))
+    # The stop before 19.x is 18.11, the oldest release the program accepts.
+    assert max(stop for stop in stops if stop[0] == 18) == versions.GITLAB_OLDEST_SUPPORTED
+    # Each cited stop is in REFERENCE.md with its source.
+    behaviour = _reference_section(2)
+    assert "upgrade_check.rb" in behaviour and "upgrade_path.yml" in behaviour
