@@ -233,6 +233,11 @@ def upgrade_stops() -> str:
     return " ".join(f"{major}.{minor}" for major, minor in versions.gitlab_upgrade_stops())
 
 
+def upgrade_stop_tags() -> str:
+    """The pinned gitlab/gitlab-ce tag of each stop the install step may walk through, space-separated."""
+    return " ".join(tag for _stop, (tag, _runner) in sorted(versions.GITLAB_UPGRADE_STOP_TAGS.items()))
+
+
 def docker_daemon_config() -> str:
     """/etc/docker/daemon.json: the `local` log driver rotates logs (20 MB x 5 per container by
     default, docs.docker.com/engine/logging/drivers/local) so job containers cannot fill the disk."""

@@ -8,8 +8,9 @@ In the order things happen:
 2. The host: a hardened Debian instance whose user data only installs Docker, a separate encrypted
    gp3 data volume for /srv/gitlab (protected, attached at /dev/sdf, survives the instance), the
    Elastic IP association, and the ingress rules of the GitLab security group.
-3. Steps over SSH, secrets on stdin (userdata/gitlab/): install (volume, version-change checks, TLS,
-   host keys, config, start or reload, readiness, background migrations after an upgrade), seed
+3. Steps over SSH, secrets on stdin (userdata/gitlab/): install (volume; a version change walked
+   through GitLab's required upgrade stops, each hop checked before anything changes; TLS, host
+   keys, config, start or reload, readiness, background migrations after an upgrade), seed
    root's token and the settings the cluster integration needs (waiting out GitLab's caches when
    they changed), register the runner.
 4. Root's GitLab provider, trusting the CA and authenticated with the seeded token, and what it
@@ -57,6 +58,7 @@ from components.gitlab_config import (
     secret_bundle,
     seed_token_program,
     token_expiry,
+    upgrade_stop_tags,
     upgrade_stops,
 )
 from components.gitlab_config import registry_host as registry_host_of
@@ -297,10 +299,13 @@ class GitLabHost(pulumi.ComponentResource):
             env={
                 "GITLAB_HOSTNAME": hostname,
                 "GITLAB_IMAGE": f"gitlab/gitlab-ce:{config.gitlab_image_tag}",
-                # The install step compares it with what the data volume last ran and refuses a
-                # downgrade or a jump across a required upgrade stop before it stops anything.
+                # The install step compares it with what the data volume last ran: it walks the
+                # required upgrade stops in between, or refuses (a downgrade, an unpinned stop)
+                # before it stops anything.
                 "GITLAB_VERSION": gitlab_version(config.gitlab_image_tag),
                 "GITLAB_UPGRADE_STOPS": upgrade_stops(),
+                # The pinned release of each stop it may walk through in one run (versions.py).
+                "GITLAB_UPGRADE_STOP_TAGS": upgrade_stop_tags(),
                 "DATA_VOLUME_ID": volume.id,
                 "GITLAB_CA_PEM": ca.cert_pem,
                 "GITLAB_TLS_CERT": certificate_chain,

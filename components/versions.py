@@ -36,6 +36,16 @@ GITLAB_UPGRADE_STOPS_CITED: tuple[tuple[int, int], ...] = (
 # "In GitLab 17.5 and later, required upgrade stops occur at versions x.2.z, x.5.z, x.8.z and
 # x.11.z" (gitlabhq doc/update/upgrade_paths.md): the stops after the last cited one follow it.
 GITLAB_UPGRADE_STOP_MINORS = (2, 5, 8, 11)
+# The release the install step upgrades to at each required stop it walks through on its own
+# (gitlabImageTag across one or more stops: one `pulumi up` goes old -> stop -> ... -> new), with the
+# runner of the same major.minor for an operator who stops there by hand. Only tags proven by an
+# upstream release tag (REFERENCE.md section 1): omnibus-gitlab `X.Y.Z+ce.0` is the Docker tag
+# `X.Y.Z-ce.0`; gitlab-runner `vX.Y.Z` is `alpine-vX.Y.Z`. A stop without an entry here is refused,
+# with the path to take by hand. GitLab advises the latest patch of a stop: a later one may exist.
+GITLAB_UPGRADE_STOP_TAGS: dict[tuple[int, int], tuple[str, str]] = {
+    (18, 11): ("18.11.11-ce.0", "alpine-v18.11.4"),
+    (19, 2): ("19.2.4-ce.0", "alpine-v19.2.2"),
+}
 
 # ---- Docker (one version for the pipelines' client and daemon and the runner's default image) ----
 DOCKER_VERSION = "29.7.2"

@@ -278,6 +278,8 @@ def test_install_step_knows_gitlabs_required_upgrade_stops(dev) -> None:
     ]
     # After the last cited one, the documented rule: x.2, x.5, x.8 and x.11.
     assert stops[len(versions.GITLAB_UPGRADE_STOPS_CITED) :] == ["19.5", "19.8", "19.11"]
+    # The stops it walks through on its own, each with its pinned release; the others it refuses.
+    assert step_env(step(dev, "install"))["GITLAB_UPGRADE_STOP_TAGS"] == "18.11.11-ce.0 19.2.4-ce.0"
 
 
 def test_latest_image_tag_is_rejected(run_stack) -> None:

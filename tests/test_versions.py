@@ -73,6 +73,24 @@ def test_repository_pipeline_uses_the_pinned_images() -> None:
     assert images == {versions.CI_PYTHON_IMAGE, versions.CI_PULUMI_IMAGE}
 
 
+@pytest.mark.parametrize(("stop", "tags"), versions.GITLAB_UPGRADE_STOP_TAGS.items(), ids=str)
+def test_each_pinned_upgrade_stop_is_a_stop_with_its_runner_and_an_upstream_source(
+    stop: tuple[int, int], tags: tuple[str, str]
+) -> None:
+    image_tag, runner_tag = tags
+    assert stop in versions.gitlab_upgrade_stops()
+    assert gitlab_version(image_tag)[:2] == stop
+    assert re.fullmatch(rf"alpine-v{stop[0]}\.{stop[1]}\.\d+", runner_tag)
+    # Walked through below the default: never above what the program itself installs.
+    assert gitlab_version(image_tag) < gitlab_version(versions.GITLAB_CE_TAG)
+    pinned = _reference_section(1)
+    for pin in (f"gitlab/gitlab-ce:{image_tag}", f"gitlab/gitlab-runner:{runner_tag}"):
+        rows = [line for line in pinned.splitlines() if line.startswith("|") and f"`{pin}`" in line]
+        assert rows, f"REFERENCE.md section 1 has no row for the upgrade stop's `{pin}`"
+        # An upstream release tag, not third-party pins: the step runs it without anyone choosing it.
+        assert re.search(r"(omnibus-gitlab tag|gitlab-runner tag)", rows[0]), rows[0]
+
+
 def test_upgrade_stops_follow_gitlab_and_its_documented_rule() -> None:
     stops = versions.gitlab_upgrade_stops()
     assert stops[: len(versions.GITLAB_UPGRADE_STOPS_CITED)] == versions.GITLAB_UPGRADE_STOPS_CITED
