@@ -9,8 +9,10 @@ source: REFERENCE.md section 1 names it. Bump a pin here, find its source, recor
 from __future__ import annotations
 
 # ---- GitLab -------------------------------------------------------------------------------------
-# GitLab CE in Docker. 19.4 is inside GitLab's security maintenance (current and two previous
-# monthly releases) on 2026-11-30; certificate-based clusters stay until 20.0.
+# GitLab CE in Docker. 19.4 is a maintained minor on 2026-11-30 (security fixes go to the current
+# and two previous monthly releases: 19.6, 19.5, 19.4); 19.4.1 is the newest 19.4 patch found, and
+# only in third-party pins (REFERENCE.md section 1): a later 19.4.x patch may exist; bump to it.
+# Certificate-based clusters stay until 20.0.
 GITLAB_CE_TAG = "19.4.1-ce.0"
 # gitlab-runner release matching GitLab's major.minor (docs.gitlab.com/runner: keep them in step).
 GITLAB_RUNNER_TAG = "alpine-v19.4.1"
@@ -56,7 +58,7 @@ DOCKER_DIND_IMAGE = f"docker:{DOCKER_VERSION}-dind"
 CURL_IMAGE = "curlimages/curl:8.21.0"
 # Alpine with bash, sed and kubectl; tagged by kubectl version, within one minor of every
 # supported cluster minor (1.35-1.37).
-KUBECTL_IMAGE = "alpine/k8s:1.36.2"
+KUBECTL_IMAGE = "alpine/k8s:1.36.4"
 # The app's base image (apps/shark-app/Dockerfile) and its unit-test job: Node.js 24 LTS on Debian 12.
 NODE_IMAGE = "node:24.19.0-bookworm-slim"
 
