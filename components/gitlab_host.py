@@ -144,6 +144,9 @@ class GitLabHost(pulumi.ComponentResource):
     admin_username: pulumi.Output[str]
     admin_namespace_id: pulumi.Output[int]
     admin_password: pulumi.Output[str]
+    # The daily admin's own API token (the owner provider's): a secret, and an instance-admin
+    # credential as long as the daily admin is one and Admin Mode is off.
+    admin_user_token: pulumi.Output[str]
     runner_id: pulumi.Output[str]
     provider: gitlab.Provider  # root's: instance settings, users, the runner
     owner_provider: gitlab.Provider  # the daily admin's: the app project and everything in it
@@ -420,10 +423,11 @@ class GitLabHost(pulumi.ComponentResource):
             ),
             opts=on_gitlab,
         )
+        self.admin_user_token = pulumi.Output.secret(owner_token.token)
         self.owner_provider = gitlab.Provider(
             f"{name}-gitlab-owner",
             base_url=api_url,
-            token=pulumi.Output.secret(owner_token.token),
+            token=self.admin_user_token,
             cacert_file=cacert_file,
             early_auth_check=False,  # as above: no GET /user while GitLab may not exist yet
             opts=pulumi.ResourceOptions(parent=self, depends_on=[owner_token, admin]),
@@ -467,6 +471,7 @@ class GitLabHost(pulumi.ComponentResource):
                 "admin_token": self.admin_token,
                 "admin_token_expires_at": self.admin_token_expires_at,
                 "admin_username": self.admin_username,
+                "admin_user_token": self.admin_user_token,
                 "runner_id": self.runner_id,
                 "public_ip": self.public_ip,
                 "private_ip": self.private_ip,

@@ -190,12 +190,21 @@ def test_secrets_reach_the_host_on_stdin_only(dev) -> None:
 
 
 def test_sensitive_exports_are_secret(dev) -> None:
-    for key in ("gitlabRootPassword", "gitlabAdminToken", "gitlabAdminPassword"):
+    for key in ("gitlabRootPassword", "gitlabAdminToken", "gitlabAdminPassword", "gitlabAdminUserToken"):
         assert key in dev.secret_outputs, key
         assert dev.outputs[key]
     for key in ("gitlabUrl", "gitlabRegistryHost", "gitlabCaPem", "gitlabSshKnownHosts", "gitlabRunnerId"):
         assert key not in dev.secret_outputs, key
     assert dev.outputs["gitlabAdminToken"] == secret_values(dev)["gitlab-admin-token"]
+
+
+def test_the_daily_admins_token_is_exported_for_commits_as_the_projects_owner(dev) -> None:
+    """The e2e lane's GitOps loop commits with it: root, not a member, is refused on the protected branch."""
+    token = dev.one("gitlab:index/personalAccessToken:PersonalAccessToken", "gitlab-owner-token")
+    assert dev.outputs["gitlabAdminUserToken"] == plain(token.state)["token"]
+    assert dev.outputs["gitlabAdminUserToken"] != dev.outputs["gitlabAdminToken"]
+    owner = dev.one("pulumi:providers:gitlab", "gitlab-gitlab-owner")
+    assert plain(owner.inputs["token"]) == dev.outputs["gitlabAdminUserToken"]
 
 
 def test_root_password_is_strong_and_only_a_seed(dev) -> None:
