@@ -488,10 +488,16 @@ def test_seed_program_writes_the_settings_past_every_cache_and_reports_changes()
     program = seed_token_program("AbCdEfGhIj0123456789")
     # The database row, not this process's cached copy (CacheableAttributes#current).
     assert "settings = ApplicationSetting.current_without_cache || ApplicationSetting.create_from_defaults" in program
-    assert "settings.update!(allow_local_requests_from_web_hooks_and_services: true)" in program
+    # That column alone: no `update!`, whose model-wide validation could fail on a setting this
+    # program never touches (review finding m6).
+    assert (
+        "settings.update_columns(allow_local_requests_from_web_hooks_and_services: true, updated_at: Time.current)"
+        in program
+    )
+    assert "settings.update!" not in program and "settings.save" not in program
     # Changed only when it was off; the flag likewise. The step waits only then.
     assert program.index("unless settings.allow_local_requests_from_web_hooks_and_services") < program.index(
-        "settings.update!"
+        "settings.update_columns"
     )
     assert program.index(f"unless Feature.enabled?(:{FEATURE_FLAG})") < program.index(
         f"Feature.enable(:{FEATURE_FLAG})"
@@ -504,6 +510,61 @@ def test_seed_program_writes_the_settings_past_every_cache_and_reports_changes()
 def test_seed_program_refuses_a_token_that_could_break_out_of_its_literal(bad: str) -> None:
     with pytest.raises(ValueError, match="20 letters or digits"):
         seed_token_program(bad)
+
+
+# Just enough of GitLab's models for the seeding program to run under plain Ruby: root's token exists
+# with the seeded value, and the settings row holds an unrelated value GitLab's validations reject.
+SEED_PROGRAM_HARNESS = """
+Token = Struct.new(:id, :scopes, :expires_at)
+class Tokens
+  def initialize(token) = @token = token
+  def active = self
+  def find_by(**) = @token
+end
+class User
+  TOKEN = Token.new(7, %w[api create_runner admin_mode], Time.utc(2027, 11, 29))
+  def self.find_by_username!(name) = (name == 'root' ? new : raise('no such user'))
+  def personal_access_tokens = Tokens.new(TOKEN)
+end
+class PersonalAccessToken
+  def self.find_by_token(value) = (value == 'AbCdEfGhIj0123456789' ? User::TOKEN : nil)
+end
+class Time
+  def self.current = now
+  def iso8601 = strftime('%Y-%m-%d')
+end
+class ApplicationSetting
+  attr_reader :written, :allow_local_requests_from_web_hooks_and_services
+  def self.current_without_cache = (@row ||= new)
+  def initialize = @written = []
+  def update!(**) = raise('Validation failed: Grafana URL is blocked: Requests to the local network are not allowed')
+  def save!(**) = update!
+  def update_columns(**columns) = (@written << columns.keys; columns.each { |k, v| instance_variable_set("@#{k}", v) })
+end
+class Feature
+  def self.enabled?(_) = true
+end
+module Gitlab
+  def self.config = Struct.new(:gitlab).new({})
+end
+"""
+
+
+def test_seed_program_writes_only_its_column_even_when_another_setting_is_invalid(tmp_path: Path) -> None:
+    """Run the program under Ruby against stand-ins of GitLab's models (a fake, not GitLab): a settings
+    row that full-model validation would reject still gets local requests allowed, and nothing else."""
+    ruby = system_tool("ruby", "apt-get install --no-install-recommends ruby")
+    (tmp_path / "harness.rb").write_text(SEED_PROGRAM_HARNESS)
+    (tmp_path / "seed.rb").write_text(seed_token_program("AbCdEfGhIj0123456789"))
+    (tmp_path / "run.rb").write_text(
+        "require_relative 'harness'\nload File.join(__dir__, 'seed.rb')\n"
+        "row = ApplicationSetting.current_without_cache\n"
+        "puts \"written=#{row.written.inspect} allowed=#{row.allow_local_requests_from_web_hooks_and_services}\"\n"
+    )
+    result = subprocess.run([ruby, str(tmp_path / "run.rb")], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "settings_changed=yes" in result.stdout
+    assert "written=[[:allow_local_requests_from_web_hooks_and_services, :updated_at]] allowed=true" in result.stdout
 
 
 def test_seed_program_is_valid_ruby(tmp_path: Path) -> None:
