@@ -74,6 +74,8 @@ PIPELINE_IMAGES: dict[str, str] = {
 # ---- this repository's own pipeline (.gitlab-ci.yml) ----------------------------------------------
 CI_PYTHON_IMAGE = "python:3.12.13-bookworm"
 CI_PULUMI_IMAGE = "pulumi/pulumi-python-3.12:3.272.0"
+# The e2e cleanup job's AWS CLI (PyPI `awscli`, in its own venv: the Pulumi image has none).
+AWS_CLI_VERSION = "1.46.2"
 
 # ---- cluster add-ons (config defaults) -------------------------------------------------------------
 FLUX_VERSION = "v2.10.0"
