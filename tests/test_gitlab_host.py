@@ -559,7 +559,7 @@ def test_seed_program_writes_only_its_column_even_when_another_setting_is_invali
     (tmp_path / "run.rb").write_text(
         "require_relative 'harness'\nload File.join(__dir__, 'seed.rb')\n"
         "row = ApplicationSetting.current_without_cache\n"
-        "puts \"written=#{row.written.inspect} allowed=#{row.allow_local_requests_from_web_hooks_and_services}\"\n"
+        'puts "written=#{row.written.inspect} allowed=#{row.allow_local_requests_from_web_hooks_and_services}"\n'
     )
     result = subprocess.run([ruby, str(tmp_path / "run.rb")], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
