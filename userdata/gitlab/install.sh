@@ -221,7 +221,7 @@ plan_upgrade() {
     path+=" -> ${new}"
     if ((${#unpinned[@]})); then
       die "refusing to upgrade GitLab ${old} -> ${new}: it crosses the required upgrade stop(s) ${crossed[*]}" \
-        "(docs.gitlab.com/update/upgrade_paths; GitLab's image would refuse to start), and this program pins no" \
+        "(docs.gitlab.com/update/upgrade_paths; those GitLab enforces make its image refuse to start), and this program pins no" \
         "release for ${unpinned[*]} (components/versions.py GITLAB_UPGRADE_STOP_TAGS), so it cannot walk the path itself." \
         "Set gitlabImageTag to the latest ${unpinned[0]}.x patch (gitlab/gitlab-ce:${unpinned[0]}.<patch>-ce.0), run pulumi up" \
         "(it waits for the background migrations), then the next. Path: ${path}. Nothing was stopped."
