@@ -486,8 +486,9 @@ wait_for_gitlab() {
 # loads a renewed certificate for both ("Update the SSL certificates", doc/settings/ssl/_index.md;
 # nginx re-reads its configuration and certificates on HUP). Whether to reload is decided from what
 # is served, not from whether the file just changed: a reload that failed once is retried next run.
+# openssl comes with ca-certificates (install-docker.sh).
 served_fingerprint() {
-  openssl s_client -connect "127.0.0.1:$1" -servername "$host" </dev/null 2>/dev/null |
+  timeout 15 openssl s_client -connect "127.0.0.1:$1" -servername "$host" </dev/null 2>/dev/null |
     openssl x509 -noout -fingerprint -sha256 2>/dev/null || true
 }
 
