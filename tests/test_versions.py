@@ -84,6 +84,9 @@ def test_each_pinned_upgrade_stop_is_a_stop_with_its_runner_and_an_upstream_sour
     assert re.fullmatch(rf"alpine-v{stop[0]}\.{stop[1]}\.\d+", runner_tag)
     # Walked through below the default: never above what the program itself installs.
     assert gitlab_version(image_tag) < gitlab_version(versions.GITLAB_CE_TAG)
+    # The README's upgrade section names the pair an operator would set to stop there by hand.
+    upgrades = (ROOT / "README.md").read_text().split("## GitLab versions and upgrades", 1)[1]
+    assert f"**{image_tag}**" in upgrades and f"`{runner_tag}`" in upgrades
     pinned = _reference_section(1)
     for pin in (f"gitlab/gitlab-ce:{image_tag}", f"gitlab/gitlab-runner:{runner_tag}"):
         rows = [line for line in pinned.splitlines() if line.startswith("|") and f"`{pin}`" in line]
