@@ -17,6 +17,16 @@ define check_python
   exit 1; }
 endef
 
+# Run before a command that needs the Pulumi CLI: $(call check_pulumi,<oldest version>). 3.151.0 for
+# any update: older engines replace every resource whose explicit provider changed (pulumi/pulumi#18509),
+# which this program's owner provider does on existing stacks (README "Before you start").
+define check_pulumi
+@v="$$(pulumi version 2>/dev/null | sed 's/^v//')"; \
+  if [ -z "$$v" ] || [ "$$(printf '%s\n' '$(1)' "$$v" | sort -V | head -n 1)" != '$(1)' ]; then \
+    echo "Pulumi CLI $(1) or newer is needed; found: $${v:-none} (https://www.pulumi.com/docs/iac/download-install/; README \"Before you start\")." >&2; \
+    exit 1; fi
+endef
+
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(check_python)
 	$(PYTHON) -m venv $(VENV)
@@ -56,9 +66,11 @@ POLICY := --policy-pack policy --policy-pack-config policy/config.$(STACK).json
 ## Deploy (needs the Pulumi CLI, AWS credentials and adminCidrs set: see README). The policy
 ## pack runs on every preview and update: a mandatory violation stops it before any change.
 up: venv policy/venv/.installed
+	$(call check_pulumi,3.151.0)
 	pulumi up --stack $(STACK) $(POLICY)
 
 preview: venv policy/venv/.installed
+	$(call check_pulumi,3.151.0)
 	pulumi preview --diff --stack $(STACK) $(POLICY)
 
 ## Everyday teardown (README "Tear down"): delete everything but the protected resources and what
@@ -72,6 +84,7 @@ destroy-for-good:
 	@test "$(CONFIRM)" = "$(STACK)" || { \
 	  echo "destroy-for-good deletes the protected resources of stack '$(STACK)' too (GitLab's repositories and registry)." >&2; \
 	  echo "To confirm, run: make destroy-for-good STACK=$(STACK) CONFIRM=$(STACK)" >&2; exit 1; }
+	$(call check_pulumi,3.256.0)
 	pulumi destroy --stack $(STACK) --ignore-protect
 
 ## After `up`: check the live stack from its outputs (GitLab, registry, runner, nodes, Flux, app,

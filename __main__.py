@@ -104,6 +104,8 @@ pulumi.export("gitlabSshKnownHosts", gitlab_host.ssh_known_hosts)
 pulumi.export("gitlabRootPassword", gitlab_host.root_password)
 pulumi.export("gitlabAdminUsername", gitlab_host.admin_username)
 pulumi.export("gitlabAdminPassword", gitlab_host.admin_password)
+# The daily admin's token: commits to the app project's protected default branch as its Owner.
+pulumi.export("gitlabAdminUserToken", gitlab_host.admin_user_token)
 pulumi.export("gitlabAdminToken", gitlab_host.admin_token)
 pulumi.export("gitlabAdminTokenExpiresAt", gitlab_host.admin_token_expires_at)
 pulumi.export("gitlabRunnerId", gitlab_host.runner_id)

@@ -101,7 +101,8 @@ KEYS: tuple[Key, ...] = (
         "gitlabHostname",
         "string",
         "",
-        "GitLab's DNS name. Empty: the Elastic IP's public DNS name (ec2-….compute-1.amazonaws.com).",
+        "GitLab's DNS name. Empty: the Elastic IP's public DNS name (ec2-….compute-1.amazonaws.com in "
+        "us-east-1, ec2-….<region>.compute.amazonaws.com elsewhere).",
     ),
     Key("gitlabAdminUsername", "string", "operator", "Non-root GitLab administrator created for daily work."),
     Key("gitlabAdminEmail", "string", "operator@example.com", "E-mail address of that administrator."),

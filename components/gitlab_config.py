@@ -158,7 +158,7 @@ def seed_token_program(token: str) -> str:
     2. What GitLab's view of the cluster needs, written to the database with every cache bypassed:
        `allow_local_requests_from_web_hooks_and_services` on the row `ApplicationSetting.
        current_without_cache` returns (CacheableAttributes: `current` would read this process's
-       cache), and the ops flag `certificate_based_clusters` (ProjectCluster answers 404 without it).
+       cache), that column alone (`update_columns`: no model-wide validation), and the ops flag `certificate_based_clusters` (ProjectCluster answers 404 without it).
        Each Puma worker keeps serving its cached copy until it expires (application settings:
        `application_settings_cache_seconds`, 60 s by default, in Gitlab::ProcessMemoryCache; feature
        flags: a 1-minute per-process L1 cache, lib/feature.rb), so the program reports whether it
@@ -194,11 +194,14 @@ end
 token.update!(scopes: token_scopes) unless token.scopes.map(&:to_s).sort == token_scopes.sort
 
 # The cluster's API URL is a private address: GitLab's URL blocker refuses it unless local requests
-# are allowed. Read and written on the database row itself, never through a cached copy.
+# are allowed. Read and written on the database row itself, never through a cached copy. One column
+# and nothing else: update! would run every ApplicationSetting validation, so a setting this
+# program never touches, made invalid by a later GitLab release, would fail the step. The callbacks
+# skipped only expire this process's own cache; the step waits out every worker's instead.
 settings_changed = false
 settings = ApplicationSetting.current_without_cache || ApplicationSetting.create_from_defaults
 unless settings.{LOCAL_REQUESTS_SETTING}
-  settings.update!({LOCAL_REQUESTS_SETTING}: true)
+  settings.update_columns({LOCAL_REQUESTS_SETTING}: true, updated_at: Time.current)
   settings_changed = true
 end
 # Certificate-based clusters (GitLabIntegration) answer 404 until this ops flag is on.
@@ -231,6 +234,11 @@ def gitlab_version(image_tag: str) -> str:
 def upgrade_stops() -> str:
     """The required upgrade stops for the install step, space-separated (19.2 ...)."""
     return " ".join(f"{major}.{minor}" for major, minor in versions.gitlab_upgrade_stops())
+
+
+def upgrade_stop_tags() -> str:
+    """The pinned gitlab/gitlab-ce tag of each stop the install step may walk through, space-separated."""
+    return " ".join(tag for _stop, (tag, _runner) in sorted(versions.GITLAB_UPGRADE_STOP_TAGS.items()))
 
 
 def docker_daemon_config() -> str:

@@ -8,8 +8,9 @@ In the order things happen:
 2. The host: a hardened Debian instance whose user data only installs Docker, a separate encrypted
    gp3 data volume for /srv/gitlab (protected, attached at /dev/sdf, survives the instance), the
    Elastic IP association, and the ingress rules of the GitLab security group.
-3. Steps over SSH, secrets on stdin (userdata/gitlab/): install (volume, version-change checks, TLS,
-   host keys, config, start or reload, readiness, background migrations after an upgrade), seed
+3. Steps over SSH, secrets on stdin (userdata/gitlab/): install (volume; a version change walked
+   through GitLab's required upgrade stops, each hop checked before anything changes; TLS, host
+   keys, config, start or reload, readiness, background migrations after an upgrade), seed
    root's token and the settings the cluster integration needs (waiting out GitLab's caches when
    they changed), register the runner.
 4. Root's GitLab provider, trusting the CA and authenticated with the seeded token, and what it
@@ -57,6 +58,7 @@ from components.gitlab_config import (
     secret_bundle,
     seed_token_program,
     token_expiry,
+    upgrade_stop_tags,
     upgrade_stops,
 )
 from components.gitlab_config import registry_host as registry_host_of
@@ -142,6 +144,9 @@ class GitLabHost(pulumi.ComponentResource):
     admin_username: pulumi.Output[str]
     admin_namespace_id: pulumi.Output[int]
     admin_password: pulumi.Output[str]
+    # The daily admin's own API token (the owner provider's): a secret, and an instance-admin
+    # credential as long as the daily admin is one and Admin Mode is off.
+    admin_user_token: pulumi.Output[str]
     runner_id: pulumi.Output[str]
     provider: gitlab.Provider  # root's: instance settings, users, the runner
     owner_provider: gitlab.Provider  # the daily admin's: the app project and everything in it
@@ -297,10 +302,13 @@ class GitLabHost(pulumi.ComponentResource):
             env={
                 "GITLAB_HOSTNAME": hostname,
                 "GITLAB_IMAGE": f"gitlab/gitlab-ce:{config.gitlab_image_tag}",
-                # The install step compares it with what the data volume last ran and refuses a
-                # downgrade or a jump across a required upgrade stop before it stops anything.
+                # The install step compares it with what the data volume last ran: it walks the
+                # required upgrade stops in between, or refuses (a downgrade, an unpinned stop)
+                # before it stops anything.
                 "GITLAB_VERSION": gitlab_version(config.gitlab_image_tag),
                 "GITLAB_UPGRADE_STOPS": upgrade_stops(),
+                # The pinned release of each stop it may walk through in one run (versions.py).
+                "GITLAB_UPGRADE_STOP_TAGS": upgrade_stop_tags(),
                 "DATA_VOLUME_ID": volume.id,
                 "GITLAB_CA_PEM": ca.cert_pem,
                 "GITLAB_TLS_CERT": certificate_chain,
@@ -415,10 +423,11 @@ class GitLabHost(pulumi.ComponentResource):
             ),
             opts=on_gitlab,
         )
+        self.admin_user_token = pulumi.Output.secret(owner_token.token)
         self.owner_provider = gitlab.Provider(
             f"{name}-gitlab-owner",
             base_url=api_url,
-            token=pulumi.Output.secret(owner_token.token),
+            token=self.admin_user_token,
             cacert_file=cacert_file,
             early_auth_check=False,  # as above: no GET /user while GitLab may not exist yet
             opts=pulumi.ResourceOptions(parent=self, depends_on=[owner_token, admin]),
@@ -462,6 +471,7 @@ class GitLabHost(pulumi.ComponentResource):
                 "admin_token": self.admin_token,
                 "admin_token_expires_at": self.admin_token_expires_at,
                 "admin_username": self.admin_username,
+                "admin_user_token": self.admin_user_token,
                 "runner_id": self.runner_id,
                 "public_ip": self.public_ip,
                 "private_ip": self.private_ip,

@@ -9,8 +9,10 @@ source: REFERENCE.md section 1 names it. Bump a pin here, find its source, recor
 from __future__ import annotations
 
 # ---- GitLab -------------------------------------------------------------------------------------
-# GitLab CE in Docker. 19.4 is inside GitLab's security maintenance (current and two previous
-# monthly releases) on 2026-11-30; certificate-based clusters stay until 20.0.
+# GitLab CE in Docker. 19.4 is a maintained minor on 2026-11-30 (security fixes go to the current
+# and two previous monthly releases: 19.6, 19.5, 19.4); 19.4.1 is the newest 19.4 patch found, and
+# only in third-party pins (REFERENCE.md section 1): a later 19.4.x patch may exist; bump to it.
+# Certificate-based clusters stay until 20.0.
 GITLAB_CE_TAG = "19.4.1-ce.0"
 # gitlab-runner release matching GitLab's major.minor (docs.gitlab.com/runner: keep them in step).
 GITLAB_RUNNER_TAG = "alpine-v19.4.1"
@@ -36,6 +38,16 @@ GITLAB_UPGRADE_STOPS_CITED: tuple[tuple[int, int], ...] = (
 # "In GitLab 17.5 and later, required upgrade stops occur at versions x.2.z, x.5.z, x.8.z and
 # x.11.z" (gitlabhq doc/update/upgrade_paths.md): the stops after the last cited one follow it.
 GITLAB_UPGRADE_STOP_MINORS = (2, 5, 8, 11)
+# The release the install step upgrades to at each required stop it walks through on its own
+# (gitlabImageTag across one or more stops: one `pulumi up` goes old -> stop -> ... -> new), with the
+# runner of the same major.minor for an operator who stops there by hand. Only tags proven by an
+# upstream release tag (REFERENCE.md section 1): omnibus-gitlab `X.Y.Z+ce.0` is the Docker tag
+# `X.Y.Z-ce.0`; gitlab-runner `vX.Y.Z` is `alpine-vX.Y.Z`. A stop without an entry here is refused,
+# with the path to take by hand. GitLab advises the latest patch of a stop: a later one may exist.
+GITLAB_UPGRADE_STOP_TAGS: dict[tuple[int, int], tuple[str, str]] = {
+    (18, 11): ("18.11.11-ce.0", "alpine-v18.11.4"),
+    (19, 2): ("19.2.4-ce.0", "alpine-v19.2.2"),
+}
 
 # ---- Docker (one version for the pipelines' client and daemon and the runner's default image) ----
 DOCKER_VERSION = "29.7.2"
@@ -46,7 +58,7 @@ DOCKER_DIND_IMAGE = f"docker:{DOCKER_VERSION}-dind"
 CURL_IMAGE = "curlimages/curl:8.21.0"
 # Alpine with bash, sed and kubectl; tagged by kubectl version, within one minor of every
 # supported cluster minor (1.35-1.37).
-KUBECTL_IMAGE = "alpine/k8s:1.36.2"
+KUBECTL_IMAGE = "alpine/k8s:1.36.4"
 # The app's base image (apps/shark-app/Dockerfile) and its unit-test job: Node.js 24 LTS on Debian 12.
 NODE_IMAGE = "node:24.19.0-bookworm-slim"
 
@@ -62,6 +74,8 @@ PIPELINE_IMAGES: dict[str, str] = {
 # ---- this repository's own pipeline (.gitlab-ci.yml) ----------------------------------------------
 CI_PYTHON_IMAGE = "python:3.12.13-bookworm"
 CI_PULUMI_IMAGE = "pulumi/pulumi-python-3.12:3.272.0"
+# The e2e cleanup job's AWS CLI (PyPI `awscli`, in its own venv: the Pulumi image has none).
+AWS_CLI_VERSION = "1.46.2"
 
 # ---- cluster add-ons (config defaults) -------------------------------------------------------------
 FLUX_VERSION = "v2.10.0"

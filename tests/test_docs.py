@@ -220,10 +220,15 @@ def _make(*args: str, path: Path) -> subprocess.CompletedProcess:
     )
 
 
+def _pulumi_stub(directory: Path, calls: Path, version: str = "v3.272.0") -> None:
+    """A Pulumi CLI that answers `pulumi version` and records every other call."""
+    _stub(directory, "pulumi", f'[ "$1" = version ] && {{ echo {version}; exit 0; }}\necho "$*" >> {calls}\n')
+
+
 @pytest.fixture
 def recording_pulumi(tmp_path: Path) -> tuple[Path, Path]:
     calls = tmp_path / "calls"
-    _stub(tmp_path, "pulumi", f'echo "$*" >> {calls}\n')
+    _pulumi_stub(tmp_path, calls)
     return tmp_path, calls
 
 
@@ -245,6 +250,34 @@ def test_deleting_protected_resources_needs_the_stack_named_twice(recording_pulu
     assert _make("destroy-for-good", "STACK=prod", "CONFIRM=prod", path=bin_dir).returncode == 0
     assert calls.read_text() == "destroy --stack prod --ignore-protect\n"
     assert "make destroy-for-good STACK=dev CONFIRM=dev" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("target", "oldest", "too_old"),
+    [
+        # Older engines replace resources whose explicit provider changed (pulumi/pulumi#18509).
+        ("preview", "3.151.0", "v3.150.2"),
+        ("up", "3.151.0", "v3.150.2"),
+        # `destroy --ignore-protect` arrived in 3.256.0 (pulumi/pulumi#24053).
+        ("destroy-for-good", "3.256.0", "v3.255.0"),
+    ],
+)
+def test_make_refuses_a_pulumi_cli_older_than_the_program_needs(
+    tmp_path: Path, target: str, oldest: str, too_old: str
+) -> None:
+    calls = tmp_path / "calls"
+    # The virtual environments are not this test's subject: make takes them as built.
+    skip_venvs = ["-o", "venv/.installed", "-o", "policy/venv/.installed", "STACK=dev", "CONFIRM=dev"]
+    _pulumi_stub(tmp_path, calls, too_old)
+    refused = _make(*skip_venvs, target, path=tmp_path)
+    assert refused.returncode != 0
+    assert f"Pulumi CLI {oldest} or newer is needed; found: {too_old[1:]}" in refused.stderr
+    assert not calls.exists(), "nothing ran with the old CLI"
+    _pulumi_stub(tmp_path, calls, f"v{oldest}")
+    assert _make(*skip_venvs, target, path=tmp_path).returncode == 0
+    assert calls.read_text().startswith({"preview": "preview", "up": "up", "destroy-for-good": "destroy"}[target])
+    before_you_start = (ROOT / "README.md").read_text().split("## Before you start", 1)[1].split("\n## ", 1)[0]
+    assert f"{oldest} or newer" in before_you_start
 
 
 def test_make_says_which_python_is_needed_before_pip_runs(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components import versions
+
 ROOT = Path(__file__).resolve().parent.parent
 PIPELINE = yaml.safe_load((ROOT / ".gitlab-ci.yml").read_text())
 NEVER_ON_MR = {"if": '$CI_PIPELINE_SOURCE == "merge_request_event"', "when": "never"}
@@ -68,7 +70,10 @@ def test_the_lane_uses_the_pulumi_template_and_its_own_role(name: str) -> None:
 
 def test_the_cleanup_installs_a_pinned_aws_cli_in_its_own_venv() -> None:
     install = job("e2e-cleanup-push")["script"][0]
-    assert install == "python -m venv /tmp/awscli && /tmp/awscli/bin/pip install --quiet awscli==1.46.2"
+    # The pin lives in components/versions.py with the others (REFERENCE.md section 1).
+    assert install == (
+        f"python -m venv /tmp/awscli && /tmp/awscli/bin/pip install --quiet awscli=={versions.AWS_CLI_VERSION}"
+    )
 
 
 def test_jobs_are_bounded_in_time() -> None:

@@ -190,12 +190,21 @@ def test_secrets_reach_the_host_on_stdin_only(dev) -> None:
 
 
 def test_sensitive_exports_are_secret(dev) -> None:
-    for key in ("gitlabRootPassword", "gitlabAdminToken", "gitlabAdminPassword"):
+    for key in ("gitlabRootPassword", "gitlabAdminToken", "gitlabAdminPassword", "gitlabAdminUserToken"):
         assert key in dev.secret_outputs, key
         assert dev.outputs[key]
     for key in ("gitlabUrl", "gitlabRegistryHost", "gitlabCaPem", "gitlabSshKnownHosts", "gitlabRunnerId"):
         assert key not in dev.secret_outputs, key
     assert dev.outputs["gitlabAdminToken"] == secret_values(dev)["gitlab-admin-token"]
+
+
+def test_the_daily_admins_token_is_exported_for_commits_as_the_projects_owner(dev) -> None:
+    """The e2e lane's GitOps loop commits with it: root, not a member, is refused on the protected branch."""
+    token = dev.one("gitlab:index/personalAccessToken:PersonalAccessToken", "gitlab-owner-token")
+    assert dev.outputs["gitlabAdminUserToken"] == plain(token.state)["token"]
+    assert dev.outputs["gitlabAdminUserToken"] != dev.outputs["gitlabAdminToken"]
+    owner = dev.one("pulumi:providers:gitlab", "gitlab-gitlab-owner")
+    assert plain(owner.inputs["token"]) == dev.outputs["gitlabAdminUserToken"]
 
 
 def test_root_password_is_strong_and_only_a_seed(dev) -> None:
@@ -278,6 +287,8 @@ def test_install_step_knows_gitlabs_required_upgrade_stops(dev) -> None:
     ]
     # After the last cited one, the documented rule: x.2, x.5, x.8 and x.11.
     assert stops[len(versions.GITLAB_UPGRADE_STOPS_CITED) :] == ["19.5", "19.8", "19.11"]
+    # The stops it walks through on its own, each with its pinned release; the others it refuses.
+    assert step_env(step(dev, "install"))["GITLAB_UPGRADE_STOP_TAGS"] == "18.11.11-ce.0 19.2.4-ce.0"
 
 
 def test_latest_image_tag_is_rejected(run_stack) -> None:
@@ -477,10 +488,16 @@ def test_seed_program_writes_the_settings_past_every_cache_and_reports_changes()
     program = seed_token_program("AbCdEfGhIj0123456789")
     # The database row, not this process's cached copy (CacheableAttributes#current).
     assert "settings = ApplicationSetting.current_without_cache || ApplicationSetting.create_from_defaults" in program
-    assert "settings.update!(allow_local_requests_from_web_hooks_and_services: true)" in program
+    # That column alone: no `update!`, whose model-wide validation could fail on a setting this
+    # program never touches (review finding m6).
+    assert (
+        "settings.update_columns(allow_local_requests_from_web_hooks_and_services: true, updated_at: Time.current)"
+        in program
+    )
+    assert "settings.update!" not in program and "settings.save" not in program
     # Changed only when it was off; the flag likewise. The step waits only then.
     assert program.index("unless settings.allow_local_requests_from_web_hooks_and_services") < program.index(
-        "settings.update!"
+        "settings.update_columns"
     )
     assert program.index(f"unless Feature.enabled?(:{FEATURE_FLAG})") < program.index(
         f"Feature.enable(:{FEATURE_FLAG})"
@@ -493,6 +510,61 @@ def test_seed_program_writes_the_settings_past_every_cache_and_reports_changes()
 def test_seed_program_refuses_a_token_that_could_break_out_of_its_literal(bad: str) -> None:
     with pytest.raises(ValueError, match="20 letters or digits"):
         seed_token_program(bad)
+
+
+# Just enough of GitLab's models for the seeding program to run under plain Ruby: root's token exists
+# with the seeded value, and the settings row holds an unrelated value GitLab's validations reject.
+SEED_PROGRAM_HARNESS = """
+Token = Struct.new(:id, :scopes, :expires_at)
+class Tokens
+  def initialize(token) = @token = token
+  def active = self
+  def find_by(**) = @token
+end
+class User
+  TOKEN = Token.new(7, %w[api create_runner admin_mode], Time.utc(2027, 11, 29))
+  def self.find_by_username!(name) = (name == 'root' ? new : raise('no such user'))
+  def personal_access_tokens = Tokens.new(TOKEN)
+end
+class PersonalAccessToken
+  def self.find_by_token(value) = (value == 'AbCdEfGhIj0123456789' ? User::TOKEN : nil)
+end
+class Time
+  def self.current = now
+  def iso8601 = strftime('%Y-%m-%d')
+end
+class ApplicationSetting
+  attr_reader :written, :allow_local_requests_from_web_hooks_and_services
+  def self.current_without_cache = (@row ||= new)
+  def initialize = @written = []
+  def update!(**) = raise('Validation failed: Grafana URL is blocked: Requests to the local network are not allowed')
+  def save!(**) = update!
+  def update_columns(**columns) = (@written << columns.keys; columns.each { |k, v| instance_variable_set("@#{k}", v) })
+end
+class Feature
+  def self.enabled?(_) = true
+end
+module Gitlab
+  def self.config = Struct.new(:gitlab).new({})
+end
+"""
+
+
+def test_seed_program_writes_only_its_column_even_when_another_setting_is_invalid(tmp_path: Path) -> None:
+    """Run the program under Ruby against stand-ins of GitLab's models (a fake, not GitLab): a settings
+    row that full-model validation would reject still gets local requests allowed, and nothing else."""
+    ruby = system_tool("ruby", "apt-get install --no-install-recommends ruby")
+    (tmp_path / "harness.rb").write_text(SEED_PROGRAM_HARNESS)
+    (tmp_path / "seed.rb").write_text(seed_token_program("AbCdEfGhIj0123456789"))
+    (tmp_path / "run.rb").write_text(
+        "require_relative 'harness'\nload File.join(__dir__, 'seed.rb')\n"
+        "row = ApplicationSetting.current_without_cache\n"
+        'puts "written=#{row.written.inspect} allowed=#{row.allow_local_requests_from_web_hooks_and_services}"\n'
+    )
+    result = subprocess.run([ruby, str(tmp_path / "run.rb")], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "settings_changed=yes" in result.stdout
+    assert "written=[[:allow_local_requests_from_web_hooks_and_services, :updated_at]] allowed=true" in result.stdout
 
 
 def test_seed_program_is_valid_ruby(tmp_path: Path) -> None:

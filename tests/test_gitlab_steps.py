@@ -16,20 +16,42 @@ from pathlib import Path
 
 import pytest
 
-from components.gitlab_config import gitlab_version, secret_bundle, upgrade_stops
+from components.gitlab_config import gitlab_version, secret_bundle, upgrade_stop_tags, upgrade_stops
 from components.remote import step_script
 
 VOLUME_ID = "vol-0123abcd"
 HOSTNAME = "gitlab.example.com"
 
-# Each stub logs "<name> <args>" to $CALLS, then behaves as the state directory $STATE says.
+# Each stub logs "<name> <args>" to $CALLS, then behaves as the state directory $STATE says. What a
+# real GitLab container would do is modelled where the step depends on it: a start (systemctl
+# restart) runs the image gitlab.env names, whose reconfigure writes the Rails VERSION file to the
+# data volume; nginx serves the certificate file it read at its last start or HUP (served-<port>).
+SERVE_CERTIFICATE = r"""
+serve() {
+  for cert in "$HOST_ROOT"/srv/gitlab/config/ssl/*.crt; do
+    cp "$cert" "$STATE/served-443"; cp "$cert" "$STATE/served-5050"
+  done
+}
+"""
 STUBS = {
-    "docker": r"""
+    "docker": SERVE_CERTIFICATE
+    + r"""
+for last; do :; done
 case "$1" in
-  image) [ -f "$STATE/image-present" ] ;;
-  pull) touch "$STATE/image-present" ;;
+  image)
+    case "$2" in
+      inspect) grep -qxF "$3" "$STATE/images" 2>/dev/null ;;
+      ls) cat "$STATE/images" 2>/dev/null ;;
+      rm) grep -vxF "$3" "$STATE/images" >"$STATE/images.new"; mv "$STATE/images.new" "$STATE/images" ;;
+    esac ;;
+  pull) [ -f "$STATE/pull-fails" ] && exit 1; echo "$3" >>"$STATE/images" ;;
   logs) echo "gitlab Reconfigured!" ;;
-  inspect) echo true ;;
+  inspect)
+    case "$last:$*" in
+      gitlab-runner:*) echo true ;;
+      *State.Running*) if [ -f "$STATE/active" ]; then echo true; else echo false; fi ;;
+      *Config.Image*) cat "$STATE/running-image" 2>/dev/null ;;
+    esac ;;
   run) exit 0 ;;
   exec)
     shift
@@ -37,11 +59,24 @@ case "$1" in
     shift  # the container
     case "$1" in
       curl) exit 0 ;;
-      gitlab-ctl) exit 0 ;;
-      gitlab-rails) cat >"$STATE/runner-stdin"; cat "$STATE/runner-output" ;;
+      gitlab-ctl)
+        if [ "$2" = hup ]; then
+          [ -f "$STATE/hup-fails" ] && exit 1
+          serve
+        fi
+        exit 0 ;;
+      gitlab-rails)
+        if [ "$3" = "-e" ]; then  # the Sidekiq-based migrations check
+          echo "DEPRECATION WARNING: noise"
+          cat "$STATE/sidekiq" 2>/dev/null || echo 0
+          exit 0
+        fi
+        cat >"$STATE/runner-stdin"; cat "$STATE/runner-output" ;;
       gitlab-psql)
+        running="$(sed 's/.*://; s/-ce.*//' "$STATE/running-image" 2>/dev/null)"
+        { [ -f "$STATE/psql-fails" ] || [ -f "$STATE/psql-fails-$running" ]; } && exit 1
         case "$4" in
-          *"status = 4"*) cat "$STATE/failed" 2>/dev/null || echo 0 ;;
+          *"status = 4"*) cat "$STATE/failed-$running" 2>/dev/null || cat "$STATE/failed" 2>/dev/null || echo 0 ;;
           *)
             left="$(cat "$STATE/pending" 2>/dev/null || echo 0)"
             echo "$left"
@@ -51,12 +86,38 @@ case "$1" in
     esac ;;
 esac
 """,
-    "systemctl": r"""
+    "systemctl": SERVE_CERTIFICATE
+    + r"""
 case "$1" in
   is-active) [ -f "$STATE/active" ] ;;
-  restart) touch "$STATE/active" ;;
+  restart)
+    touch "$STATE/active"
+    image="$(sed -n 's/^GITLAB_IMAGE=//p' "$HOST_ROOT/etc/gitops/gitlab.env")"
+    echo "$image" >"$STATE/running-image"
+    serve
+    if [ ! -f "$STATE/reconfigure-fails" ]; then
+      version="${image#*:}"
+      mkdir -p "$HOST_ROOT/srv/gitlab/data/gitlab-rails"
+      echo "${version%%-ce*}" >"$HOST_ROOT/srv/gitlab/data/gitlab-rails/VERSION"
+    fi ;;
 esac
 exit $?
+""",
+    "openssl": r"""
+command="$1"
+shift
+case "$command" in
+  s_client)
+    while [ $# -gt 0 ]; do [ "$1" = -connect ] && port="${2##*:}"; shift; done
+    cat "$STATE/served-$port" 2>/dev/null ;;
+  x509)
+    file=""
+    while [ $# -gt 0 ]; do [ "$1" = -in ] && file="$2"; shift; done
+    if [ -n "$file" ]; then pem="$(cat "$file")"; else pem="$(cat)"; fi
+    [ -n "$pem" ] || exit 1
+    # The first certificate of the chain, as openssl x509 reads it.
+    echo "sha256 Fingerprint=$(printf '%s\n' "$pem" | sed -n '1,/END CERTIFICATE/p' | sha256sum | cut -c1-16)" ;;
+esac
 """,
     "curl": r"""
 for arg in "$@"; do [ "$arg" = "--write-out" ] && { echo 401; exit 0; }; done
@@ -148,6 +209,7 @@ def install_env(tag: str = "19.4.1-ce.0", **overrides: str) -> dict[str, str]:
         "GITLAB_IMAGE": f"gitlab/gitlab-ce:{tag}",
         "GITLAB_VERSION": gitlab_version(tag),
         "GITLAB_UPGRADE_STOPS": upgrade_stops(),
+        "GITLAB_UPGRADE_STOP_TAGS": upgrade_stop_tags(),
         "DATA_VOLUME_ID": VOLUME_ID,
         "GITLAB_CA_PEM": "-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n",
         "GITLAB_TLS_CERT": "-----BEGIN CERTIFICATE-----\nserver-1\n-----END CERTIFICATE-----\n",
@@ -170,6 +232,10 @@ def volume_ran(host: Host, version: str, *, running: bool = True, postgresql: st
     (host.state / "mounted").write_text("")
     if running:
         (host.state / "active").write_text("")
+        (host.state / "running-image").write_text(f"gitlab/gitlab-ce:{version}-ce.0\n")
+    else:
+        (host.state / "active").unlink(missing_ok=True)
+        (host.state / "running-image").unlink(missing_ok=True)
 
 
 def restarts(calls: list[str]) -> list[str]:
@@ -203,7 +269,17 @@ def test_first_install_places_everything_starts_gitlab_once_and_a_second_run_doe
     assert "GitLab's configuration is unchanged" in second.stderr
 
 
-def test_a_renewed_certificate_reloads_nginx_and_the_registry_without_a_restart(host: Host) -> None:
+def served(host: Host, port: int) -> str:
+    """The certificate nginx serves on a port, as the stubs model it."""
+    path = host.state / f"served-{port}"
+    return path.read_text() if path.exists() else ""
+
+
+def running_image(host: Host) -> str:
+    return (host.state / "running-image").read_text().strip()
+
+
+def test_a_renewed_certificate_reloads_nginx_without_a_restart(host: Host) -> None:
     assert install(host).returncode == 0
     host.clear_calls()
     renewed = "-----BEGIN CERTIFICATE-----\nserver-2\n-----END CERTIFICATE-----\n"
@@ -211,13 +287,46 @@ def test_a_renewed_certificate_reloads_nginx_and_the_registry_without_a_restart(
     assert result.returncode == 0, result.stderr
     calls = host.calls()
     assert restarts(calls) == []
-    # omnibus-gitlab doc/settings/ssl: "Update the SSL certificates" = hup nginx, hup registry.
-    assert reloads(calls) == ["docker exec gitlab gitlab-ctl hup nginx", "docker exec gitlab gitlab-ctl hup registry"]
+    # nginx terminates TLS for 443 and the registry's 5050 (registry_nginx): one HUP loads both;
+    # the registry process itself speaks plain HTTP behind it, so it has nothing to reload.
+    assert reloads(calls) == ["docker exec gitlab gitlab-ctl hup nginx"]
     assert (host.root / f"srv/gitlab/config/ssl/{HOSTNAME}.crt").read_text() == renewed
+    assert served(host, 443) == served(host, 5050) == renewed
+    # The reload comes from comparing what nginx serves with the file, on both ports...
+    assert any(call.startswith("openssl s_client -connect 127.0.0.1:5050") for call in calls)
     # ...and the step still checks that GitLab serves before it reports success.
-    assert calls.index("docker exec gitlab gitlab-ctl hup registry") < max(
+    assert calls.index("docker exec gitlab gitlab-ctl hup nginx") < max(
         i for i, call in enumerate(calls) if call.startswith("curl")
     )
+
+
+def test_a_reload_that_failed_once_is_made_by_the_next_run(host: Host) -> None:
+    """Review finding M1: the reload follows what nginx serves, not whether the file just changed."""
+    assert install(host).returncode == 0
+    renewed = "-----BEGIN CERTIFICATE-----\nserver-2\n-----END CERTIFICATE-----\n"
+    (host.state / "hup-fails").write_text("")
+    failed = install(host, GITLAB_TLS_CERT=renewed)
+    assert failed.returncode == 1
+    assert "nginx still serves another certificate" in failed.stderr
+    (host.state / "hup-fails").unlink()
+    host.clear_calls()
+    retry = install(host, GITLAB_TLS_CERT=renewed)  # the file is already in place
+    assert retry.returncode == 0, retry.stderr
+    assert reloads(host.calls()) == ["docker exec gitlab gitlab-ctl hup nginx"]
+    assert served(host, 443) == served(host, 5050) == renewed
+
+
+def test_rerun_after_failed_hup_still_reloads(host: Host) -> None:
+    """The review's reproduction of M1 (its stub switch is the hup-fails state file here)."""
+    assert install(host).returncode == 0
+    volume_ran(host, "19.4.1")
+    cert = "-----BEGIN CERTIFICATE-----\nserver-2\n-----END CERTIFICATE-----\n"
+    (host.state / "hup-fails").write_text("")
+    assert install(host, GITLAB_TLS_CERT=cert).returncode != 0
+    (host.state / "hup-fails").unlink()
+    host.clear_calls()
+    assert install(host, GITLAB_TLS_CERT=cert).returncode == 0
+    assert reloads(host.calls())
 
 
 def test_a_configuration_change_restarts_and_does_not_bother_to_reload(host: Host) -> None:
@@ -233,27 +342,153 @@ def test_a_configuration_change_restarts_and_does_not_bother_to_reload(host: Hos
     assert reloads(host.calls()) == []
 
 
+def test_gitlab_running_another_image_than_wanted_is_restarted(host: Host) -> None:
+    """The decision follows the running container, not the files: gitlab.env may already be right."""
+    assert install(host).returncode == 0
+    (host.state / "running-image").write_text("gitlab/gitlab-ce:19.4.1-ce.1\n")
+    host.clear_calls()
+    result = install(host)
+    assert result.returncode == 0, result.stderr
+    assert restarts(host.calls()) == ["systemctl restart gitlab.service"]
+    assert running_image(host) == "gitlab/gitlab-ce:19.4.1-ce.0"
+
+
 @pytest.mark.parametrize(
-    ("previous", "tag", "stops", "path"),
+    ("previous", "tag", "stops", "unpinned", "path"),
     [
-        ("18.11.12", "19.4.1-ce.0", "19.2", "18.11.12 -> 19.2.x -> 19.4.1"),
-        ("18.8.9", "19.2.4-ce.0", "18.11", "18.8.9 -> 18.11.x -> 19.2.4"),
-        ("18.5.3", "19.4.1-ce.0", "18.8 18.11 19.2", "18.5.3 -> 18.8.x -> 18.11.x -> 19.2.x -> 19.4.1"),
-        ("19.2.4", "19.6.0-ce.0", "19.5", "19.2.4 -> 19.5.x -> 19.6.0"),
+        ("18.5.3", "19.4.1-ce.0", "18.8 18.11 19.2", "18.8", "18.5.3 -> 18.8.x -> 18.11.11 -> 19.2.4 -> 19.4.1"),
+        ("19.2.4", "19.6.0-ce.0", "19.5", "19.5", "19.2.4 -> 19.5.x -> 19.6.0"),
+        ("19.4.1", "19.9.0-ce.0", "19.5 19.8", "19.5 19.8", "19.4.1 -> 19.5.x -> 19.8.x -> 19.9.0"),
     ],
 )
-def test_a_jump_across_a_required_upgrade_stop_is_refused_before_anything_stops(
-    host: Host, previous: str, tag: str, stops: str, path: str
+def test_a_jump_across_a_stop_without_a_pinned_release_is_refused_before_anything_stops(
+    host: Host, previous: str, tag: str, stops: str, unpinned: str, path: str
 ) -> None:
     volume_ran(host, previous)
     result = install(host, tag=tag)
     assert result.returncode == 1
     assert f"crosses the required upgrade stop(s) {stops}" in result.stderr
+    assert f"pins no release for {unpinned} (components/versions.py" in result.stderr
     assert f"Path: {path}." in result.stderr
     assert "Nothing was stopped." in result.stderr
     calls = host.calls()
     assert restarts(calls) == [] and not any(call.startswith(("docker pull", "systemctl stop")) for call in calls)
     assert not (host.root / "etc/gitops/gitlab.env").exists(), "no file changed either"
+
+
+def test_the_old_default_walks_to_the_new_one_through_the_pinned_stop_in_one_run(host: Host) -> None:
+    """Review finding M3: a stack on 18.11.12 (the previous default) takes the new default in one `up`."""
+    assert install(host, tag="18.11.12-ce.0").returncode == 0
+    volume_ran(host, "18.11.12")
+    (host.state / "pending").write_text("1\n")
+    host.clear_calls()
+    result = install(host, tag="19.4.1-ce.0")
+    assert result.returncode == 0, result.stderr
+    assert "18.11.12 -> 19.2.4 -> 19.4.1" in result.stderr
+    calls = host.calls()
+    # One restart per hop, each on its pinned image, each image pulled before its hop changes anything.
+    assert restarts(calls) == ["systemctl restart gitlab.service"] * 2
+    first, second = (i for i, call in enumerate(calls) if call == "systemctl restart gitlab.service")
+    assert calls.index("docker pull --quiet gitlab/gitlab-ce:19.2.4-ce.0") < first
+    assert first < calls.index("docker pull --quiet gitlab/gitlab-ce:19.4.1-ce.0") < second
+    # Every hop waits for the running version's background migrations before it stops it, and for
+    # the new version's after it serves.
+    queries = [i for i, call in enumerate(calls) if "gitlab-psql" in call and "NOT IN (3, 6)" in call]
+    assert queries[0] < first and any(first < i < second for i in queries) and queries[-1] > second
+    assert result.stderr.count("no pre-upgrade hook") == 2
+    assert "upgrade 18.11.12 19.2.4" in result.stderr and "upgrade 19.2.4 19.4.1" in result.stderr
+    assert (host.root / "srv/gitlab/data/gitlab-rails/VERSION").read_text() == "19.4.1\n"
+    assert (host.root / "etc/gitops/gitlab.env").read_text() == "GITLAB_IMAGE=gitlab/gitlab-ce:19.4.1-ce.0\n"
+    assert not (host.root / "srv/gitlab/.gitops-upgrade-in-progress").exists()
+    # The older images are removed from the root disk once they no longer run.
+    assert (host.state / "images").read_text().split() == ["gitlab/gitlab-ce:19.4.1-ce.0"]
+
+    host.clear_calls()
+    again = install(host, tag="19.4.1-ce.0")
+    assert again.returncode == 0 and restarts(host.calls()) == []
+
+
+def test_a_failing_hop_stops_the_walk_there_and_a_retry_continues_from_it(host: Host) -> None:
+    assert install(host, tag="18.11.12-ce.0").returncode == 0
+    volume_ran(host, "18.11.12")
+    # GitLab 19.2.4 starts, then one of its batched background migrations fails.
+    (host.state / "failed-19.2.4").write_text("1\n")
+    host.clear_calls()
+    failed = install(host, tag="19.4.1-ce.0")
+    assert failed.returncode == 1
+    assert "1 batched background migration(s) failed" in failed.stderr
+    assert restarts(host.calls()) == ["systemctl restart gitlab.service"], "the walk stopped at 19.2.4"
+    assert running_image(host) == "gitlab/gitlab-ce:19.2.4-ce.0"
+    assert (host.root / "etc/gitops/gitlab.env").read_text() == "GITLAB_IMAGE=gitlab/gitlab-ce:19.2.4-ce.0\n"
+    assert "GitLab 19.4.1 serves" not in failed.stderr
+
+    (host.state / "failed-19.2.4").write_text("0\n")  # the operator retried it in Admin > Monitoring
+    host.clear_calls()
+    retry = install(host, tag="19.4.1-ce.0")
+    assert retry.returncode == 0, retry.stderr
+    assert "upgrading GitLab 19.2.4 -> 19.4.1 (no required upgrade stop in between)" in retry.stderr
+    assert restarts(host.calls()) == ["systemctl restart gitlab.service"]
+    assert running_image(host) == "gitlab/gitlab-ce:19.4.1-ce.0"
+    assert (host.root / "srv/gitlab/data/gitlab-rails/VERSION").read_text() == "19.4.1\n"
+
+
+def test_a_walk_from_before_18_11_takes_both_pinned_stops(host: Host) -> None:
+    volume_ran(host, "18.8.9", postgresql="17")
+    result = install(host, tag="19.4.1-ce.0")
+    assert result.returncode == 0, result.stderr
+    assert "18.8.9 -> 18.11.11 -> 19.2.4 -> 19.4.1" in result.stderr
+    assert restarts(host.calls()) == ["systemctl restart gitlab.service"] * 3
+
+
+def test_rerun_after_failed_pre_upgrade_migration_still_upgrades(host: Host) -> None:
+    """The review's reproduction of B1, verbatim."""
+    assert install(host, tag="19.2.4-ce.0").returncode == 0
+    volume_ran(host, "19.2.4")
+    (host.state / "failed").write_text("1\n")
+    assert install(host, tag="19.4.1-ce.0").returncode == 1  # refused, as designed
+    (host.state / "failed").write_text("0\n")  # operator retries the migration
+    host.clear_calls()
+    assert install(host, tag="19.4.1-ce.0").returncode == 0  # "then run pulumi up again"
+    assert restarts(host.calls()) == ["systemctl restart gitlab.service"]
+
+
+@pytest.mark.parametrize("failure", ["pull", "hook", "migration"])
+def test_an_upgrade_refused_before_the_restart_changes_no_file_and_the_retry_upgrades(host: Host, failure: str) -> None:
+    """Review finding B1: the pull, the migration wait and the hook come before any file is written."""
+    assert install(host, tag="19.2.4-ce.0").returncode == 0
+    volume_ran(host, "19.2.4")
+    hook = host.root / "etc/gitops/hooks/pre-gitlab-upgrade"
+    hook.parent.mkdir(parents=True)
+    hook.write_text(f'#!/bin/sh\n[ -f "{host.state}/hook-fails" ] && exit 1\nexit 0\n')
+    hook.chmod(0o755)
+    switch = {"pull": "pull-fails", "hook": "hook-fails", "migration": "failed"}[failure]
+    (host.state / switch).write_text("1\n")
+    files = {path: path.read_bytes() for path in (host.root / "etc").rglob("*") if path.is_file()}
+    host.clear_calls()
+    refused = install(host, tag="19.4.1-ce.0")
+    assert refused.returncode == 1
+    assert restarts(host.calls()) == []
+    assert {path: path.read_bytes() for path in files} == files, "no file changed"
+    assert running_image(host) == "gitlab/gitlab-ce:19.2.4-ce.0"
+
+    (host.state / switch).unlink()
+    host.clear_calls()
+    retry = install(host, tag="19.4.1-ce.0")
+    assert retry.returncode == 0, retry.stderr
+    assert restarts(host.calls()) == ["systemctl restart gitlab.service"]
+    assert running_image(host) == "gitlab/gitlab-ce:19.4.1-ce.0"
+    assert "GitLab 19.4.1 serves https://" in retry.stderr
+
+
+def test_the_step_fails_when_the_started_gitlab_does_not_run_the_wanted_version(host: Host) -> None:
+    """Review finding B1.3: the last log line can never claim a version that is not running."""
+    assert install(host, tag="19.2.4-ce.0").returncode == 0
+    volume_ran(host, "19.2.4")
+    (host.state / "reconfigure-fails").write_text("")
+    result = install(host, tag="19.4.1-ce.0")
+    assert result.returncode == 1
+    assert "says 19.2.4, not 19.4.1" in result.stderr
+    assert "GitLab 19.4.1 serves" not in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -267,13 +502,14 @@ def test_a_downgrade_is_refused(host: Host, previous: str, tag: str) -> None:
     assert restarts(host.calls()) == []
 
 
-def test_gitlab_19_is_refused_on_postgresql_16_with_the_way_out(host: Host) -> None:
+@pytest.mark.parametrize("tag", ["19.2.4-ce.0", "19.4.1-ce.0"])
+def test_gitlab_19_is_refused_on_postgresql_16_with_the_way_out(host: Host, tag: str) -> None:
     volume_ran(host, "18.11.12", postgresql="16")
-    result = install(host, tag="19.2.4-ce.0")
+    result = install(host, tag=tag)
     assert result.returncode == 1
     assert "GitLab 19 requires PostgreSQL 17" in result.stderr
     assert "gitlab-ctl pg-upgrade -V 17" in result.stderr
-    assert restarts(host.calls()) == []
+    assert restarts(host.calls()) == [] and not any(call.startswith("docker pull") for call in host.calls())
 
 
 def test_an_upgrade_to_the_next_stop_waits_for_migrations_before_and_after(host: Host) -> None:
@@ -292,9 +528,61 @@ def test_an_upgrade_to_the_next_stop_waits_for_migrations_before_and_after(host:
     assert "no backup is taken before this upgrade" in result.stderr
     # ...and 19.4's after it serves again; then the upgrade is over.
     assert any(i > restart for i in queries)
-    assert "every batched background migration has finished" in result.stderr
+    assert "every background migration has finished" in result.stderr
     assert not (host.root / "srv/gitlab/.gitops-upgrade-in-progress").exists()
     assert (host.root / "etc/gitops/gitlab.env").read_text() == "GITLAB_IMAGE=gitlab/gitlab-ce:19.4.1-ce.0\n"
+
+
+def test_the_older_sidekiq_based_migrations_are_waited_for_too(host: Host) -> None:
+    """Review finding m4: doc/update/background_migrations.md checks both kinds."""
+    assert install(host, tag="19.2.4-ce.0").returncode == 0
+    volume_ran(host, "19.2.4")
+    (host.state / "sidekiq").write_text("3\n")
+    host.clear_calls()
+    result = install(host, tag="19.4.1-ce.0")
+    assert result.returncode == 1, "they never finish here"
+    assert "3 Sidekiq-based left" in result.stderr
+    assert restarts(host.calls()) == []
+    sidekiq_checks = [call for call in host.calls() if "gitlab-rails runner -e production" in call]
+    assert sidekiq_checks and "Gitlab::BackgroundMigration" in sidekiq_checks[0]
+    assert "respond_to?(:remaining)" in sidekiq_checks[0], "a release without the method has none left"
+
+
+def test_the_pre_upgrade_check_needs_only_the_database_not_the_web_ui(host: Host) -> None:
+    """Review finding m3: a failing readiness probe (the registry, say) no longer skips the check."""
+    assert install(host, tag="19.2.4-ce.0").returncode == 0
+    volume_ran(host, "19.2.4")
+    (host.state / "failed").write_text("1\n")
+    curl = host.bin / "curl"
+    curl.write_text(curl.read_text().replace("echo 401", "echo 502"))  # the registry is down
+    result = install(host, tag="19.4.1-ce.0")
+    assert result.returncode == 1
+    assert "1 batched background migration(s) failed" in result.stderr
+    assert restarts(host.calls()) == ["systemctl restart gitlab.service"], "only the first install's start"
+
+
+@pytest.mark.parametrize("cause", ["not running", "database silent"])
+def test_an_upgrade_whose_migrations_cannot_be_checked_is_refused_unless_the_operator_says_so(
+    host: Host, cause: str
+) -> None:
+    assert install(host, tag="19.2.4-ce.0").returncode == 0
+    volume_ran(host, "19.2.4", running=cause != "not running")
+    if cause == "database silent":
+        (host.state / "psql-fails-19.2.4").write_text("")  # GitLab 19.2.4's PostgreSQL does not answer
+    host.clear_calls()
+    refused = install(host, tag="19.4.1-ce.0")
+    assert refused.returncode == 1
+    assert "its background migrations cannot be checked before the upgrade to 19.4.1" in refused.stderr
+    assert "sudo touch /etc/gitops/gitlab-upgrade-skip-migration-check" in refused.stderr
+    assert "Nothing was stopped." in refused.stderr
+    assert restarts(host.calls()) == []
+
+    override = host.root / "etc/gitops/gitlab-upgrade-skip-migration-check"
+    override.write_text("")
+    accepted = install(host, tag="19.4.1-ce.0")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "without checking its background migrations" in accepted.stderr
+    assert not override.exists(), "used once"
 
 
 def test_a_failed_background_migration_stops_the_upgrade_with_directions(host: Host) -> None:

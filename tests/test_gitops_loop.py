@@ -17,7 +17,8 @@ from tools import gitops_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_SOURCE = (ROOT / "apps/shark-app/src/app.js").read_text()
-TOKEN = "glpat-loop-test-00001"
+TOKEN = "glpat-loop-test-00001"  # the daily admin's: the project's Owner
+ROOT_TOKEN = "glpat-loop-root-00002"  # root's: an instance admin, not a project member
 PROJECT = "/api/v4/projects/operator%2Fshark-application"
 FILE = f"{PROJECT}/repository/files/src%2Fapp.js"
 NEW_TEXT = "This app is working: e2e 4242 (pull)"
@@ -39,7 +40,7 @@ class FakeGitLab:
     def routes(self) -> dict[str, Any]:
         def authorized(handler: Any) -> Any:
             def route(request: Request) -> Any:
-                if request.headers.get("private-token") != TOKEN:
+                if request.headers.get("private-token") not in (TOKEN, ROOT_TOKEN):
                     return json_reply(401, {"message": "401 Unauthorized"})
                 return handler(request)
 
@@ -53,7 +54,9 @@ class FakeGitLab:
         def put_file(request: Request) -> Any:
             body = json.loads(request.body)
             self.commits.append(body)
-            if self.refuse_push:
+            # The default branch is protected for Maintainers; an admin who is no member is refused
+            # like anyone else (ProtectedRefAccess#role_access_allowed?, REFERENCE.md section 2).
+            if self.refuse_push or request.headers.get("private-token") != TOKEN:
                 return json_reply(400, {"message": "You are not allowed to push into this branch"})
             self.source = body["content"]
             self.commit = "b" * 40
@@ -89,7 +92,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         outputs = {
             "gitlabUrl": gitlab.base,
             "gitlabCaPem": ca.cert_pem,
-            "gitlabAdminToken": TOKEN,
+            "gitlabAdminToken": ROOT_TOKEN,
+            "gitlabAdminUserToken": TOKEN,
             "appProjectUrl": f"{gitlab.base}/operator/shark-application",
             "appUrls": [app.base for app in apps],
         }
@@ -150,6 +154,17 @@ def test_a_refused_commit_fails_with_gitlabs_answer(stack: Stack, capsys: pytest
     err = capsys.readouterr().err
     assert "the commit failed: PUT /projects/operator%2Fshark-application/repository/files/src%2Fapp.js" in err
     assert "HTTP 400" in err and "You are not allowed to push into this branch" in err
+
+
+def test_a_stack_without_the_daily_admins_token_is_told_to_update_first(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outputs = json.loads(stack.outputs_file.read_text())
+    del outputs["gitlabAdminUserToken"]  # a stack deployed before the output existed
+    stack.outputs_file.write_text(json.dumps(outputs))
+    assert loop(stack) == 1
+    assert "exports no gitlabAdminUserToken" in capsys.readouterr().err
+    assert stack.gitlab.commits == [], "root's token is never tried: GitLab would refuse it"
 
 
 def test_the_text_must_be_safe_to_put_in_the_source() -> None:

@@ -27,7 +27,13 @@ from tools.policy_runner import POLICY_DIR, analyze_program
 
 USER_STACKS = sorted(path.name.split(".")[1] for path in ROOT.glob("Pulumi.*.yaml"))
 # Exports that grant access: secret whatever the stack's settings.
-SENSITIVE_OUTPUTS = ("gitlabRootPassword", "gitlabAdminPassword", "gitlabAdminToken", "kubeconfig")
+SENSITIVE_OUTPUTS = (
+    "gitlabRootPassword",
+    "gitlabAdminPassword",
+    "gitlabAdminToken",
+    "gitlabAdminUserToken",
+    "kubeconfig",
+)
 ADMIN_PORTS = (22, 443, 2222, 5050, 6443)
 
 

@@ -25,6 +25,7 @@ PINS = {
     "repository CI Pulumi": versions.CI_PULUMI_IMAGE,
     "Flux": versions.FLUX_VERSION,
     "Flannel": versions.FLANNEL_VERSION,
+    "AWS CLI": f"awscli=={versions.AWS_CLI_VERSION}",
 }
 
 
@@ -45,7 +46,7 @@ def test_every_pin_is_recorded_with_its_source_in_reference_section_1(what: str,
 
 def test_no_pin_is_latest_or_floating() -> None:
     for what, pin in PINS.items():
-        tag = pin.rsplit(":", 1)[-1]
+        tag = pin.rsplit(":", 1)[-1].rsplit("==", 1)[-1]
         assert re.search(r"\d+\.\d+\.\d+", tag), f"{what}: {pin} is not pinned to a patch release"
         assert "latest" not in tag and "stable" not in tag
 
@@ -71,6 +72,33 @@ def test_repository_pipeline_uses_the_pinned_images() -> None:
         if isinstance(job, dict) and "image" in job:
             images.add(job["image"]["name"] if isinstance(job["image"], dict) else job["image"])
     assert images == {versions.CI_PYTHON_IMAGE, versions.CI_PULUMI_IMAGE}
+
+
+@pytest.mark.parametrize(("stop", "tags"), versions.GITLAB_UPGRADE_STOP_TAGS.items(), ids=str)
+def test_each_pinned_upgrade_stop_is_a_stop_with_its_runner_and_an_upstream_source(
+    stop: tuple[int, int], tags: tuple[str, str]
+) -> None:
+    image_tag, runner_tag = tags
+    assert stop in versions.gitlab_upgrade_stops()
+    assert gitlab_version(image_tag)[:2] == stop
+    assert re.fullmatch(rf"alpine-v{stop[0]}\.{stop[1]}\.\d+", runner_tag)
+    # Walked through below the default: never above what the program itself installs.
+    assert gitlab_version(image_tag) < gitlab_version(versions.GITLAB_CE_TAG)
+    # The README's upgrade section names the pair an operator would set to stop there by hand.
+    upgrades = (ROOT / "README.md").read_text().split("## GitLab versions and upgrades", 1)[1]
+    assert f"**{image_tag}**" in upgrades and f"`{runner_tag}`" in upgrades
+    pinned = _reference_section(1)
+    for pin in (f"gitlab/gitlab-ce:{image_tag}", f"gitlab/gitlab-runner:{runner_tag}"):
+        rows = [line for line in pinned.splitlines() if line.startswith("|") and f"`{pin}`" in line]
+        assert rows, f"REFERENCE.md section 1 has no row for the upgrade stop's `{pin}`"
+        # An upstream release tag, not third-party pins: the step runs it without anyone choosing it.
+        assert re.search(r"(omnibus-gitlab tag|gitlab-runner tag)", rows[0]), rows[0]
+
+
+def test_the_readmes_doctor_sample_shows_the_default_gitlab() -> None:
+    readme = (ROOT / "README.md").read_text()
+    version = ".".join(map(str, gitlab_version(versions.GITLAB_CE_TAG)))
+    assert f"PASS  gitlab-api       GitLab {version} answers at" in readme
 
 
 def test_upgrade_stops_follow_gitlab_and_its_documented_rule() -> None:

@@ -4,7 +4,9 @@
 
 Commits the new sentence to ``src/app.js`` on the app project's default branch through GitLab's
 repository files API (``PUT /projects/:id/repository/files/:file_path``, doc/api/repository_files.md)
-with the stack's admin token, over the stack's CA; then polls every ``appUrls`` entry until each
+with the daily admin's token (``gitlabAdminUserToken``), over the stack's CA: that user owns the
+project, as a user pushing would, while root is no member and GitLab refuses its commits to the
+protected default branch (ProtectedRefAccess has no admin bypass). Then polls every ``appUrls`` entry until each
 serves the new text, for at most ``--timeout`` seconds. The pipeline (and in pull mode Flux) does
 the rest, as for a user's push. On timeout it says which URLs still serve what, and the state of
 the commit's pipeline (``GET /projects/:id/pipelines?sha=``), and exits 1.
@@ -184,8 +186,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as error:
         print(error, file=sys.stderr)
         return 2
+    if not outputs.get("gitlabAdminUserToken"):
+        print(
+            "gitops-loop: the stack exports no gitlabAdminUserToken (the daily admin's token, which owns the app "
+            "project): `pulumi up` with this version of the program first",
+            file=sys.stderr,
+        )
+        return 1
     try:
-        gitlab = GitLab(outputs["gitlabUrl"], outputs["gitlabAdminToken"], outputs["gitlabCaPem"])
+        gitlab = GitLab(outputs["gitlabUrl"], outputs["gitlabAdminUserToken"], outputs["gitlabCaPem"])
         project = project_path(outputs)
         sha = commit_status_text(gitlab, project, args.text, log)
     except (LoopFailed, KeyError) as error:

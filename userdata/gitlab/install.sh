@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
-# Step (GitLab host, over SSH): mount the data volume; refuse a GitLab version change GitLab does not
-# support (a downgrade, a jump across a required upgrade stop, GitLab 19 on PostgreSQL < 17) before
-# anything stops; place TLS, SSH host keys and the root password seed; write GitLab's configuration
-# and systemd unit; restart GitLab when any of it changed (only reload nginx and the registry when
-# only the certificate changed); wait until it serves HTTPS, the registry and the API; after an
-# upgrade, wait for GitLab's batched background migrations; delete the root password seed.
+# Step (GitLab host, over SSH): mount the data volume; run the GitLab release gitlabImageTag names on
+# it, walking GitLab's required upgrade stops when the version changes; keep TLS, SSH host keys, the
+# root password seed, GitLab's configuration and its systemd unit in place; wait until GitLab serves
+# HTTPS, the registry and the API with the certificate Pulumi issued.
+#
+# A version change, one hop per required upgrade stop crossed (each stop's pinned release comes in
+# GITLAB_UPGRADE_STOP_TAGS), then the wanted release. For each hop, everything that can refuse runs
+# before any file changes: the image pull, the PostgreSQL check, the running version's background
+# migrations, the pre-upgrade hook. Then the files point at the hop's image, GitLab restarts, the
+# step waits until it serves and its background migrations finish, and checks that the data volume
+# now runs that version. A refusal (a downgrade, a stop with no pinned release, GitLab 19 on
+# PostgreSQL < 17) comes before anything stops; a failure stops at that hop, and a re-run starts from
+# what the data volume runs.
+#
+# GitLab restarts when a file it reads at start changed, when it is not running, or when it runs
+# another image than the hop's. A renewed certificate only reloads nginx, which terminates TLS for
+# the web UI (443) and the registry (5050): whether to reload is decided by comparing the certificate
+# nginx serves with the file, so a failed reload is retried by the next run.
 # stdin (secret): `<name> <base64>` lines (components/gitlab_config.py secret_bundle): tls_key,
 #   ssh_host_ed25519_key, ssh_host_ecdsa_key, ssh_host_rsa_key (OpenSSH format), root_password.
 # env (public): GITLAB_HOSTNAME, GITLAB_IMAGE, GITLAB_VERSION (the image's x.y.z), GITLAB_UPGRADE_STOPS
-#   (required upgrade stops, "x.y x.y ..."; components/versions.py), DATA_VOLUME_ID, GITLAB_CA_PEM,
-#   GITLAB_TLS_CERT (server certificate then CA), GITLAB_OMNIBUS_CONFIG (Ruby, components/gitlab_config.py).
+#   (required upgrade stops, "x.y x.y ..."), GITLAB_UPGRADE_STOP_TAGS (the pinned gitlab/gitlab-ce tag
+#   of the stops the step may walk through; both from components/versions.py), DATA_VOLUME_ID,
+#   GITLAB_CA_PEM, GITLAB_TLS_CERT (server certificate then CA), GITLAB_OMNIBUS_CONFIG (Ruby,
+#   components/gitlab_config.py).
 #   HOST_ROOT is empty on a host: the step's behaviour tests point it at a scratch directory.
-# Idempotent: a file is rewritten only when its content differs; GitLab restarts only then.
+# Idempotent: a file is rewritten only when its content differs; a second run changes nothing.
 # Runs with userdata/lib/common.sh in front (components/remote.py).
 set -euo pipefail
 
@@ -38,6 +52,9 @@ require_env GITLAB_HOSTNAME GITLAB_IMAGE GITLAB_VERSION GITLAB_UPGRADE_STOPS DAT
   die "GITLAB_IMAGE ${GITLAB_IMAGE} is not a gitlab/gitlab-ce tag of GitLab ${GITLAB_VERSION}"
 [[ "$GITLAB_UPGRADE_STOPS" =~ ^[0-9]+\.[0-9]+( [0-9]+\.[0-9]+)*$ ]] ||
   die "GITLAB_UPGRADE_STOPS ${GITLAB_UPGRADE_STOPS} is not a list of x.y versions"
+GITLAB_UPGRADE_STOP_TAGS="${GITLAB_UPGRADE_STOP_TAGS:-}"
+[[ "$GITLAB_UPGRADE_STOP_TAGS" =~ ^([0-9]+\.[0-9]+\.[0-9]+-ce\.[0-9]+( |$))*$ ]] ||
+  die "GITLAB_UPGRADE_STOP_TAGS ${GITLAB_UPGRADE_STOP_TAGS} is not a list of gitlab/gitlab-ce tags (x.y.z-ce.n)"
 host="$GITLAB_HOSTNAME"
 HOST_ROOT="${HOST_ROOT:-}"
 
@@ -51,6 +68,8 @@ CONFIG_DIR="$MOUNT/config"
 GITOPS_DIR="${HOST_ROOT}/etc/gitops"
 OMNIBUS_CONFIG="$GITOPS_DIR/gitlab-omnibus.rb"
 HOST_CA="$GITOPS_DIR/gitlab-ca.crt"
+# Full chain, server certificate first: the name Omnibus looks for (components/gitlab_config.py ssl_paths).
+CERTIFICATE="$CONFIG_DIR/ssl/${host}.crt"
 UNIT="${HOST_ROOT}/etc/systemd/system/gitlab.service"
 FSTAB="${HOST_ROOT}/etc/fstab"
 CONTAINER_CA=/etc/gitlab/trusted-certs/gitops-gitlab-ca.crt
@@ -64,6 +83,9 @@ UPGRADE_MARKER="$MOUNT/.gitops-upgrade-in-progress"
 # The hook point run before GitLab is stopped for an upgrade (with the old and new versions): the
 # place a backup goes once this product takes backups. Nothing installs it today.
 PRE_UPGRADE_HOOK="$GITOPS_DIR/hooks/pre-gitlab-upgrade"
+# Created by an operator (by hand, on the host) to upgrade although the running version's background
+# migrations cannot be checked (it cannot start); used by one upgrade, then removed.
+SKIP_MIGRATION_CHECK="$GITOPS_DIR/gitlab-upgrade-skip-migration-check"
 
 # ---- the data volume -------------------------------------------------------------------------
 # On Nitro instances an EBS volume is an NVMe device whose serial is the volume id without its dash;
@@ -126,10 +148,17 @@ version_key() {
   printf '%05d%05d%05d' "$major" "$minor" "${patch:-0}"
 }
 
+# image_version gitlab/gitlab-ce:19.2.4-ce.0 -> 19.2.4
+image_version() {
+  local tag="${1##*:}"
+  printf '%s' "${tag%%-ce.*}"
+}
+
 # The version the data volume last ran, "" on a new volume.
 previous_version=""
 read_previous_version() {
   local content
+  previous_version=""
   [[ -f "$VERSION_FILE" ]] || return 0
   content="$(head -n 1 "$VERSION_FILE")"
   [[ "$content" =~ ^([0-9]+\.[0-9]+\.[0-9]+) ]] ||
@@ -137,80 +166,176 @@ read_previous_version() {
   previous_version="${BASH_REMATCH[1]}"
 }
 
-# Refuse, before anything stops, what GitLab refuses: a downgrade, a jump across a required upgrade
-# stop (GitLab's image exits in `gitlab-ctl upgrade-check`, docs.gitlab.com/update/upgrade_paths),
-# GitLab 19 on a PostgreSQL older than 17 (19.x ships PostgreSQL 17 and 18 only).
-check_version_change() {
-  local old="$previous_version" new="$GITLAB_VERSION" stop crossed=() path pg_major
-  [[ -n "$old" && "$old" != "$new" ]] || return 0
-  if [[ "$(version_key "$new")" < "$(version_key "$old")" ]]; then
-    die "refusing to downgrade GitLab: ${DATA_VOLUME_ID} was last run by GitLab ${old}, gitlabImageTag asks for ${new}." \
-      "GitLab does not support downgrades (its database has already been migrated to ${old})." \
-      "Set gitlabImageTag back to a ${old} tag or later; to go back in time, restore a backup taken on the older version."
-  fi
-  for stop in $GITLAB_UPGRADE_STOPS; do
-    if [[ "$(version_key "$old")" < "$(version_key "${stop}.0")" && "$(version_key "${stop}.0")" < "$(version_key "${new%.*}.0")" ]]; then
-      crossed+=("$stop")
+# stop_tag X.Y: the pinned gitlab/gitlab-ce tag of required stop X.Y, empty when there is none.
+stop_tag() {
+  local tag
+  for tag in $GITLAB_UPGRADE_STOP_TAGS; do
+    if [[ "$(image_version "$tag")" == "$1".* ]]; then
+      printf '%s' "$tag"
+      return 0
     fi
   done
-  if ((${#crossed[@]})); then
-    path="${old}"
-    for stop in "${crossed[@]}"; do path+=" -> ${stop}.x"; done
-    path+=" -> ${new}"
-    die "refusing to upgrade GitLab ${old} -> ${new} in one step: it crosses the required upgrade stop(s)" \
-      "${crossed[*]} (docs.gitlab.com/update/upgrade_paths; GitLab's image would refuse to start)." \
-      "Upgrade one stop per pulumi up: set gitlabImageTag to the latest ${crossed[0]}.x patch (gitlab/gitlab-ce:${crossed[0]}.<patch>-ce.0)," \
-      "run pulumi up (it waits for the background migrations), then the next. Path: ${path}. Nothing was stopped."
-  fi
-  if [[ "${new%%.*}" -ge 19 && -f "$PG_VERSION_FILE" ]]; then
-    pg_major="$(head -n 1 "$PG_VERSION_FILE")"
-    if [[ "$pg_major" =~ ^[0-9]+$ ]] && ((pg_major < 17)); then
-      die "refusing to start GitLab ${new} on PostgreSQL ${pg_major}: GitLab 19 requires PostgreSQL 17 and ships no" \
-        "older server. GitLab 18.11 upgrades its database on start unless that failed (docker logs gitlab):" \
-        "with gitlabImageTag on 18.11, run 'sudo docker exec gitlab gitlab-ctl pg-upgrade -V 17' on the GitLab host" \
-        "(it needs free space for a second copy of the database), then pulumi up again. Nothing was stopped."
-    fi
-  fi
-  log "upgrading GitLab ${old} -> ${new} (no required upgrade stop in between)"
 }
 
-# The documented check (gitlabhq doc/update/background_migrations.md): zero rows not finished (3)
-# or finalized (6) means every batched background migration is done; 4 is failed.
+# GitLab 19 ships PostgreSQL 17 and 18 only: refuse to start it on an older database.
+check_postgresql() {
+  local version="$1" pg_major
+  [[ "${version%%.*}" -ge 19 && -f "$PG_VERSION_FILE" ]] || return 0
+  pg_major="$(head -n 1 "$PG_VERSION_FILE")"
+  if [[ "$pg_major" =~ ^[0-9]+$ ]] && ((pg_major < 17)); then
+    die "refusing to start GitLab ${version} on PostgreSQL ${pg_major}: GitLab 19 requires PostgreSQL 17 and ships no" \
+      "older server. GitLab 18.11 upgrades its database on start unless that failed (docker logs gitlab):" \
+      "with gitlabImageTag on 18.11, run 'sudo docker exec gitlab gitlab-ctl pg-upgrade -V 17' on the GitLab host" \
+      "(it needs free space for a second copy of the database), then pulumi up again. Nothing was stopped."
+  fi
+}
+
+# The images to run, in order: the pinned release of every required upgrade stop between what the
+# data volume last ran and GITLAB_VERSION, then GITLAB_IMAGE. Refuses, before anything stops, what
+# GitLab refuses (a downgrade; GitLab's image exits in `gitlab-ctl upgrade-check` across a stop,
+# docs.gitlab.com/update/upgrade_paths) and a stop this program pins no release for.
+hops=()
+plan_upgrade() {
+  local old="$previous_version" new="$GITLAB_VERSION" stop tag crossed=() unpinned=() path
+  hops=()
+  if [[ -n "$old" && "$old" != "$new" ]]; then
+    if [[ "$(version_key "$new")" < "$(version_key "$old")" ]]; then
+      die "refusing to downgrade GitLab: ${DATA_VOLUME_ID} was last run by GitLab ${old}, gitlabImageTag asks for ${new}." \
+        "GitLab does not support downgrades (its database has already been migrated to ${old})." \
+        "Set gitlabImageTag back to a ${old} tag or later; to go back in time, restore a backup taken on the older version."
+    fi
+    path="$old"
+    for stop in $GITLAB_UPGRADE_STOPS; do
+      if [[ "$(version_key "$old")" < "$(version_key "${stop}.0")" && "$(version_key "${stop}.0")" < "$(version_key "${new%.*}.0")" ]]; then
+        crossed+=("$stop")
+        tag="$(stop_tag "$stop")"
+        if [[ -n "$tag" ]]; then
+          hops+=("gitlab/gitlab-ce:${tag}")
+          path+=" -> $(image_version "$tag")"
+        else
+          unpinned+=("$stop")
+          path+=" -> ${stop}.x"
+        fi
+      fi
+    done
+    path+=" -> ${new}"
+    if ((${#unpinned[@]})); then
+      die "refusing to upgrade GitLab ${old} -> ${new}: it crosses the required upgrade stop(s) ${crossed[*]}" \
+        "(docs.gitlab.com/update/upgrade_paths; those GitLab enforces make its image refuse to start), and this program pins no" \
+        "release for ${unpinned[*]} (components/versions.py GITLAB_UPGRADE_STOP_TAGS), so it cannot walk the path itself." \
+        "Set gitlabImageTag to the latest ${unpinned[0]}.x patch (gitlab/gitlab-ce:${unpinned[0]}.<patch>-ce.0), run pulumi up" \
+        "(it waits for the background migrations), then the next. Path: ${path}. Nothing was stopped."
+    fi
+    if ((${#crossed[@]})); then
+      log "upgrading GitLab ${old} -> ${new} through the required upgrade stop(s) ${crossed[*]}, one restart each: ${path}"
+    else
+      log "upgrading GitLab ${old} -> ${new} (no required upgrade stop in between)"
+    fi
+  fi
+  hops+=("$GITLAB_IMAGE")
+  # The first hop's database is known now: refuse before anything is pulled or stopped.
+  if [[ -n "$old" && "$old" != "$(image_version "${hops[0]}")" ]]; then
+    check_postgresql "$(image_version "${hops[0]}")"
+  fi
+}
+
+# The documented checks (gitlabhq doc/update/background_migrations.md): batched background
+# migrations are done when no row is outside finished (3) and finalized (6); 4 is failed
+# (lib/gitlab/database/background_migration/batched_migration.rb). PostgreSQL alone answers these.
 migrations_count() {
   docker exec gitlab gitlab-psql -At -c "SELECT count(*) FROM batched_background_migrations WHERE $1"
 }
 
+# The same page's check of the older, Sidekiq-based background migrations (the last ones were
+# scheduled in GitLab 15.0): `Gitlab::BackgroundMigration.remaining`, read through a Rails runner
+# (about a minute), so only once the batched ones are done. A release without the method has none.
+SIDEKIQ_MIGRATIONS_PROGRAM='m = defined?(Gitlab::BackgroundMigration) && Gitlab::BackgroundMigration; puts(m && m.respond_to?(:remaining) ? m.remaining : 0)'
+sidekiq_migrations_remaining() {
+  local output
+  output="$(timeout 600 docker exec gitlab gitlab-rails runner -e production "$SIDEKIQ_MIGRATIONS_PROGRAM" 2>/dev/null)" || return 1
+  output="$(printf '%s\n' "$output" | tail -n 1)"
+  [[ "$output" =~ ^[0-9]+$ ]] || return 1
+  printf '%s' "$output"
+}
+
+# wait_for_background_migrations TIMEOUT WHEN: poll every 15 s until every background migration has
+# finished (0). Dies on a failed migration, or when some are still running at the deadline (bounded
+# by time and by polls). Returns 2 when PostgreSQL never answered in the first 20 polls (~5 minutes).
 wait_for_background_migrations() {
-  local timeout="$1" when="$2" deadline pending failed next_heartbeat=0
+  local timeout="$1" when="$2" deadline polls=0 max_polls answered=0 pending failed remaining
+  local next_heartbeat=0
   deadline=$((SECONDS + timeout))
-  log "waiting up to ${timeout}s for GitLab's batched background migrations (${when})"
+  max_polls=$((timeout / 15 + 1))
+  log "waiting up to ${timeout}s for GitLab's background migrations (${when})"
   while :; do
-    failed="$(migrations_count 'status = 4' 2>/dev/null)" || failed=""
-    pending="$(migrations_count 'status NOT IN (3, 6)' 2>/dev/null)" || pending=""
-    if [[ "$failed" =~ ^[0-9]+$ ]] && ((failed > 0)); then
-      die "${failed} batched background migration(s) failed: retry them in Admin > Monitoring > Background" \
-        "migrations (docs.gitlab.com/update/background_migrations), then run pulumi up again"
+    polls=$((polls + 1))
+    pending=""
+    remaining=""
+    if failed="$(migrations_count 'status = 4' 2>/dev/null)" && [[ "$failed" =~ ^[0-9]+$ ]] &&
+      pending="$(migrations_count 'status NOT IN (3, 6)' 2>/dev/null)" && [[ "$pending" =~ ^[0-9]+$ ]]; then
+      answered=1
+      if ((failed > 0)); then
+        die "${failed} batched background migration(s) failed: retry them in Admin > Monitoring > Background" \
+          "migrations (docs.gitlab.com/update/background_migrations), then run pulumi up again"
+      fi
+      if ((pending == 0)); then
+        if remaining="$(sidekiq_migrations_remaining)" && ((remaining == 0)); then
+          log "every background migration has finished (batched and Sidekiq-based)"
+          return 0
+        fi
+        pending="${remaining:-an unknown number of} Sidekiq-based"
+      fi
+    else
+      pending=""
+      if ((!answered && polls >= 20)); then
+        return 2
+      fi
     fi
-    if [[ "$pending" == 0 ]]; then
-      log "every batched background migration has finished"
-      return 0
-    fi
-    if ((SECONDS >= deadline)); then
-      die "batched background migrations still running after ${timeout}s (${pending:-unknown} left): GitLab is" \
+    if ((SECONDS >= deadline || polls >= max_polls)); then
+      die "background migrations still running after ${timeout}s (${pending:-unknown} left): GitLab is" \
         "up; watch Admin > Monitoring > Background migrations and run pulumi up again, which waits for them"
     fi
     if ((SECONDS >= next_heartbeat)); then
-      log "${pending:-?} batched background migration(s) still running (Admin > Monitoring > Background migrations)"
+      log "${pending:-?} background migration(s) still running (Admin > Monitoring > Background migrations)"
       next_heartbeat=$((SECONDS + 60))
     fi
     sleep 15
   done
 }
 
+container_running() {
+  [[ "$(docker inspect --format '{{.State.Running}}' gitlab 2>/dev/null)" == true ]]
+}
+
+# GitLab's upgrade rule: the running version's background migrations finish before it is left.
+# Only PostgreSQL must answer (not the web UI or the registry). When it cannot be asked (GitLab is
+# not running, or its database does not answer), the upgrade is refused unless the operator
+# created SKIP_MIGRATION_CHECK on the host, which is used once.
+wait_before_upgrade() {
+  local old="$1" new="$2" status=0 why
+  if container_running; then
+    wait_for_background_migrations 3600 "before leaving GitLab ${old}" || status=$?
+    ((status == 0)) && return 0
+    why="GitLab ${old}'s database did not answer (docker exec gitlab gitlab-psql)"
+  else
+    why="GitLab ${old} is not running on this host"
+  fi
+  if [[ -f "$SKIP_MIGRATION_CHECK" ]]; then
+    rm -f "$SKIP_MIGRATION_CHECK"
+    log "WARNING: ${why}: upgrading to ${new} without checking its background migrations, as ${SKIP_MIGRATION_CHECK} asked (now removed)"
+    return 0
+  fi
+  die "${why}, so its background migrations cannot be checked before the upgrade to ${new} (an unfinished one" \
+    "makes the new version's database migrations fail). Start GitLab ${old} (pulumi up with gitlabImageTag on a ${old}" \
+    "tag, or 'sudo systemctl start gitlab' on the host) and run pulumi up again; or, if ${old} cannot run, run" \
+    "'sudo touch ${SKIP_MIGRATION_CHECK#"$HOST_ROOT"}' on the GitLab host and pulumi up again (used once). Nothing was stopped."
+}
+
 run_pre_upgrade_hook() {
+  local old="$1" new="$2"
   if [[ -x "$PRE_UPGRADE_HOOK" ]]; then
-    log "running ${PRE_UPGRADE_HOOK} ${previous_version} ${GITLAB_VERSION}"
-    "$PRE_UPGRADE_HOOK" "$previous_version" "$GITLAB_VERSION" || die "${PRE_UPGRADE_HOOK} failed; GitLab was not stopped"
+    log "running ${PRE_UPGRADE_HOOK} ${old} ${new}"
+    "$PRE_UPGRADE_HOOK" "$old" "$new" || die "${PRE_UPGRADE_HOOK} failed; GitLab was not stopped"
   else
     log "no pre-upgrade hook (${PRE_UPGRADE_HOOK}): no backup is taken before this upgrade; the data volume is kept"
   fi
@@ -274,6 +399,41 @@ WantedBy=multi-user.target
 UNIT
 }
 
+# write_files IMAGE: everything GitLab reads, pointing at IMAGE; restart_needed=1 when a file it
+# reads at start changed. The certificate and its key are not among those: nginx re-reads them on a
+# HUP (ensure_certificate_served), so a renewal does not restart GitLab.
+restart_needed=0
+write_files() {
+  local image="$1" type key
+  # Read by the Omnibus configuration only at the database's first seed; deleted once GitLab is up.
+  put "$CONFIG_DIR/pulumi_initial_root_password" 0600 <"$workdir/root_password"
+  put_text "$CERTIFICATE" 0644 "$GITLAB_TLS_CERT"
+  put "$CONFIG_DIR/ssl/${host}.key" 0600 <"$workdir/tls_key"
+
+  changed=0
+  put_text "$CONFIG_DIR/trusted-certs/gitops-gitlab-ca.crt" 0644 "$GITLAB_CA_PEM"
+  # The image generates only missing host keys (omnibus-gitlab docker/assets/init-container) and
+  # sshd_config names exactly these files: placed before the first start, they fix the identity in
+  # known_hosts.
+  for type in ed25519 ecdsa rsa; do
+    key="$CONFIG_DIR/ssh_host_${type}_key"
+    put "$key" 0600 <"$workdir/ssh_host_${type}_key"
+    put "${key}.pub" 0644 < <(ssh-keygen -y -f "$key")
+  done
+  put_text "$GITOPS_DIR/gitlab.env" 0644 "GITLAB_IMAGE=${image}
+"
+  put_text "$OMNIBUS_CONFIG" 0644 "$GITLAB_OMNIBUS_CONFIG"
+  write_unit
+  restart_needed="$changed"
+
+  # Trust for the host: its own curl checks, and dockerd pulling job images from the registry
+  # (Docker reads /etc/docker/certs.d/<host>:<port>/ca.crt at each pull, no restart).
+  put_text "$HOST_CA" 0644 "$GITLAB_CA_PEM"
+  put_text "${HOST_ROOT}/etc/docker/certs.d/${host}:5050/ca.crt" 0644 "$GITLAB_CA_PEM"
+  systemctl daemon-reload
+  systemctl enable --quiet gitlab.service
+}
+
 # ---- readiness -------------------------------------------------------------------------------
 # Reconfigured (the root password is seeded), healthy (/-/readiness answers only from localhost:
 # gitlab_rails['monitoring_whitelist']), and served through the published ports with the
@@ -318,80 +478,133 @@ wait_for_gitlab() {
   done
 }
 
+# ---- the certificate nginx serves ---------------------------------------------------------------
+# nginx terminates TLS for the web UI (443) and, in the same process, for the registry (5050:
+# registry_nginx, omnibus-gitlab files/gitlab-cookbooks/registry/templates/default/
+# nginx-gitlab-registry.conf.erb `listen ... ssl`, `ssl_certificate`); the registry itself listens on
+# plain HTTP at 127.0.0.1:5000 (libraries/registry.rb registry_http_addr). So `gitlab-ctl hup nginx`
+# loads a renewed certificate for both ("Update the SSL certificates", doc/settings/ssl/_index.md;
+# nginx re-reads its configuration and certificates on HUP). Whether to reload is decided from what
+# is served, not from whether the file just changed: a reload that failed once is retried next run.
+# openssl comes with ca-certificates (install-docker.sh).
+served_fingerprint() {
+  timeout 15 openssl s_client -connect "127.0.0.1:$1" -servername "$host" </dev/null 2>/dev/null |
+    openssl x509 -noout -fingerprint -sha256 2>/dev/null || true
+}
+
+certificate_served() {
+  local wanted
+  wanted="$(openssl x509 -in "$CERTIFICATE" -noout -fingerprint -sha256)" || die "${CERTIFICATE} is not a PEM certificate"
+  [[ "$(served_fingerprint 443)" == "$wanted" && "$(served_fingerprint 5050)" == "$wanted" ]]
+}
+
+reload_nginx() {
+  log "nginx serves another certificate than ${CERTIFICATE} on 443 or 5050: reloading it (gitlab-ctl hup nginx), GitLab keeps running"
+  docker exec gitlab gitlab-ctl hup nginx || log "gitlab-ctl hup nginx failed (exit $?)"
+}
+
+# Before waiting for GitLab: reload a stale certificate if nginx answers at all (an expired one
+# would fail the readiness checks, which trust only the stack's CA).
+reload_stale_certificate() {
+  [[ -n "$(served_fingerprint 443)" ]] || return 0
+  certificate_served || reload_nginx
+}
+
+# Once GitLab serves: the certificate served on 443 and 5050 must be the file's, or the step fails.
+ensure_certificate_served() {
+  local attempt
+  certificate_served && return 0
+  reload_nginx
+  for attempt in 1 2 3 4 5 6 7 8 9 10 11 12; do
+    if certificate_served; then
+      log "nginx serves the current certificate on 443 and 5050 (after ${attempt} check(s))"
+      return 0
+    fi
+    sleep 5
+  done
+  die "nginx still serves another certificate than ${CERTIFICATE} on 443 or 5050 after gitlab-ctl hup nginx:" \
+    "see ${MOUNT_POINT}/logs/nginx/error.log; run pulumi up again (it compares and reloads again), or restart GitLab" \
+    "('sudo systemctl restart gitlab' on the host)"
+}
+
+# ---- one release on the data volume ------------------------------------------------------------
+pull_image() {
+  if ! docker image inspect "$1" >/dev/null 2>&1; then
+    log "pulling $1"
+    retry 3 timeout 1800 docker pull --quiet "$1"
+  fi
+}
+
+# GitLab runs IMAGE: the service is active and its container was created from IMAGE.
+gitlab_runs() {
+  systemctl is-active --quiet gitlab.service &&
+    [[ "$(docker inspect --format '{{.Config.Image}}' gitlab 2>/dev/null)" == "$1" ]]
+}
+
+# Older gitlab/gitlab-ce images are ~4 GB each on the root disk: keep only the one running.
+prune_gitlab_images() {
+  local image
+  while read -r image; do
+    [[ -n "$image" && "$image" != "$1" ]] || continue
+    if docker image rm "$image" >/dev/null 2>&1; then
+      log "removed the unused image ${image}"
+    else
+      log "could not remove the unused image ${image} (docker image rm); it only takes disk space"
+    fi
+  done < <(docker image ls gitlab/gitlab-ce --format '{{.Repository}}:{{.Tag}}' 2>/dev/null || true)
+}
+
+# run_release IMAGE: make the data volume run IMAGE (one hop of an upgrade, or the steady state).
+run_release() {
+  local image="$1" version upgrading=0
+  version="$(image_version "$image")"
+  [[ -n "$previous_version" && "$previous_version" != "$version" ]] && upgrading=1
+
+  # Everything that can refuse or fail comes before any file changes: a re-run finds the host as it was.
+  pull_image "$image"
+  if ((upgrading)); then
+    check_postgresql "$version"
+    wait_before_upgrade "$previous_version" "$version"
+    run_pre_upgrade_hook "$previous_version" "$version"
+  fi
+
+  write_files "$image"
+  if ((upgrading || restart_needed)) || ! gitlab_runs "$image"; then
+    # Set until the new version's background migrations have finished: a re-run waits for them.
+    if ((upgrading)); then
+      printf '%s %s\n' "$previous_version" "$version" >"$UPGRADE_MARKER"
+    fi
+    log "starting GitLab (${image})"
+    systemctl restart gitlab.service
+  else
+    log "GitLab's configuration is unchanged"
+    reload_stale_certificate
+  fi
+
+  wait_for_gitlab 1800
+  ensure_certificate_served
+  if [[ -f "$UPGRADE_MARKER" ]]; then
+    local status=0
+    wait_for_background_migrations 3600 "after the upgrade $(<"$UPGRADE_MARKER")" || status=$?
+    ((status == 0)) || die "GitLab ${version} serves, but its database did not answer (docker exec gitlab gitlab-psql):" \
+      "its background migrations cannot be checked; run pulumi up again, which waits for them"
+    rm -f "$UPGRADE_MARKER"
+  fi
+  # The Rails VERSION file the container's reconfigure copies to the data volume
+  # (omnibus-gitlab files/gitlab-cookbooks/gitlab/recipes/gitlab-rails.rb): the version now running.
+  read_previous_version
+  [[ "$previous_version" == "$version" ]] ||
+    die "GitLab serves, but ${VERSION_FILE} says ${previous_version:-nothing}, not ${version}: the container did not" \
+      "finish its reconfigure on ${image} (docker logs gitlab; ${MOUNT_POINT}/logs/reconfigure/). Run pulumi up again."
+  prune_gitlab_images "$image"
+}
+
 # ---- main ------------------------------------------------------------------------------------
 mount_data_volume
 read_previous_version
-check_version_change
-upgrading=0
-if [[ -n "$previous_version" && "$previous_version" != "$GITLAB_VERSION" ]]; then
-  upgrading=1
-fi
-
-# Read by the Omnibus configuration only at the database's first seed; deleted once GitLab is up.
-put "$CONFIG_DIR/pulumi_initial_root_password" 0600 <"$workdir/root_password"
-
-# The certificate and its key: nginx serves them for the web UI and the registry, and re-reads them
-# on a HUP ("Update the SSL certificates", omnibus-gitlab doc/settings/ssl/_index.md).
-changed=0
-put_text "$CONFIG_DIR/ssl/${host}.crt" 0644 "$GITLAB_TLS_CERT"
-put "$CONFIG_DIR/ssl/${host}.key" 0600 <"$workdir/tls_key"
-tls_changed="$changed"
-
-# Everything else the container reads at start: a change restarts it.
-changed=0
-put_text "$CONFIG_DIR/trusted-certs/gitops-gitlab-ca.crt" 0644 "$GITLAB_CA_PEM"
-# The image generates only missing host keys (omnibus-gitlab docker/assets/init-container) and sshd_config
-# names exactly these files: placed before the first start, they fix the identity in known_hosts.
-for type in ed25519 ecdsa rsa; do
-  key="$CONFIG_DIR/ssh_host_${type}_key"
-  put "$key" 0600 <"$workdir/ssh_host_${type}_key"
-  put "${key}.pub" 0644 < <(ssh-keygen -y -f "$key")
+plan_upgrade
+for hop in "${hops[@]}"; do
+  run_release "$hop"
 done
-put_text "$GITOPS_DIR/gitlab.env" 0644 "GITLAB_IMAGE=${GITLAB_IMAGE}
-"
-put_text "$OMNIBUS_CONFIG" 0644 "$GITLAB_OMNIBUS_CONFIG"
-write_unit
-restart_needed="$changed"
-
-# Trust for the host: its own curl checks, and dockerd pulling job images from the registry
-# (Docker reads /etc/docker/certs.d/<host>:<port>/ca.crt at each pull, no restart).
-put_text "$HOST_CA" 0644 "$GITLAB_CA_PEM"
-put_text "${HOST_ROOT}/etc/docker/certs.d/${host}:5050/ca.crt" 0644 "$GITLAB_CA_PEM"
-
-if ! docker image inspect "$GITLAB_IMAGE" >/dev/null 2>&1; then
-  log "pulling ${GITLAB_IMAGE}"
-  retry 3 timeout 1800 docker pull --quiet "$GITLAB_IMAGE"
-fi
-
-systemctl daemon-reload
-systemctl enable --quiet gitlab.service
-running=0
-systemctl is-active --quiet gitlab.service && running=1
-if ((restart_needed)) || ((!running)); then
-  if ((upgrading)); then
-    if ((running)) && gitlab_serving; then
-      # GitLab's upgrade rule: the previous version's background migrations finish first.
-      wait_for_background_migrations 3600 "before leaving GitLab ${previous_version}"
-    else
-      log "GitLab ${previous_version} is not serving: its background migrations cannot be checked before the upgrade"
-    fi
-    run_pre_upgrade_hook
-    printf '%s %s\n' "$previous_version" "$GITLAB_VERSION" >"$UPGRADE_MARKER"
-  fi
-  log "starting GitLab (${GITLAB_IMAGE})"
-  systemctl restart gitlab.service
-elif ((tls_changed)); then
-  log "only the TLS certificate changed: reloading nginx and the registry (gitlab-ctl hup), GitLab keeps running"
-  docker exec gitlab gitlab-ctl hup nginx
-  docker exec gitlab gitlab-ctl hup registry
-else
-  log "GitLab's configuration is unchanged"
-fi
-
-wait_for_gitlab 1800
-if [[ -f "$UPGRADE_MARKER" ]]; then
-  wait_for_background_migrations 3600 "after the upgrade $(<"$UPGRADE_MARKER")"
-  rm -f "$UPGRADE_MARKER"
-fi
 rm -f "$CONFIG_DIR/pulumi_initial_root_password" "$CONFIG_DIR/initial_root_password"
 log "GitLab ${GITLAB_VERSION} serves https://${host} (registry ${host}:5050, git over SSH on port 2222)"
