@@ -358,6 +358,16 @@ def test_removal_drains_then_deletes_the_node_and_then_does_nothing(host: StubHo
     assert [call for call in host.calls("kubectl") if "drain" in call or "delete" in call] == []
 
 
+def test_a_dead_api_server_cannot_drain_and_does_not_hold_the_instance(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5").set(nodes="worker3\n", api="down")
+    result = host.run(
+        "cluster/remove-worker.sh", {"NODE_NAME": "worker3", "DRAIN_TIMEOUT_SECONDS": "5", "API_TIMEOUT_SECONDS": "1"}
+    )
+    assert result.returncode == 0, result.stderr
+    assert "cannot be drained; its instance goes anyway" in result.stderr
+    assert not [call for call in host.calls("kubectl") if call.startswith(("kubectl drain", "kubectl delete"))]
+
+
 def test_a_drain_that_cannot_finish_keeps_the_node_and_fails(host: StubHost) -> None:
     host.kubernetes(server="v1.36.5").set(nodes="worker3\n", drain="fail")
     result = host.run("cluster/remove-worker.sh", {"NODE_NAME": "worker3", "DRAIN_TIMEOUT_SECONDS": "5"})
