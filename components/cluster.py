@@ -103,11 +103,11 @@ class KubeadmCluster(pulumi.ComponentResource):
         ]
         upgraded = upgrade_workers(
             name,
-            nodes.workers,
+            [(node, worker.membership) for node, worker in zip(nodes.workers, workers, strict=True)],
             master,
             ssh,
             version=self.kubernetes_version,
-            after=[gate, *(worker.membership for worker in workers)],
+            after=[gate],
             parent=self,
         )
         certificates = certificate_renewal(name, master, ssh, after=[gate], parent=self)

@@ -89,7 +89,7 @@ def upgrade_control_plane(
 
 def upgrade_workers(
     name: str,
-    workers: list[Node],
+    workers: list[tuple[Node, pulumi.Resource]],
     master: Node,
     ssh: SshAccess,
     *,
@@ -97,10 +97,13 @@ def upgrade_workers(
     after: list[pulumi.Resource],
     parent: pulumi.Resource,
 ) -> list[command.remote.Command]:
-    """Bring each worker, one after the other, to the control plane's ``version``; returns each worker's last step."""
+    """Bring each worker, one after the other, to the control plane's ``version``; returns each worker's last step.
+
+    ``workers`` pairs each worker with the step after which it is a Ready member of the cluster.
+    """
     done: list[command.remote.Command] = []
     previous: list[pulumi.Resource] = list(after)
-    for worker in workers:
+    for worker, admitted in workers:
         env = {"NODE_NAME": worker.name, "KUBERNETES_VERSION": version}
         drain = remote_step(
             f"{name}-{worker.name}-upgrade-drain",
@@ -109,7 +112,7 @@ def upgrade_workers(
             script="cluster/worker-upgrade-drain.sh",
             env={**env, "DRAIN_TIMEOUT_SECONDS": str(DRAIN_TIMEOUT_SECONDS)},
             triggers=[worker.instance.id],
-            opts=pulumi.ResourceOptions(parent=parent, depends_on=previous),
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=[*previous, admitted]),
         )
         upgrade = remote_step(
             f"{name}-{worker.name}-upgrade",

@@ -109,7 +109,8 @@ def test_a_patch_upgrade_takes_the_same_path() -> None:
 
 
 def test_adding_a_worker_only_adds() -> None:
-    plan = second_up({"workerCount": 3})
+    result = run_twice(before=ADMIN, after={"workerCount": 3})
+    plan = result.plan
     assert set(plan.touched().values()) == {"create"}
     assert plan.touched(INSTANCE) == {f"{K8S}-worker3": "create"}
     # The new worker boots, gets its material, joins and is admitted, then follows the cluster's version.
@@ -118,6 +119,10 @@ def test_adding_a_worker_only_adds() -> None:
         for step in ("worker3", "worker3-config", "worker3-join", "worker3-upgrade-drain", "worker3-upgrade-uncordon")
     ]
     assert order == sorted(order)
+    after = result.after
+    drain = after.one(COMMAND, f"{K8S}-worker3-upgrade-drain")
+    assert after.one(COMMAND, f"{K8S}-worker3-membership").urn in drain.depends_on  # only once it is Ready
+    assert after.one(COMMAND, f"{K8S}-worker2-upgrade-uncordon").urn in drain.depends_on  # one worker at a time
 
 
 def test_removing_a_worker_drains_it_before_its_instance_goes() -> None:
