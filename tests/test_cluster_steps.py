@@ -120,13 +120,26 @@ def run_boot(host: StubHost) -> subprocess.CompletedProcess[str]:
     )
 
 
+MADISON_BY_PACKAGE = r"""
+if [ "$2" = containerd.io ]; then
+  for v in 2.1.5-1~debian.12~bookworm 2.2.1-1~debian.12~bookworm 2.2.5-1~debian.12~bookworm 2.3.0-1~debian.12~bookworm; do
+    echo "containerd.io | $v | https://download.docker.com/linux/debian bookworm/stable amd64 Packages"
+  done
+else
+  cat "$STATE/madison"
+fi
+"""
+
+
 def test_boot_installs_containerd_of_one_series_and_the_kubernetes_packages_held(host: StubHost) -> None:
     host.kubernetes(server="v0.0.0", kubelet="v0.0.0", kubeadm="v0.0.0").packages("1.36.4-1.1", "1.36.5-1.1")
-    boot(host, KUBERNETES_MINOR="1.36", CONTAINERD_SERIES=kubeadm.CONTAINERD_SERIES)
+    # Docker's repository lists other series too; the newest of the pinned one is installed.
+    host.stub("apt-cache", MADISON_BY_PACKAGE)
+    boot(host, KUBERNETES_MINOR="1.36", CONTAINERD_SERIES="2.2")
     result = run_boot(host)
     assert result.returncode == 0, result.stderr
     apt = host.calls("apt-get", "apt-mark")
-    containerd = f"apt-get -o DPkg::Lock::Timeout=300 -q install -y --no-install-recommends containerd.io={kubeadm.CONTAINERD_SERIES}.*"
+    containerd = "apt-get -o DPkg::Lock::Timeout=300 -q install -y --no-install-recommends containerd.io=2.2.5-1~debian.12~bookworm"
     kubernetes = (
         "apt-get -o DPkg::Lock::Timeout=300 -q install -y --no-install-recommends --allow-downgrades "
         "--allow-change-held-packages kubelet=1.36.5-1.1 kubeadm=1.36.5-1.1 kubectl=1.36.5-1.1 kubernetes-cni"
@@ -146,6 +159,7 @@ def test_boot_installs_containerd_of_one_series_and_the_kubernetes_packages_held
 
 def test_boot_installs_the_configured_patch_when_one_is_pinned(host: StubHost) -> None:
     host.kubernetes(server="v0.0.0").packages("1.36.4-1.1", "1.36.5-1.1")
+    host.stub("apt-cache", MADISON_BY_PACKAGE)
     boot(host, KUBERNETES_MINOR="1.36", KUBERNETES_PATCH="1.36.4", CONTAINERD_SERIES="2.2")
     assert run_boot(host).returncode == 0
     assert any("kubeadm=1.36.4-1.1" in call for call in host.calls("apt-get"))
@@ -153,6 +167,7 @@ def test_boot_installs_the_configured_patch_when_one_is_pinned(host: StubHost) -
 
 def test_boot_fails_clearly_when_kubernetes_cni_brings_no_bridge_plugin(host: StubHost) -> None:
     host.kubernetes(server="v0.0.0").packages("1.36.5-1.1").set(**{"no-cni": "1"})
+    host.stub("apt-cache", MADISON_BY_PACKAGE)
     boot(host, KUBERNETES_MINOR="1.36", CONTAINERD_SERIES="2.2")
     result = run_boot(host)
     assert result.returncode == 1
@@ -171,7 +186,7 @@ def test_the_package_version_is_the_newest_of_what_was_asked(host: StubHost, wan
     assert result.stdout == expected + "\n"
     missing = host.run("x", program=step_script("cluster/packages.sh") + '\nkubernetes_deb_version "1.38"\n')
     assert missing.returncode == 1
-    assert "pkgs.k8s.io has no kubeadm 1.38 package" in missing.stderr
+    assert "no kubeadm 1.38 package in the configured repositories" in missing.stderr
 
 
 # ------------------------------------------------------------------------------------------------

@@ -44,8 +44,9 @@ fetch_key https://download.docker.com/linux/debian/gpg "$KEYRINGS/docker.gpg"
 printf 'deb [arch=%s signed-by=%s/docker.gpg] https://download.docker.com/linux/debian %s stable\n' \
   "$(dpkg --print-architecture)" "$KEYRINGS" "$codename" >"${ROOT}/etc/apt/sources.list.d/docker.list"
 apt_get update
-log "installing containerd.io ${CONTAINERD_SERIES}.x"
-apt_get install -y --no-install-recommends "containerd.io=${CONTAINERD_SERIES}.*"
+containerd="$(newest_version containerd.io "$CONTAINERD_SERIES")"
+log "installing containerd.io ${containerd}"
+apt_get install -y --no-install-recommends "containerd.io=${containerd}"
 apt-mark hold containerd.io >/dev/null
 
 # kubernetesPatch, or the newest patch of the minor; a worker's join moves it to the cluster's version.

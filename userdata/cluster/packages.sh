@@ -38,14 +38,17 @@ use_kubernetes_minor() {
   apt_get update
 }
 
-# kubernetes_deb_version VERSION: the newest kubeadm package of VERSION (1.36 or 1.36.5), e.g. 1.36.5-1.1.
-kubernetes_deb_version() {
-  local wanted="$1" found
-  found="$(apt-cache madison kubeadm | awk -F'|' '{ gsub(/ /, "", $2); print $2 }' |
+# newest_version PACKAGE VERSION: the newest package version of VERSION (1.36 or 1.36.5 for
+# kubeadm, e.g. 1.36.5-1.1; 2.2 for containerd.io, e.g. 2.2.5-1~debian.12~bookworm).
+newest_version() {
+  local package="$1" wanted="$2" found
+  found="$(apt-cache madison "$package" | awk -F'|' '{ gsub(/ /, "", $2); print $2 }' |
     grep -E "^${wanted//./\\.}[.-]" | sort -V | tail -n 1)" || true
-  [[ -n "$found" ]] || die "pkgs.k8s.io has no kubeadm ${wanted} package ($(cat "${FS_ROOT:-}$K8S_SOURCES" 2>/dev/null))"
+  [[ -n "$found" ]] || die "no ${package} ${wanted} package in the configured repositories (apt-cache madison ${package})"
   printf '%s\n' "$found"
 }
+
+kubernetes_deb_version() { newest_version kubeadm "$1"; }
 
 # install_kubernetes DEB_VERSION PACKAGE...: those packages at exactly DEB_VERSION, plus
 # kubernetes-cni, all held. Downgrades are allowed: a new node follows the version the cluster runs.
