@@ -13,6 +13,7 @@ from components.gitlab_host import GitLabHost, GitLabHostArgs
 from components.gitlab_integration import GitLabIntegration, GitLabIntegrationArgs
 from components.hosts import SshAccess
 from components.network import Network, NetworkArgs
+from components.remote import operator_ssh_key_step
 
 config = load_config()
 
@@ -32,12 +33,18 @@ gitlab_host = GitLabHost(
     ),
 )
 
+# operatorSshPublicKey follows the configuration on the GitLab host too (its user data is first-boot only).
+operator_ssh_key_step(
+    "gitlab-operator-ssh-key", config, ssh, host=gitlab_host.public_ip, instance_id=gitlab_host.instance_id
+)
+
 # The nodes trust GitLab's registry from the start: its CA and host:port are known before the
 # GitLab instance is up, so the cluster never waits for GitLab.
 cluster = KubeadmCluster(
     "gitops-k8s",
     KubeadmClusterArgs(
         config=config,
+        vpc_id=network.vpc_id,
         subnet_ids=network.subnet_ids,
         cluster_security_group_id=network.cluster_security_group_id,
         gitlab_security_group_id=network.gitlab_security_group_id,
@@ -115,6 +122,7 @@ pulumi.export("kubernetesPrivateApiUrl", cluster.private_api_url)
 pulumi.export("kubeconfig", cluster.kubeconfig)
 pulumi.export("clusterCaPem", cluster.ca_pem)
 pulumi.export("kubernetesVersion", cluster.kubernetes_version)
+pulumi.export("clusterCertificatesExpireAt", cluster.certificates_expire_at)
 pulumi.export("nodes", cluster.nodes)
 pulumi.export("appUrls", cluster.app_urls)
 

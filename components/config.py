@@ -79,6 +79,13 @@ KEYS: tuple[Key, ...] = (
         f"Kubernetes minor installed from pkgs.k8s.io (one of {', '.join(SUPPORTED_KUBERNETES_MINORS)}).",
     ),
     Key(
+        "kubernetesPatch",
+        "string",
+        "",
+        "Exact Kubernetes patch to run, e.g. 1.36.7 (a patch of kubernetesVersion). Empty: the newest patch "
+        "of kubernetesVersion when the cluster is created or moved to that minor; nothing upgrades by itself.",
+    ),
+    Key(
         "flannelVersion",
         "string",
         versions.FLANNEL_VERSION,
@@ -172,6 +179,7 @@ class StackConfig:
     gitlab_data_volume_protect: bool
     worker_count: int
     kubernetes_version: str
+    kubernetes_patch: str | None
     flannel_version: str
     gitlab_image_tag: str
     gitlab_runner_image_tag: str
@@ -382,6 +390,21 @@ def _gitlab_image_tag(reader: _Reader) -> str:
     return value
 
 
+def _kubernetes_patch(reader: _Reader) -> str | None:
+    """An exact patch of the configured minor, or None (the newest patch when the minor is installed)."""
+    value = reader.string("kubernetesPatch").strip().removeprefix("v")
+    if not value:
+        return None
+    minor = reader.string("kubernetesVersion").strip().removeprefix("v")
+    if not re.fullmatch(r"\d+\.\d+\.\d+", value) or not value.startswith(minor + "."):
+        reader.fail(
+            "kubernetesPatch",
+            value,
+            f"an exact patch of kubernetesVersion {minor} such as {minor}.7, or empty for the newest patch",
+        )
+    return value
+
+
 def _extra_tags(reader: _Reader) -> tuple[tuple[str, str], ...]:
     tags = []
     for item in reader.string_list("extraTags", "CostCenter=platform") or []:
@@ -423,6 +446,7 @@ def parse_config(raw: Mapping[str, str | None], project: str, stack: str) -> Sta
         gitlab_data_volume_protect=reader.boolean("gitlabDataVolumeProtect"),
         worker_count=reader.integer("workerCount", 1, MAX_WORKERS),
         kubernetes_version=_kubernetes_minor(reader),
+        kubernetes_patch=_kubernetes_patch(reader),
         flannel_version=reader.matching("flannelVersion", _SEMVER_TAG, "a pinned release tag such as v0.28.9"),
         gitlab_image_tag=_gitlab_image_tag(reader),
         gitlab_runner_image_tag=reader.matching(

@@ -17,7 +17,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from components.cloudinit import INSTALL_DIR, cloud_config, env_file, script_file
+from components.cloudinit import INSTALL_DIR, cloud_config, env_file, read_script, script_file
 from components.config import CLUSTER_RANGES
 
 # kubeadm configuration API (kubernetes/website content/en/docs/reference/config-api/kubeadm-config.v1beta4.md):
@@ -41,10 +41,15 @@ ADMIN_GROUP = "kubeadm:cluster-admins"
 ADMIN_USER = "pulumi-admin"  # the CN: how the API server's audit log names this kubeconfig's user
 # The group kubeadm grants its bootstrap tokens: bound to node bootstrapping and CSR auto-approval.
 BOOTSTRAP_TOKEN_GROUP = "system:bootstrappers:kubeadm:default-node-token"
-BOOTSTRAP_TOKEN_TTL_HOURS = 24  # BootstrapToken.ttl default; the join-token step renews it before joins
+BOOTSTRAP_TOKEN_TTL_HOURS = 24  # BootstrapToken.ttl default; each worker's admit step renews it while it joins
 BOOTSTRAP_TOKEN = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")  # BootstrapTokenString
 CONTAINERD_HOSTS_DIR = "/etc/containerd/certs.d"  # containerd docs/hosts.md
 NODE_ENV = "cluster-node"  # /etc/gitops/cluster-node.env, read by userdata/cluster/node-bootstrap.sh
+# containerd.io from Docker's Debian repository, held to one release series so an `apt-get upgrade`
+# never moves the runtime under the kubelet. Docker's packaging still builds release/2.2 (v2.2.5 in
+# July 2026: docker/packaging#466, #467; 2.2.x listed for bookworm: docker/for-linux#1556); containerd's
+# RELEASES.md gives 2.x for every Kubernetes minor this product supports. Move it when Docker ships 2.3.
+CONTAINERD_SERIES = "2.2"
 
 
 def ca_cert_hash(ca_pem: str) -> str:
@@ -60,18 +65,20 @@ def ca_cert_hash(ca_pem: str) -> str:
     return "sha256:" + hashlib.sha256(spki).hexdigest()
 
 
-def installed_kubernetes_version(kubeadm_version: str, minor: str) -> str:
-    """The control plane's exact version: `kubeadm version -o short` on the host, checked against config.
+KUBERNETES_VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
 
-    pkgs.k8s.io serves one repository per minor, so the patch is whatever was newest when the node
-    booted; the ClusterConfiguration must name exactly that patch (kubeadm pulls matching images).
+
+def kubernetes_version(text: str, source: str) -> str:
+    """An exact Kubernetes version (``v1.36.5``) a step printed on stdout, checked for its shape.
+
+    ``source`` names the step for the error: the version must be exact because kubeadm pulls the
+    control-plane images of exactly the version its configuration names.
     """
-    version = kubeadm_version.strip()
-    match = re.fullmatch(r"v(\d+\.\d+)\.\d+", version)
-    if not match or match.group(1) != minor:
+    version = text.strip()
+    if not KUBERNETES_VERSION.match(version):
         raise ValueError(
-            f"kubeadm on the control plane reports {version!r}; expected v{minor}.<patch> "
-            f"(kubernetesVersion is {minor}). See /var/log/cloud-init-output.log on the control plane."
+            f"{source} printed {version!r}; expected an exact version such as v1.36.5. "
+            "See the step's output in `pulumi up` and /var/log/cloud-init-output.log on the control plane."
         )
     return version
 
@@ -197,37 +204,38 @@ def registry_hosts_toml(registry_host: str) -> str:
 
 
 _REGISTRY_HOST = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?:\d{1,5}$")
+CRICTL_YAML = f"runtime-endpoint: {CRI_SOCKET}\nimage-endpoint: {CRI_SOCKET}\n"
 
 
 def node_cloud_config(
-    *,
-    hostname: str,
-    kubernetes_minor: str,
-    registry_host: str,
-    registry_ca_pem: str,
-    operator_ssh_public_key: str | None,
+    *, hostname: str, kubernetes_minor: str, kubernetes_patch: str | None, operator_ssh_public_key: str | None
 ) -> dict[str, Any]:
-    """The user data of every node: public material only (kernel settings, packages, registry trust).
+    """The user data of every node: first boot only (kernel settings, containerd, kubelet/kubeadm/kubectl).
+
+    Nothing in it may need to change later: cluster instances ignore `userData` after creation (a
+    change would stop and start them, and cloud-init would not run it again). What can change after
+    boot (registry trust, containerd settings, the operator's key) is applied over SSH by the node
+    material step (`node_material`, userdata/cluster/node-config.sh), on every node.
 
     The boot script (userdata/cluster/node-bootstrap.sh) does all package work itself, with retries:
     the control plane has no public address until its Elastic IP is associated, moments after the
     instance starts, so cloud-init's own package_update would fail on it.
 
-    containerd's config.toml is `containerd config default` edited as parsed TOML by
-    userdata/cluster/containerd_config.py, not with sed: the default's text differs between releases
-    (2.0/2.1 before containerd PR #12244 print no `SystemdCgroup` line at all; 2.x prints
-    `config_path = ''` in several tables), and Python's tomllib reads what the script then checks.
+    containerd's configuration is the material step's too: it runs before `kubeadm init`/`join`.
 
-    EC2 limits user data to 16 KB: the scripts are kept short, and tests check the size with a
-    full-size registry CA.
+    EC2 limits user data to 16 KB: the scripts are kept short, and tests check the size.
     """
-    if not _REGISTRY_HOST.match(registry_host):
-        raise ValueError(f"registry host {registry_host!r} is not <dns-name>:<port>, e.g. gitlab.example.com:5050")
-    registry_dir = f"{CONTAINERD_HOSTS_DIR}/{registry_host}"
     write_files = [
         script_file("cluster/node-bootstrap.sh"),
-        script_file("cluster/containerd_config.py"),
-        env_file(NODE_ENV, {"KUBERNETES_MINOR": kubernetes_minor, "REGISTRY_HOST": registry_host}),
+        script_file("cluster/packages.sh"),
+        env_file(
+            NODE_ENV,
+            {
+                "KUBERNETES_MINOR": kubernetes_minor,
+                "KUBERNETES_PATCH": kubernetes_patch or "",
+                "CONTAINERD_SERIES": CONTAINERD_SERIES,
+            },
+        ),
         # Kubernetes "Container runtimes" prerequisites, and what flannel's bridge plugin needs.
         {
             "path": "/etc/modules-load.d/kubernetes.conf",
@@ -243,15 +251,6 @@ def node_cloud_config(
                 "net.bridge.bridge-nf-call-ip6tables = 1\n"
             ),
         },
-        # Registry trust, read by containerd at pull time (no restart needed: containerd docs/hosts.md).
-        {"path": f"{registry_dir}/hosts.toml", "permissions": "0644", "content": registry_hosts_toml(registry_host)},
-        {"path": f"{registry_dir}/ca.crt", "permissions": "0644", "content": registry_ca_pem},
-        # crictl (cri-tools, installed with kubeadm) otherwise probes several sockets and warns.
-        {
-            "path": "/etc/crictl.yaml",
-            "permissions": "0644",
-            "content": f"runtime-endpoint: {CRI_SOCKET}\nimage-endpoint: {CRI_SOCKET}\n",
-        },
     ]
     return cloud_config(
         hostname=hostname,
@@ -259,3 +258,37 @@ def node_cloud_config(
         runcmd=[[f"{INSTALL_DIR}/cluster/node-bootstrap.sh"]],
         operator_ssh_public_key=operator_ssh_public_key,
     )
+
+
+def node_material(*, registry_host: str, registry_ca_pem: str, operator_ssh_public_key: str | None) -> dict[str, str]:
+    """The parameters of the node material step, digest included: everything that may change after boot.
+
+    GitLab's registry host and CA (containerd reads certs.d at pull time: no restart, containerd
+    docs/hosts.md), containerd's settings (a restart, which running containers survive because
+    their shims are separate processes), crictl's endpoints and the operator's SSH key.
+
+    containerd's config.toml is `containerd config default` edited as parsed TOML by
+    userdata/cluster/containerd_config.py, not with sed: the default's text differs between releases
+    (2.0/2.1 before containerd PR #12244 print no `SystemdCgroup` line at all; 2.x prints
+    `config_path = ''` in several tables), and Python's tomllib reads what the script then checks. All public. The step applies them when MATERIAL_DIGEST differs from the
+    digest it recorded last time, so re-running it is harmless.
+    """
+    if not _REGISTRY_HOST.match(registry_host):
+        raise ValueError(f"registry host {registry_host!r} is not <dns-name>:<port>, e.g. gitlab.example.com:5050")
+    material = {
+        "REGISTRY_HOST": registry_host,
+        "REGISTRY_CA_PEM": registry_ca_pem,
+        "REGISTRY_HOSTS_TOML": registry_hosts_toml(registry_host),
+        "CONTAINERD_CONFIG_PY": read_script("cluster/containerd_config.py"),
+        "CRICTL_YAML": CRICTL_YAML,
+        "OPERATOR_SSH_PUBLIC_KEY": operator_ssh_public_key or "",
+    }
+    digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+    return {**material, "MATERIAL_DIGEST": digest}
+
+
+def upgrade_target(kubernetes_minor: str, kubernetes_patch: str | None) -> dict[str, str]:
+    """What the control-plane upgrade step aims at: a minor, and an exact patch or "" (newest)."""
+    if kubernetes_patch and not kubernetes_patch.startswith(kubernetes_minor + "."):
+        raise ValueError(f"kubernetesPatch {kubernetes_patch} is not a patch of kubernetesVersion {kubernetes_minor}")
+    return {"TARGET_MINOR": kubernetes_minor, "TARGET_VERSION": kubernetes_patch or ""}

@@ -14,6 +14,7 @@ import hashlib
 import importlib.util
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -33,6 +34,7 @@ from cryptography.x509.oid import NameOID
 
 from components import kubeadm
 from components.cluster import KubeadmCluster, KubeadmClusterArgs, worker_names
+from components.cluster_firewall import etcd_rules
 from components.config import load_config
 from components.hosts import SshAccess
 from components.network import Network, NetworkArgs
@@ -90,6 +92,7 @@ def cluster_program() -> None:
         NAME,
         KubeadmClusterArgs(
             config=config,
+            vpc_id=network.vpc_id,
             subnet_ids=network.subnet_ids,
             cluster_security_group_id=network.cluster_security_group_id,
             gitlab_security_group_id=network.gitlab_security_group_id,
@@ -103,6 +106,7 @@ def cluster_program() -> None:
     pulumi.export("kubeconfig", cluster.kubeconfig)
     pulumi.export("clusterCaPem", cluster.ca_pem)
     pulumi.export("kubernetesVersion", cluster.kubernetes_version)
+    pulumi.export("clusterCertificatesExpireAt", cluster.certificates_expire_at)
     pulumi.export("nodes", cluster.nodes)
     pulumi.export("appUrls", cluster.app_urls)
 
@@ -134,9 +138,20 @@ def join_documents(run: ProgramRun) -> dict[str, dict]:
     for step in run.all(COMMAND):
         match = re.fullmatch(rf"{NAME}-(worker\d+)-join", step.name)
         if match:
-            (document,) = yaml.safe_load_all(step.plain_inputs["stdin"])
+            (document,) = yaml.safe_load_all(stdin_parts(step)[0])
             joins[match.group(1)] = document
     return joins
+
+
+def step_env(step: Registration, command: str = "create") -> dict[str, str]:
+    """The parameters a step gets on its command line (`sudo env K=V ... bash -c ...`)."""
+    words = shlex.split(step.plain_inputs[command])
+    return dict(word.split("=", 1) for word in words[2 : words.index("bash")])
+
+
+def sent_script(step: Registration, command: str = "create") -> str:
+    words = shlex.split(step.plain_inputs[command])
+    return words[words.index("bash") + 2]
 
 
 def user_data(run: ProgramRun, node: str) -> dict:
@@ -193,21 +208,38 @@ def test_worker_count_gives_that_many_workers_each_joining_with_the_pinned_ca(co
     assert len(run.outputs["appUrls"]) == count
 
 
-def test_workers_join_in_parallel_after_the_token_step_only() -> None:
+def test_workers_join_in_parallel_once_the_upgrade_gate_passed() -> None:
+    """A worker joins the version the control plane runs, so its join waits for the gate; none waits for another."""
     run = run_cluster(workerCount=3)
-    token_step = run.named(f"{NAME}-join-token")
-    joins = [run.named(f"{NAME}-{name}-join") for name in worker_names(3)]
-    join_urns = {join.urn for join in joins}
-    for join in joins:
-        assert token_step.urn in join.depends_on
-        assert not join_urns & set(join.depends_on), f"{join.name} waits for another worker"
-    assert run.named(f"{NAME}-master-init").urn in token_step.depends_on
-    ready = run.named(f"{NAME}-nodes-ready")
-    assert join_urns | {run.named(f"{NAME}-cni").urn} <= set(ready.depends_on)
-    assert "NODE_NAMES='master worker1 worker2 worker3'" in ready.plain_inputs["create"]
-    # The provider is only usable once every node is Ready.
+    gate = run.named(f"{NAME}-master-upgrade")
+    assert run.named(f"{NAME}-control-plane-ready").urn in gate.depends_on
+    assert run.named(f"{NAME}-cni").urn in run.named(f"{NAME}-control-plane-ready").depends_on
+    steps = [run.named(f"{NAME}-{name}-{kind}") for name in worker_names(3) for kind in ("join", "membership")]
+    urns = {step.urn for step in steps}
+    for step in steps:
+        assert gate.urn in step.depends_on, step.name
+        assert not urns & set(step.depends_on), f"{step.name} waits for another worker"
+    # Every worker is admitted (and Ready) before the provider is used.
     provider = run.one("pulumi:providers:kubernetes", f"{NAME}-provider")
-    assert ready.urn in provider.depends_on
+    assert {step.urn for step in steps if step.name.endswith("-membership")} <= set(provider.depends_on)
+    assert "NODE_NAMES=master" in run.named(f"{NAME}-control-plane-ready").plain_inputs["create"]
+
+
+def test_a_worker_joins_on_its_own_host_and_is_admitted_on_the_control_plane(cluster: ProgramRun) -> None:
+    eip = cluster.one("aws:ec2/eip:Eip", f"{NAME}-master-eip").state["publicIp"]
+    worker = cluster.one(INSTANCE, f"{NAME}-worker1")
+    join = cluster.named(f"{NAME}-worker1-join")
+    membership = cluster.named(f"{NAME}-worker1-membership")
+    assert join.plain_inputs["connection"]["host"] == worker.state["publicIp"]
+    assert membership.plain_inputs["connection"]["host"] == eip
+    # The join also gets the cluster CA, to ask the API server which version to install.
+    assert stdin_parts(join)[1] == cluster.one("tls:index/selfSignedCert:SelfSignedCert", f"{NAME}-ca").state["certPem"]
+    # Admission renews the token and waits for the Node; removal drains it, then deletes it.
+    assert sent_script(membership).endswith(step_script("cluster/admit-worker.sh").split("\n", 1)[1])
+    assert step_env(membership, "delete")["NODE_NAME"] == "worker1"
+    assert "kubectl drain" in sent_script(membership, "delete")
+    # Bound to the instance: a replaced or removed worker takes its membership (and its drain) with it.
+    assert membership.plain_inputs["triggers"] == [worker.id]
 
 
 def test_join_pin_equals_openssl_over_the_ca_public_key(cluster: ProgramRun) -> None:
@@ -272,8 +304,14 @@ def test_secrets_appear_in_no_user_data_and_no_command_text(cluster: ProgramRun)
     needles = secret_values(cluster)
     assert re.fullmatch(r"[a-z0-9]{6}\.[a-z0-9]{16}", needles["bootstrap token"])
     public_texts = [(r.name, r.plain_inputs["userData"]) for r in cluster.all(INSTANCE)]
-    public_texts += [(r.name, r.plain_inputs["create"]) for r in cluster.all(COMMAND)]
-    assert len(public_texts) == 3 + 7  # 3 instances; version, init, cni, token, 2 joins, ready
+    public_texts += [
+        (f"{r.name} {command}", r.plain_inputs[command])
+        for r in cluster.all(COMMAND)
+        for command in ("create", "delete")
+        if command in r.plain_inputs
+    ]
+    # 3 instances; 7 control-plane steps and 6 per worker, the membership's delete too.
+    assert len(public_texts) == 3 + 7 + 6 * 2 + 2
     for name, text in public_texts:
         for label, needle in needles.items():
             assert needle not in text, f"{label} in {name}"
@@ -285,7 +323,7 @@ def test_secrets_appear_in_no_user_data_and_no_command_text(cluster: ProgramRun)
     init_stdin = cluster.named(f"{NAME}-master-init").inputs["stdin"]
     assert is_secret_value(init_stdin)
     assert needles["ca-key (base64)"] in cluster.named(f"{NAME}-master-init").plain_inputs["stdin"]
-    assert needles["bootstrap token"] in cluster.named(f"{NAME}-join-token").plain_inputs["stdin"]
+    assert needles["bootstrap token"] in cluster.named(f"{NAME}-worker1-membership").plain_inputs["stdin"]
 
 
 def test_sensitive_exports_are_secret_and_public_ones_hold_no_secret(cluster: ProgramRun) -> None:
@@ -365,17 +403,36 @@ def test_only_the_app_node_port_is_open_to_the_world(cluster: ProgramRun) -> Non
     assert [(rule["cidrIpv4"], rule["toPort"]) for rule in app] == [("198.51.100.0/24", 31080)]
 
 
-def test_etcd_kubelet_and_vxlan_are_reachable_only_from_the_cluster_group(cluster: ProgramRun) -> None:
+def test_kubelet_and_vxlan_are_reachable_only_from_the_cluster_group(cluster: ProgramRun) -> None:
     group = cluster.one("aws:ec2/securityGroup:SecurityGroup", "gitops-cluster").id
     rules = cluster_group_rules(cluster)
 
     def covering(port: int, protocol: str = "tcp") -> list[dict]:
         return [r for r in rules if r["ipProtocol"] == protocol and r["fromPort"] <= port <= r["toPort"]]
 
-    for port, protocol in ((2379, "tcp"), (2380, "tcp"), (10250, "tcp"), (8472, "udp")):
+    for port, protocol in ((10250, "tcp"), (8472, "udp")):
         sources = covering(port, protocol)
         assert sources, f"{protocol}/{port} is closed"
         assert all(rule.get("referencedSecurityGroupId") == group and "cidrIpv4" not in rule for rule in sources)
+
+
+def test_etcd_is_open_only_between_control_plane_nodes_and_closed_with_one(cluster: ProgramRun) -> None:
+    """One stacked etcd member talks to its own API server on 127.0.0.1: nobody needs 2379-2380."""
+    etcd = [
+        rule.plain_inputs
+        for rule in cluster.all(INGRESS)
+        if rule.plain_inputs["fromPort"] <= 2380 and rule.plain_inputs["toPort"] >= 2379
+    ]
+    assert etcd == []
+    control_plane = cluster.one("aws:ec2/securityGroup:SecurityGroup", f"{NAME}-control-plane")
+    master = cluster.one(INSTANCE, f"{NAME}-master").plain_inputs
+    assert control_plane.id in master["vpcSecurityGroupIds"]
+    for worker in ("worker1", "worker2"):
+        assert control_plane.id not in cluster.one(INSTANCE, f"{NAME}-{worker}").plain_inputs["vpcSecurityGroupIds"]
+    # With several control-plane nodes (highly available), their own group admits its members.
+    (rule,) = etcd_rules(3)
+    assert (rule.protocol, rule.ports, rule.source) == ("tcp", (2379, 2380), "control-plane")
+    assert etcd_rules(1) == []
 
 
 def test_api_and_ssh_sources(cluster: ProgramRun) -> None:
@@ -394,31 +451,53 @@ def test_api_and_ssh_sources(cluster: ProgramRun) -> None:
 # ------------------------------------------------------------------------------------------------
 # User data
 # ------------------------------------------------------------------------------------------------
-def test_user_data_trusts_the_gitlab_registry_and_installs_the_configured_minor() -> None:
-    run = run_cluster(kubernetesVersion="1.37")
+def test_user_data_installs_the_configured_minor_and_nothing_that_changes_later() -> None:
+    run = run_cluster(kubernetesVersion="1.37", kubernetesPatch="1.37.2")
     for node in ("master", "worker1"):
         document = user_data(run, node)
         files = files_of(document)
-        registry_dir = f"/etc/containerd/certs.d/{REGISTRY_HOST}"
-        hosts = tomllib.loads(files[f"{registry_dir}/hosts.toml"])
-        assert hosts["server"] == f"https://{REGISTRY_HOST}"
-        assert hosts["host"][f"https://{REGISTRY_HOST}"] == {
-            "capabilities": ["pull", "resolve"],
-            "ca": f"{registry_dir}/ca.crt",
-        }
-        assert files[f"{registry_dir}/ca.crt"] == registry_ca_pem()
-        assert "KUBERNETES_MINOR=1.37\n" in files["/etc/gitops/cluster-node.env"]
-        assert (
-            files["/usr/local/lib/gitops/cluster/node-bootstrap.sh"]
-            == (ROOT / "userdata/cluster/node-bootstrap.sh").read_text()
-        )
+        env = files["/etc/gitops/cluster-node.env"]
+        assert "KUBERNETES_MINOR=1.37\n" in env and "KUBERNETES_PATCH=1.37.2\n" in env
+        assert f"CONTAINERD_SERIES={kubeadm.CONTAINERD_SERIES}\n" in env
+        for script in ("node-bootstrap.sh", "packages.sh"):
+            assert files[f"/usr/local/lib/gitops/cluster/{script}"] == (ROOT / "userdata/cluster" / script).read_text()
         assert document["runcmd"] == [["/usr/local/lib/gitops/cluster/node-bootstrap.sh"]]
         assert files["/etc/modules-load.d/kubernetes.conf"].split() == ["overlay", "br_netfilter"]
         assert "net.ipv4.ip_forward = 1" in files["/etc/sysctl.d/90-kubernetes.conf"]
         # No package work before the boot script waits for the network (the Elastic IP comes late).
         assert document["package_update"] is False
         assert "packages" not in document
-    assert run.named(f"{NAME}-master-kubeadm-version").plain_inputs["create"].count("KUBERNETES_MINOR=1.37") == 1
+        # Registry trust is the material step's: it may change after boot.
+        assert not [path for path in files if path.startswith("/etc/containerd/")]
+        assert REGISTRY_HOST not in run.one(INSTANCE, f"{NAME}-{node}").plain_inputs["userData"]
+
+
+def test_every_node_gets_the_registry_trust_and_containerd_settings_from_its_material_step() -> None:
+    run = run_cluster(operatorSshPublicKey=OPERATOR_KEY)
+    for node in ("master", "worker1", "worker2"):
+        step = run.named(f"{NAME}-{node}-config")
+        instance = run.one(INSTANCE, f"{NAME}-{node}")
+        env = step_env(step)
+        hosts = tomllib.loads(env["REGISTRY_HOSTS_TOML"])
+        assert hosts["server"] == f"https://{REGISTRY_HOST}"
+        assert hosts["host"][f"https://{REGISTRY_HOST}"] == {
+            "capabilities": ["pull", "resolve"],
+            "ca": f"/etc/containerd/certs.d/{REGISTRY_HOST}/ca.crt",
+        }
+        assert env["REGISTRY_HOST"] == REGISTRY_HOST
+        assert env["REGISTRY_CA_PEM"] == registry_ca_pem()
+        assert env["CONTAINERD_CONFIG_PY"] == (ROOT / "userdata/cluster/containerd_config.py").read_text()
+        assert env["OPERATOR_SSH_PUBLIC_KEY"] == OPERATOR_KEY
+        assert (
+            env["MATERIAL_DIGEST"]
+            == kubeadm.node_material(
+                registry_host=REGISTRY_HOST, registry_ca_pem=registry_ca_pem(), operator_ssh_public_key=OPERATOR_KEY
+            )["MATERIAL_DIGEST"]
+        )
+        assert step.plain_inputs["triggers"][1:] == [instance.id]
+    # The control plane is initialised, and workers join, only once their material is applied.
+    assert run.named(f"{NAME}-master-config").urn in run.named(f"{NAME}-master-init").depends_on
+    assert run.named(f"{NAME}-worker1-config").urn in run.named(f"{NAME}-worker1-join").depends_on
 
 
 def test_user_data_passes_cloud_init_schema(cluster: ProgramRun, tmp_path: Path) -> None:
@@ -444,13 +523,21 @@ def test_user_data_fits_the_ec2_limit_with_a_full_size_ca_and_an_operator_key() 
 
 def test_registry_host_must_name_its_port() -> None:
     with pytest.raises(ValueError, match="not <dns-name>:<port>"):
-        kubeadm.node_cloud_config(
-            hostname="master",
-            kubernetes_minor="1.36",
-            registry_host="gitlab.example.com",
-            registry_ca_pem=registry_ca_pem(),
-            operator_ssh_public_key=None,
+        kubeadm.node_material(
+            registry_host="gitlab.example.com", registry_ca_pem=registry_ca_pem(), operator_ssh_public_key=None
         )
+
+
+def test_the_material_digest_follows_every_piece_of_material() -> None:
+    base = {"registry_host": REGISTRY_HOST, "registry_ca_pem": registry_ca_pem(), "operator_ssh_public_key": None}
+    digest = kubeadm.node_material(**base)["MATERIAL_DIGEST"]
+    assert kubeadm.node_material(**base)["MATERIAL_DIGEST"] == digest
+    for change in (
+        {"registry_host": "gitlab.example.com:5050"},
+        {"registry_ca_pem": registry_ca_pem() + "\n"},
+        {"operator_ssh_public_key": OPERATOR_KEY},
+    ):
+        assert kubeadm.node_material(**{**base, **change})["MATERIAL_DIGEST"] != digest, change
 
 
 # ------------------------------------------------------------------------------------------------
@@ -524,40 +611,65 @@ def test_kubeadm_documents_are_v1beta4_with_known_fields(cluster: ProgramRun) ->
         assert_fields("BootstrapTokenDiscovery", join["discovery"]["bootstrapToken"])
 
 
-def test_kubernetes_version_is_the_patch_kubeadm_installed() -> None:
+def test_kubeadm_init_runs_the_patch_the_control_plane_installed() -> None:
     mocks = StackMocks(command_stdout={f"{NAME}-master-kubeadm-version": "v1.37.2\n"})
     run = run_cluster(mocks=mocks, kubernetesVersion="1.37")
     assert init_documents(run)["ClusterConfiguration"]["kubernetesVersion"] == "v1.37.2"
-    assert run.outputs["kubernetesVersion"] == "v1.37.2"
-    # The default mock answers like the host would for the configured minor.
-    assert init_documents(run_cluster())["ClusterConfiguration"]["kubernetesVersion"] == "v1.36.5"
+    # The version step takes no parameter: a later kubernetesVersion never re-runs it (the upgrade does the work).
+    assert step_env(run.named(f"{NAME}-master-kubeadm-version")) == {"STEP_NAME": "cluster/kubeadm-version.sh"}
 
 
-def test_a_kubeadm_of_another_minor_stops_the_deployment() -> None:
-    mocks = StackMocks(command_stdout={f"{NAME}-master-kubeadm-version": "v1.35.4\n"})
-    with pytest.raises(ProgramError, match=r"reports 'v1\.35\.4'; expected v1\.36\.<patch>"):
+def test_the_kubernetes_version_output_is_what_the_control_plane_runs_after_the_upgrade_step() -> None:
+    mocks = StackMocks(command_stdout={f"{NAME}-master-upgrade": "v1.36.9\n"})
+    run = run_cluster(mocks=mocks)
+    assert run.outputs["kubernetesVersion"] == "v1.36.9"
+    gate = step_env(run.named(f"{NAME}-master-upgrade"))
+    assert (gate["TARGET_MINOR"], gate["TARGET_VERSION"]) == ("1.36", "")
+    # Workers follow the control plane's version, not the configuration.
+    for worker in ("worker1", "worker2"):
+        for kind in ("upgrade-drain", "upgrade", "upgrade-uncordon"):
+            assert step_env(run.named(f"{NAME}-{worker}-{kind}"))["KUBERNETES_VERSION"] == "v1.36.9"
+    pinned = step_env(run_cluster(kubernetesPatch="1.36.7").named(f"{NAME}-master-upgrade"))
+    assert (pinned["TARGET_MINOR"], pinned["TARGET_VERSION"]) == ("1.36", "1.36.7")
+
+
+def test_a_step_that_prints_no_version_stops_the_deployment() -> None:
+    mocks = StackMocks(command_stdout={f"{NAME}-master-upgrade": "kubeadm: command not found\n"})
+    with pytest.raises(ProgramError, match=r"the upgrade step printed 'kubeadm: command not found'"):
         run_cluster(mocks=mocks)
 
 
 @pytest.mark.parametrize(
-    ("stdout", "minor", "expected"),
-    [("v1.36.5\n", "1.36", "v1.36.5"), (" v1.37.0 ", "1.37", "v1.37.0"), ("v1.36.12", "1.36", "v1.36.12")],
+    ("stdout", "expected"), [("v1.36.5\n", "v1.36.5"), (" v1.37.0 ", "v1.37.0"), ("v1.36.12", "v1.36.12")]
 )
-def test_installed_kubernetes_version(stdout: str, minor: str, expected: str) -> None:
-    assert kubeadm.installed_kubernetes_version(stdout, minor) == expected
+def test_kubernetes_version(stdout: str, expected: str) -> None:
+    assert kubeadm.kubernetes_version(stdout, "a step") == expected
 
 
-@pytest.mark.parametrize("stdout", ["", "v1.36", "1.36.5", "v1.361.0", "v1.36.5-rc.0", "kubeadm version: v1.36.5"])
-def test_installed_kubernetes_version_rejects(stdout: str) -> None:
-    with pytest.raises(ValueError, match=re.escape("expected v1.36.<patch>")):
-        kubeadm.installed_kubernetes_version(stdout, "1.36")
+@pytest.mark.parametrize("stdout", ["", "v1.36", "1.36.5", "v1.36.5-rc.0", "kubeadm version: v1.36.5"])
+def test_kubernetes_version_rejects(stdout: str) -> None:
+    with pytest.raises(ValueError, match=re.escape("expected an exact version such as v1.36.5")):
+        kubeadm.kubernetes_version(stdout, "a step")
+
+
+def test_certificate_expiry_is_an_output_and_checked_daily() -> None:
+    run = run_cluster()
+    step = run.named(f"{NAME}-master-certificates")
+    env = step_env(step)
+    assert env["RENEW_BEFORE_DAYS"] == "30"
+    assert env["CHECK_DAY"] == datetime.datetime.now(datetime.UTC).date().isoformat()
+    assert env["RENEWAL_PROGRAM"] == step_script("cluster/renew-certificates.sh")
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", run.outputs["clusterCertificatesExpireAt"])
+    with pytest.raises(ProgramError, match="not an expiry date"):
+        run_cluster(mocks=StackMocks(command_stdout={f"{NAME}-master-certificates": "\n"}))
 
 
 # ------------------------------------------------------------------------------------------------
 # Scripts
 # ------------------------------------------------------------------------------------------------
 SCRIPTS = sorted(path.name for path in (ROOT / "userdata" / "cluster").glob("*.sh"))
-REMOTE_STEPS = [name for name in SCRIPTS if name != "node-bootstrap.sh"]
+LIBRARIES = ["packages.sh", "renew-certificates.sh"]  # sourced or installed, not steps of their own
+REMOTE_STEPS = [name for name in SCRIPTS if name not in ("node-bootstrap.sh", *LIBRARIES)]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -568,21 +680,29 @@ def test_script_passes_shellcheck(script: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("script", REMOTE_STEPS)
-def test_remote_step_as_sent_passes_shellcheck(script: str) -> None:
-    """What runs over SSH is common.sh followed by the step: its functions must be the ones used."""
-    result = subprocess.run(
-        [tool("shellcheck"), "--shell=bash", "-"],
-        input=step_script(f"cluster/{script}"),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_every_step_as_sent_passes_shellcheck(cluster: ProgramRun) -> None:
+    """What runs over SSH is common.sh, the step's libraries, then the step: shellcheck sees all of it."""
+    sent = {
+        f"{step.name} {command}": sent_script(step, command)
+        for step in cluster.all(COMMAND)
+        for command in ("create", "delete")
+        if command in step.plain_inputs
+    }
+    sent["renewal program"] = step_script("cluster/renew-certificates.sh")
+    for label, script in sent.items():
+        result = subprocess.run(
+            [tool("shellcheck"), "--shell=bash", "-"], input=script, capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, label + "\n" + result.stdout + result.stderr
 
 
 def test_every_step_script_is_used_and_exists(cluster: ProgramRun) -> None:
-    used = {re.search(r"STEP_NAME=(\S+)", r.plain_inputs["create"]).group(1) for r in cluster.all(COMMAND)}  # type: ignore[union-attr]
+    used = {
+        step_env(step, command)["STEP_NAME"]
+        for step in cluster.all(COMMAND)
+        for command in ("create", "delete")
+        if command in step.plain_inputs
+    }
     assert used == {f"cluster/{name}" for name in REMOTE_STEPS}
 
 
@@ -659,44 +779,14 @@ def test_readiness_step_fails_naming_the_nodes_that_are_not_ready(tmp_path: Path
     assert "NAME STATUS" in result.stderr  # `kubectl get nodes -o wide` for the operator
 
 
-def test_readiness_step_passes_and_removes_workers_no_longer_configured(tmp_path: Path) -> None:
-    deleted = tmp_path / "deleted"
-    env = {
-        "NODE_NAMES": "master worker1",
-        "TIMEOUT_SECONDS": "30",
-        "READY": "master worker1",
-        "ALL": "master worker1 worker2",
-    }
-    result = run_step("cluster/wait-nodes-ready.sh", {**env, "DELETED": str(deleted)}, tmp_path, KUBECTL_NODES)
+def test_readiness_step_passes_when_every_node_is_ready(tmp_path: Path) -> None:
+    env = {"NODE_NAMES": "master", "TIMEOUT_SECONDS": "30", "READY": "master", "ALL": "master worker1"}
+    result = run_step(
+        "cluster/wait-nodes-ready.sh", {**env, "DELETED": str(tmp_path / "deleted")}, tmp_path, KUBECTL_NODES
+    )
     assert result.returncode == 0, result.stderr
-    assert "all 2 nodes Ready" in result.stderr
-    assert deleted.read_text().split() == ["worker2"]
-
-
-def test_join_token_step_renews_the_token_without_logging_it(tmp_path: Path) -> None:
-    manifest = tmp_path / "manifest.yaml"
-    kubectl = f'[ "$*" = "create -f -" ] && cat > {manifest}\nexit 0\n'
-    env = {"TOKEN_TTL_HOURS": "24", "TOKEN_GROUP": kubeadm.BOOTSTRAP_TOKEN_GROUP}
-    result = run_step("cluster/join-token.sh", env, tmp_path, kubectl, stdin="abc123.0123456789abcdef\n")
-    assert result.returncode == 0, result.stderr
-    assert "0123456789abcdef" not in result.stdout + result.stderr
-    secret = yaml.safe_load(manifest.read_text())
-    assert secret["metadata"] == {"name": "bootstrap-token-abc123", "namespace": "kube-system"}
-    assert secret["type"] == "bootstrap.kubernetes.io/token"
-    data = secret["stringData"]
-    assert (data["token-id"], data["token-secret"]) == ("abc123", "0123456789abcdef")
-    assert data["auth-extra-groups"] == "system:bootstrappers:kubeadm:default-node-token"
-    assert data["usage-bootstrap-authentication"] == data["usage-bootstrap-signing"] == "true"
-    remaining = datetime.datetime.fromisoformat(data["expiration"]) - datetime.datetime.now(datetime.UTC)
-    assert datetime.timedelta(hours=23) < remaining <= datetime.timedelta(hours=24)
-
-
-def test_join_token_step_rejects_a_malformed_token(tmp_path: Path) -> None:
-    env = {"TOKEN_TTL_HOURS": "24", "TOKEN_GROUP": "g"}
-    result = run_step("cluster/join-token.sh", env, tmp_path, "exit 0\n", stdin="ABC123.0123456789abcdef\n")
-    assert result.returncode == 1
-    assert "is not [a-z0-9]{6}.[a-z0-9]{16}" in result.stderr
-    assert "0123456789abcdef" not in result.stderr
+    assert "all 1 nodes Ready" in result.stderr
+    assert not (tmp_path / "deleted").exists(), "removing workers is remove-worker.sh's job (it drains first)"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -46,6 +46,13 @@ BAD_INPUTS = [
         {"kubernetesVersion": "1.18"}, ["kubernetesVersion: got '1.18'", "supported Kubernetes minor"], id="k8s-old"
     ),
     pytest.param({"kubernetesVersion": "1.36.1"}, ["kubernetesVersion: got '1.36.1'", "without patch"], id="k8s-patch"),
+    pytest.param(
+        {"kubernetesPatch": "1.37.2"},
+        ["kubernetesPatch: got '1.37.2'", "an exact patch of kubernetesVersion 1.36 such as 1.36.7"],
+        id="k8s-patch-of-another-minor",
+    ),
+    pytest.param({"kubernetesPatch": "latest"}, ["kubernetesPatch: got 'latest'", "or empty"], id="k8s-patch-latest"),
+    pytest.param({"kubernetesPatch": "1.36"}, ["kubernetesPatch: got '1.36'", "an exact patch"], id="k8s-patch-minor"),
     pytest.param({"gitlabImageTag": "latest"}, ["gitlabImageTag: got 'latest'", "not latest"], id="gitlab-latest"),
     pytest.param(
         {"gitlabImageTag": "18.11.12"}, ["gitlabImageTag: got '18.11.12'", "-ce.<n>"], id="gitlab-no-ce-suffix"

@@ -46,6 +46,8 @@ from pulumi.runtime import rpc, settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from components import clock
+
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["name"]
 MOCK_SECRET_VALUE = "mock-secret-value"  # what a `secure:` stack value decrypts to under mocks
@@ -352,29 +354,77 @@ def provider_files_dir() -> Path:
     return _PROVIDER_FILES_DIR
 
 
-def _step_stdout(inputs: dict) -> str:
+def _step_stdout(inputs: dict, config: Mapping[str, str]) -> str:
     """What a remote step prints on stdout when a test does not say (most steps print nothing).
 
-    userdata/cluster/kubeadm-version.sh prints the installed kubeadm version: v<KUBERNETES_MINOR>.<patch>.
-    userdata/gitlab/seed-admin-token.sh prints the seeded token's expiry date, 365 days ahead.
+    userdata/cluster/kubeadm-version.sh prints the kubeadm a new control plane installed: the newest
+    patch of the configured minor (``.5`` here). userdata/cluster/control-plane-upgrade.sh prints the
+    version the control plane runs afterwards: the exact TARGET_VERSION, or the newest patch of
+    TARGET_MINOR. userdata/cluster/certificates.sh prints the earliest certificate expiry, a year
+    ahead. userdata/gitlab/seed-admin-token.sh prints the seeded token's expiry date, 365 days ahead.
     """
     create = str(inputs.get("create") or "")
     if "STEP_NAME=gitlab/seed-admin-token.sh" in create:
         expires = datetime.date.today() + datetime.timedelta(days=365)
         return f"expires_at={expires.isoformat()}\n"
-    minor = re.search(r"\bKUBERNETES_MINOR=(\d+\.\d+)\b", create)
-    if "STEP_NAME=cluster/kubeadm-version.sh" in create and minor:
-        return f"v{minor.group(1)}.5\n"
+    if "STEP_NAME=cluster/kubeadm-version.sh" in create:
+        minor = config.get(f"{PROJECT}:kubernetesVersion", "1.36").removeprefix("v")
+        return f"v{minor}.5\n"
+    if "STEP_NAME=cluster/control-plane-upgrade.sh" in create:
+        exact = re.search(r"\bTARGET_VERSION=(\d+\.\d+\.\d+)\b", create)
+        minor = re.search(r"\bTARGET_MINOR=(\d+\.\d+)\b", create)
+        return f"v{exact.group(1)}\n" if exact else f"v{minor.group(1) if minor else '1.36'}.5\n"
+    if "STEP_NAME=cluster/certificates.sh" in create:
+        return f"{clock.today() + datetime.timedelta(days=365)}T00:00:00Z\n"
     return ""
+
+
+# The tls provider keeps what it made in state; a second run of the program (tools/plan.py) must
+# see the same keys and certificates for the same inputs, as a second `pulumi up` would. Signing
+# and OpenSSH serialisation are randomised, so outputs are kept per (type, name, inputs).
+_TLS_CACHE: dict[str, dict] = {}
+
+
+def _tls_outputs(typ: str, name: str, inputs: dict) -> dict:
+    key = json.dumps([typ, name, plain(inputs)], sort_keys=True, default=str)
+    if key not in _TLS_CACHE:
+        # Key inputs arrive as secrets (the tls SDK marks private keys secret): compute on plain values.
+        values = plain(inputs)
+        if typ == "tls:index/privateKey:PrivateKey":
+            state = _private_key_state(name, values)
+        elif typ == "tls:index/selfSignedCert:SelfSignedCert":
+            state = {"certPem": _self_signed_cert_state(name, values)["certPem"]}
+        elif typ == "tls:index/certRequest:CertRequest":
+            state = {"certRequestPem": _cert_request_state(name, values)["certRequestPem"]}
+        elif typ == "tls:index/locallySignedCert:LocallySignedCert":
+            state = {"certPem": _locally_signed_cert_state(name, values)["certPem"]}
+        else:
+            raise NotImplementedError(f"no mock for {typ}; add one to tools/harness.py")
+        _TLS_CACHE[key] = {k: v for k, v in state.items() if k not in values}
+    return _TLS_CACHE[key]
 
 
 class StackMocks(pulumi_mocks.Mocks):
     """Answers resource registrations and invokes with values shaped like the real providers'."""
 
-    def __init__(self, command_stdout: Mapping[str, str] | None = None, region: str = DEFAULT_REGION) -> None:
+    def __init__(
+        self,
+        command_stdout: Mapping[str, str] | None = None,
+        region: str = DEFAULT_REGION,
+        newest_ami: str | None = None,
+    ) -> None:
         # Remote/local commands print what a test needs (e.g. a token read back); keyed by resource name.
         self.command_stdout = dict(command_stdout or {})
         self.region = region  # run_function sets it from the stack's aws:region
+        # The image a `most_recent` AMI lookup finds: set it to stand for a newer image published later.
+        self.newest_ami = newest_ami
+        self.config: Mapping[str, str] = {}  # the run's configuration, set by run_function
+        # A stack deployed before (tools/plan.py): a resource registered again with the same inputs
+        # keeps its id and outputs, as the engine keeps them for an unchanged resource.
+        self.deployed: dict[tuple[str, str], Registration] = {}
+
+    def keep_deployed(self, run: ProgramRun) -> None:
+        self.deployed = {(r.type, r.name): r for r in run.registrations if r.custom}
 
     def _arn(self, service: str, resource: str) -> str:
         return f"arn:{partition(self.region)[0]}:{service}:{self.region}:123456789012:{resource}"
@@ -382,6 +432,9 @@ class StackMocks(pulumi_mocks.Mocks):
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict]:
         inputs = dict(args.inputs)
         name, typ = args.name, args.typ
+        deployed = self.deployed.get((typ, name))
+        if deployed is not None and plain(deployed.inputs) == plain(inputs):
+            return deployed.id, deployed.state
         short = _digest(typ, name)[:17]
         state: dict = dict(inputs)
         if typ == "aws:ec2/vpc:Vpc":
@@ -443,16 +496,8 @@ class StackMocks(pulumi_mocks.Mocks):
             if kind in ("Role", "InstanceProfile"):
                 state["uniqueId"] = f"AROA{short.upper()}"
             return resource_name, state
-        if typ == "tls:index/privateKey:PrivateKey":
-            return name, _private_key_state(name, inputs)
-        # Key inputs arrive as secrets (the tls SDK marks private keys secret): compute on plain
-        # values, keep the inputs as they came.
-        if typ == "tls:index/selfSignedCert:SelfSignedCert":
-            return name, {**inputs, "certPem": _self_signed_cert_state(name, plain(inputs))["certPem"]}
-        if typ == "tls:index/certRequest:CertRequest":
-            return name, {**inputs, "certRequestPem": _cert_request_state(name, plain(inputs))["certRequestPem"]}
-        if typ == "tls:index/locallySignedCert:LocallySignedCert":
-            return name, {**inputs, "certPem": _locally_signed_cert_state(name, plain(inputs))["certPem"]}
+        if typ.startswith("tls:index/"):
+            return name, {**inputs, **_tls_outputs(typ, name, inputs)}
         if typ in ("random:index/randomPassword:RandomPassword", "random:index/randomString:RandomString"):
             state["result"] = _random_text(name, inputs)
             if typ.endswith("RandomPassword"):
@@ -464,7 +509,7 @@ class StackMocks(pulumi_mocks.Mocks):
             return state["hex"], state
         if typ in ("command:remote:Command", "command:local:Command"):
             stdout = self.command_stdout.get(name)
-            state.update(stdout=_step_stdout(inputs) if stdout is None else stdout, stderr="")
+            state.update(stdout=_step_stdout(inputs, self.config) if stdout is None else stdout, stderr="")
             return f"{name}-{short[:8]}", state
         if typ == "gitlab:index/project:Project":
             path = inputs.get("path") or inputs.get("name", name)
@@ -524,7 +569,7 @@ class StackMocks(pulumi_mocks.Mocks):
         if token == "aws:ec2/getAmi:getAmi":
             owners = args.args.get("owners") or ["self"]
             return {
-                "id": f"ami-{_digest('ami', *owners)[:17]}",
+                "id": self.newest_ami or f"ami-{_digest('ami', *owners)[:17]}",
                 "name": "debian-12-amd64-20261101-2345",
                 "architecture": "x86_64",
             }
@@ -723,6 +768,7 @@ def run_function(
     config, secret_keys = stack_config(stack, overrides, stack_dir=stack_dir)
     mocks = mocks or StackMocks()
     mocks.region = config.get("aws:region") or DEFAULT_REGION
+    mocks.config = config
     monitor = RecordingMonitor(mocks)
     settings.ROOT.set(None)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Step (control plane, over SSH): wait (bounded) until every expected node is registered and
-# Ready; on timeout fail with the node list. Workers removed from the configuration (workerN no
-# longer expected) are deleted from the cluster so they do not linger as NotReady.
+# Step (control plane, over SSH): wait (bounded) until every node in NODE_NAMES (the control-plane
+# nodes) is registered and Ready; on timeout fail with the node list. Workers have their own wait
+# (admit-worker.sh) and their own removal (remove-worker.sh, which drains first).
 # Parameters: NODE_NAMES (space-separated), TIMEOUT_SECONDS. Runs with userdata/lib/common.sh in front.
 set -euo pipefail
 require_env NODE_NAMES TIMEOUT_SECONDS
@@ -22,19 +22,18 @@ not_ready() {
 
 log "waiting up to ${TIMEOUT_SECONDS}s for ${#expected[@]} Ready nodes: ${NODE_NAMES}"
 deadline=$((SECONDS + TIMEOUT_SECONDS))
+next=$((SECONDS + HEARTBEAT_SECONDS))
 while pending="$(not_ready)" && [[ -n "$pending" ]]; do
+  if ((SECONDS >= next)); then
+    log "still waiting for ${pending} to be Ready"
+    next=$((SECONDS + HEARTBEAT_SECONDS))
+  fi
   if ((SECONDS >= deadline)); then
     kubectl get nodes -o wide >&2 || true
     die "not Ready after ${TIMEOUT_SECONDS}s: ${pending}. On such a node: 'journalctl -u kubelet'; CNI: 'kubectl -n kube-flannel get pods -o wide'"
   fi
-  sleep 10
+  sleep "$POLL_SECONDS"
 done
 
-for node in $(kubectl get nodes -o jsonpath='{.items[*].metadata.name}'); do
-  if [[ "$node" =~ ^worker[0-9]+$ && " ${NODE_NAMES} " != *" ${node} "* ]]; then
-    log "deleting ${node}: no longer in the configuration"
-    kubectl delete node "$node" >&2
-  fi
-done
 kubectl get nodes -o wide >&2
 log "all ${#expected[@]} nodes Ready"

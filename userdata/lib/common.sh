@@ -13,29 +13,69 @@ die() {
   exit 1
 }
 
+# A line at least this often during long waits: the operator sees progress, and middleboxes that
+# cut idle connections (NAT gateways, proxies: typically 350 s or more) never see a silent SSH session.
+HEARTBEAT_SECONDS="${HEARTBEAT_SECONDS:-60}"
+POLL_SECONDS="${POLL_SECONDS:-5}"
+
+# with_heartbeat DESCRIPTION COMMAND...: run COMMAND (a program or a function), logging
+# "still DESCRIPTION" every HEARTBEAT_SECONDS until it ends; returns its exit status.
+with_heartbeat() {
+  local description="$1" pid status=0 started=$SECONDS next
+  shift
+  "$@" &
+  pid=$!
+  next=$((SECONDS + HEARTBEAT_SECONDS))
+  while kill -0 "$pid" 2>/dev/null; do
+    if ((SECONDS >= next)); then
+      log "still ${description} ($((SECONDS - started))s)"
+      next=$((SECONDS + HEARTBEAT_SECONDS))
+    fi
+    sleep 1
+  done
+  wait "$pid" || status=$?
+  return "$status"
+}
+
 # Wait (bounded) for cloud-init to finish; fail with the end of its log if it did not succeed.
+# `cloud-init status --wait` exits 0 (done), 1 (error) or, from cloud-init 23.4 on, 2: done with
+# recoverable errors ("degraded", canonical/cloud-init e517f5a; e.g. a Debian 13 image). The boot
+# script itself succeeded in that case, so exit 2 is accepted, with `status --long` in the log.
 wait_for_cloud_init() {
   local timeout="${1:-1200}" status=0
   log "waiting up to ${timeout}s for cloud-init to finish"
-  timeout "$timeout" cloud-init status --wait >/dev/null || status=$?
-  if [[ $status -ne 0 ]]; then
-    cloud-init status --long >&2 || true
-    log "last lines of /var/log/cloud-init-output.log:"
-    tail -n 60 /var/log/cloud-init-output.log >&2 || true
-    die "cloud-init did not succeed (exit ${status}); full logs: /var/log/cloud-init.log, /var/log/cloud-init-output.log"
-  fi
+  with_heartbeat "waiting for cloud-init" timeout "$timeout" cloud-init status --wait >/dev/null || status=$?
+  case "$status" in
+    0) ;;
+    2)
+      log "cloud-init finished with recoverable errors (exit 2, degraded): continuing; its report:"
+      cloud-init status --long >&2 || true
+      ;;
+    *)
+      cloud-init status --long >&2 || true
+      log "last lines of /var/log/cloud-init-output.log:"
+      tail -n 60 /var/log/cloud-init-output.log >&2 || true
+      die "cloud-init did not succeed (exit ${status}); full logs: /var/log/cloud-init.log, /var/log/cloud-init-output.log"
+      ;;
+  esac
 }
 
-# wait_until SECONDS DESCRIPTION COMMAND...: run COMMAND every 5 s until it succeeds or time is up.
+# wait_until SECONDS DESCRIPTION COMMAND...: run COMMAND every POLL_SECONDS until it succeeds or
+# time is up, with a heartbeat line every HEARTBEAT_SECONDS.
 wait_until() {
-  local timeout="$1" description="$2" deadline
+  local timeout="$1" description="$2" deadline started=$SECONDS next
   shift 2
   deadline=$((SECONDS + timeout))
+  next=$((SECONDS + HEARTBEAT_SECONDS))
   until "$@"; do
     if ((SECONDS >= deadline)); then
       die "timed out after ${timeout}s waiting for ${description}"
     fi
-    sleep 5
+    if ((SECONDS >= next)); then
+      log "still waiting for ${description} ($((SECONDS - started))s of ${timeout}s)"
+      next=$((SECONDS + HEARTBEAT_SECONDS))
+    fi
+    sleep "$POLL_SECONDS"
   done
 }
 

@@ -1,0 +1,158 @@
+"""Day 2 of the cluster: Kubernetes upgrades by configuration, and certificates that renew themselves.
+
+Upgrade order (kubernetes.io "Upgrading kubeadm clusters", "Upgrading Linux nodes"), every step a
+no-op when the node already runs the target:
+
+0. ``pre_upgrade`` hook: steps that must finish before kubeadm touches the control plane. The
+   backups change plugs its etcd snapshot in here (``KubeadmClusterArgs.pre_upgrade``).
+1. ``<cluster>-master-upgrade``, the gate: reads the version the cluster runs and refuses, before
+   changing anything, a skipped minor or a downgrade, naming the allowed next step. Then the
+   repository moves to the target minor, kubeadm to the target patch, `kubeadm upgrade plan` and
+   `kubeadm upgrade apply` (which also renews the control plane's certificates), drain, kubelet and
+   kubectl, restart, uncordon. Prints the version the control plane runs: the `kubernetesVersion`
+   output, and the version workers follow.
+2. each worker in turn (worker2 waits for worker1): drain (on the control plane), `kubeadm upgrade
+   node` + kubelet/kubectl + restart (on the worker), then wait Ready and uncordon (control plane).
+
+Certificates: ``<cluster>-master-certificates`` installs a daily systemd timer on the control plane
+that renews kubeadm's certificates when one has less than 30 days left, runs the same check now,
+and prints the earliest expiry. It re-runs on the first `pulumi up` of each day (components/clock.py).
+
+A phase of ``KubeadmCluster`` (components/cluster.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_command as command
+
+from components import clock, kubeadm
+from components.cluster_nodes import Node
+from components.config import StackConfig
+from components.hosts import SshAccess
+from components.remote import remote_step, step_script
+
+RENEW_BEFORE_DAYS = 30  # renew kubeadm's certificates with less than this left (they last one year)
+NODE_READY_TIMEOUT_SECONDS = 900
+DRAIN_TIMEOUT_SECONDS = 600
+PACKAGES = ["cluster/packages.sh"]
+
+
+@dataclass(frozen=True)
+class UpgradeContext:
+    """What a pre-upgrade hook may use: the first control plane, the SSH key and the target."""
+
+    cluster_name: str
+    control_plane: Node
+    ssh: SshAccess
+    target: dict[str, str]  # TARGET_MINOR, TARGET_VERSION (exact patch or "")
+    after: list[pulumi.Resource]  # what the hook's steps must wait for
+    parent: pulumi.Resource
+
+
+# Returns resources the control-plane upgrade must wait for (e.g. an etcd snapshot step).
+PreUpgradeHook = Callable[[UpgradeContext], Sequence[pulumi.Resource]]
+
+
+def upgrade_control_plane(
+    name: str,
+    config: StackConfig,
+    master: Node,
+    ssh: SshAccess,
+    *,
+    after: list[pulumi.Resource],
+    pre_upgrade: PreUpgradeHook | None,
+    parent: pulumi.Resource,
+) -> command.remote.Command:
+    """The gate and the control plane's upgrade; its stdout is the version the control plane runs."""
+    target = kubeadm.upgrade_target(config.kubernetes_version, config.kubernetes_patch)
+    hooked = list(pre_upgrade(UpgradeContext(name, master, ssh, target, after, parent))) if pre_upgrade else []
+    return remote_step(
+        f"{name}-{master.name}-upgrade",
+        host=master.ssh_host,
+        private_key=ssh.private_key_openssh,
+        script="cluster/control-plane-upgrade.sh",
+        libs=PACKAGES,
+        env={
+            "NODE_NAME": master.name,
+            **target,
+            "DRAIN_TIMEOUT_SECONDS": str(DRAIN_TIMEOUT_SECONDS),
+            "TIMEOUT_SECONDS": str(NODE_READY_TIMEOUT_SECONDS),
+        },
+        triggers=[master.instance.id],
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[*after, *hooked]),
+    )
+
+
+def upgrade_workers(
+    name: str,
+    workers: list[tuple[Node, pulumi.Resource]],
+    master: Node,
+    ssh: SshAccess,
+    *,
+    version: pulumi.Output[str],
+    after: list[pulumi.Resource],
+    parent: pulumi.Resource,
+) -> list[command.remote.Command]:
+    """Bring each worker, one after the other, to the control plane's ``version``; returns each worker's last step.
+
+    ``workers`` pairs each worker with the step after which it is a Ready member of the cluster.
+    """
+    done: list[command.remote.Command] = []
+    previous: list[pulumi.Resource] = list(after)
+    for worker, admitted in workers:
+        env = {"NODE_NAME": worker.name, "KUBERNETES_VERSION": version}
+        drain = remote_step(
+            f"{name}-{worker.name}-upgrade-drain",
+            host=master.ssh_host,
+            private_key=ssh.private_key_openssh,
+            script="cluster/worker-upgrade-drain.sh",
+            env={**env, "DRAIN_TIMEOUT_SECONDS": str(DRAIN_TIMEOUT_SECONDS)},
+            triggers=[worker.instance.id],
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=[*previous, admitted]),
+        )
+        upgrade = remote_step(
+            f"{name}-{worker.name}-upgrade",
+            host=worker.ssh_host,
+            private_key=ssh.private_key_openssh,
+            script="cluster/worker-upgrade.sh",
+            libs=PACKAGES,
+            env={"KUBERNETES_VERSION": version},
+            triggers=[worker.instance.id],
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=[drain]),
+        )
+        uncordon = remote_step(
+            f"{name}-{worker.name}-upgrade-uncordon",
+            host=master.ssh_host,
+            private_key=ssh.private_key_openssh,
+            script="cluster/worker-upgrade-uncordon.sh",
+            env={**env, "TIMEOUT_SECONDS": str(NODE_READY_TIMEOUT_SECONDS)},
+            triggers=[worker.instance.id],
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=[upgrade]),
+        )
+        done.append(uncordon)
+        previous = [uncordon]
+    return done
+
+
+def certificate_renewal(
+    name: str, master: Node, ssh: SshAccess, *, after: list[pulumi.Resource], parent: pulumi.Resource
+) -> command.remote.Command:
+    """The renewal timer, installed and run once now; stdout: the earliest kubeadm certificate expiry."""
+    return remote_step(
+        f"{name}-{master.name}-certificates",
+        host=master.ssh_host,
+        private_key=ssh.private_key_openssh,
+        script="cluster/certificates.sh",
+        env={
+            "RENEW_BEFORE_DAYS": str(RENEW_BEFORE_DAYS),
+            # The program the timer runs: common.sh + the renewal script, installed by the step.
+            "RENEWAL_PROGRAM": step_script("cluster/renew-certificates.sh"),
+            "CHECK_DAY": clock.today().isoformat(),  # checked on the first `pulumi up` of each day
+        },
+        triggers=[master.instance.id],
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=after),
+    )

@@ -1,0 +1,203 @@
+"""The cluster's hosts: control-plane nodes and workers, stable once running, and their material step.
+
+A running node is never replaced or stopped by drift. Cluster instances ignore ``ami`` and
+``userData`` after creation: Debian publishing a newer image would replace them (``ami`` forces a
+new instance), and a changed user data would stop and start them to no effect (cloud-init runs it
+once per instance). New nodes take the current image and user data. What may change after boot is
+applied over SSH by each node's material step (userdata/cluster/node-config.sh), without a reboot.
+
+Workers also ignore ``subnetId`` (placement stays where a worker was created when
+``availabilityZoneCount`` changes; new or replaced workers use the current layout) and
+``instanceType`` (a new type would stop and start every worker at once: roll them instead). They
+are replaced delete-before-replace: the worker's Node is drained and deleted, then its instance
+goes, then the new one joins under the same name (kubeadm refuses a name whose Node is Ready).
+The control plane is protected: replacing it would start an empty cluster (README "Day 2").
+
+``control_planes`` is a list so that a highly available control plane can hold three. A phase of
+``KubeadmCluster`` (components/cluster.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_command as command
+
+from components import kubeadm
+from components.cloudinit import render
+from components.config import StackConfig
+from components.hosts import SSH_USER, HostSpec, SshAccess, debian_ami_id, hardened_instance, instance_profile
+from components.remote import remote_step
+
+CONTROL_PLANE = "master"  # the tutorial's host name; the Kubernetes node name too
+CONTROL_PLANE_IGNORED = ["ami", "userData"]
+WORKER_IGNORED = ["ami", "userData", "subnetId", "instanceType"]
+# The node material step's parameters (components/kubeadm.py node_material).
+_MATERIAL_KEYS = (
+    "REGISTRY_HOST",
+    "REGISTRY_CA_PEM",
+    "REGISTRY_HOSTS_TOML",
+    "CONTAINERD_CONFIG_PY",
+    "CRICTL_YAML",
+    "OPERATOR_SSH_PUBLIC_KEY",
+    "MATERIAL_DIGEST",
+)
+
+
+def worker_names(count: int) -> list[str]:
+    return [f"worker{index}" for index in range(1, count + 1)]
+
+
+def worker_subnet_index(worker: int, subnet_count: int) -> int:
+    """Where worker N (1-based) is created: round robin over the zones, worker1 in the second zone.
+
+    The control plane and GitLab sit in the first zone, so the first worker goes elsewhere when it can.
+    """
+    return worker % subnet_count
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str  # host name and Kubernetes node name
+    role: str  # "control-plane" or "worker"
+    instance: aws.ec2.Instance
+    ssh_host: pulumi.Output[str]  # the public address steps connect to
+    private_ip: pulumi.Output[str]
+    public_ip: pulumi.Output[str]
+    material: command.remote.Command  # the node material step: registry trust, containerd, operator key
+
+
+@dataclass(frozen=True)
+class ClusterNodes:
+    control_planes: list[Node]  # one today
+    workers: list[Node]
+    endpoint: aws.ec2.Eip  # the control plane's Elastic IP: the API's stable public address
+
+
+def cluster_nodes(
+    name: str,
+    config: StackConfig,
+    *,
+    subnet_ids: Sequence[pulumi.Input[str]],
+    cluster_group_id: pulumi.Input[str],
+    control_plane_group_id: pulumi.Input[str],
+    registry_host: pulumi.Input[str],
+    registry_ca_pem: pulumi.Input[str],
+    ssh: SshAccess,
+    parent: pulumi.Resource,
+) -> ClusterNodes:
+    ami_id = debian_ami_id(config, parent)
+    profile = instance_profile(name, config, parent)
+    material = pulumi.Output.all(registry_host, registry_ca_pem).apply(
+        lambda values: kubeadm.node_material(
+            registry_host=values[0],
+            registry_ca_pem=values[1],
+            operator_ssh_public_key=config.operator_ssh_public_key,
+        )
+    )
+
+    def spec(hostname: str, instance_type: str, subnet_id: pulumi.Input[str], groups: list, public: bool) -> HostSpec:
+        return HostSpec(
+            instance_type=instance_type,
+            subnet_id=subnet_id,
+            security_group_ids=groups,
+            user_data=render(
+                kubeadm.node_cloud_config(
+                    hostname=hostname,
+                    kubernetes_minor=config.kubernetes_version,
+                    kubernetes_patch=config.kubernetes_patch,
+                    operator_ssh_public_key=config.operator_ssh_public_key,
+                )
+            ),
+            ami_id=ami_id,
+            key_name=ssh.key_name,
+            instance_profile=profile.name,
+            associate_public_ip=public,
+        )
+
+    def material_step(
+        hostname: str, host: pulumi.Input[str], instance: aws.ec2.Instance, after: list
+    ) -> command.remote.Command:
+        return remote_step(
+            f"{name}-{hostname}-config",
+            host=host,
+            private_key=ssh.private_key_openssh,
+            script="cluster/node-config.sh",
+            libs=["lib/operator-key.sh"],
+            env={"SSH_USER": SSH_USER, **{key: material.apply(lambda m, key=key: m[key]) for key in _MATERIAL_KEYS}},
+            triggers=[instance.id],  # a new instance starts from its user data: apply everything again
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=after),
+        )
+
+    # The control plane's address must be stable and known before the instance exists (it is a SAN
+    # of the API certificate and the kubeconfig's server): an Elastic IP, allocated first.
+    endpoint = aws.ec2.Eip(
+        f"{name}-{CONTROL_PLANE}-eip",
+        domain="vpc",
+        tags=config.tags(f"{name}-{CONTROL_PLANE}-eip"),
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    master = hardened_instance(
+        f"{name}-{CONTROL_PLANE}",
+        spec(
+            CONTROL_PLANE,
+            config.control_plane_instance_type,
+            subnet_ids[0],
+            [cluster_group_id, control_plane_group_id],
+            public=False,
+        ),
+        config,
+        # Replacing the control plane would run `kubeadm init` on an empty etcd: refused (README "Day 2").
+        pulumi.ResourceOptions(parent=parent, ignore_changes=CONTROL_PLANE_IGNORED, protect=True),
+    )
+    association = aws.ec2.EipAssociation(
+        f"{name}-{CONTROL_PLANE}-eip-assoc",
+        instance_id=master.id,
+        allocation_id=endpoint.allocation_id,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    control_planes = [
+        Node(
+            name=CONTROL_PLANE,
+            role="control-plane",
+            instance=master,
+            ssh_host=endpoint.public_ip,
+            private_ip=master.private_ip,
+            public_ip=endpoint.public_ip,
+            material=material_step(CONTROL_PLANE, endpoint.public_ip, master, [association]),
+        )
+    ]
+
+    # Workers get auto-assigned public IPs, not Elastic IPs: the app URLs only need to be reachable,
+    # and Elastic IPs are limited to 5 per region by default (GitLab and the control plane already
+    # hold two), which workerCount up to 20 would exceed. A worker's address changes only when it is
+    # stopped or replaced; the appUrls output follows on `pulumi up`.
+    workers = []
+    for index, hostname in enumerate(worker_names(config.worker_count), start=1):
+        instance = hardened_instance(
+            f"{name}-{hostname}",
+            spec(
+                hostname,
+                config.worker_instance_type,
+                subnet_ids[worker_subnet_index(index, len(subnet_ids))],
+                [cluster_group_id],
+                public=True,
+            ),
+            config,
+            pulumi.ResourceOptions(parent=parent, ignore_changes=WORKER_IGNORED, delete_before_replace=True),
+        )
+        workers.append(
+            Node(
+                name=hostname,
+                role="worker",
+                instance=instance,
+                ssh_host=instance.public_ip,
+                private_ip=instance.private_ip,
+                public_ip=instance.public_ip,
+                material=material_step(hostname, instance.public_ip, instance, []),
+            )
+        )
+    return ClusterNodes(control_planes=control_planes, workers=workers, endpoint=endpoint)

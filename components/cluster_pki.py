@@ -1,0 +1,79 @@
+"""The cluster's PKI and bootstrap token, made by Pulumi before any host exists.
+
+So every node can pin the CA (caCertHashes) and join in parallel, and the kubeconfig needs no copy
+from the control plane. Private material lives only in Pulumi state, as secrets. A phase of
+``KubeadmCluster`` (components/cluster.py): its resources are the cluster's children.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_random as random
+import pulumi_tls as tls
+
+from components import kubeadm
+
+CA_VALIDITY_HOURS = 87600  # 10 years, kubeadm's own CA validity (caCertificateValidityPeriod default)
+ADMIN_CERT_VALIDITY_HOURS = 8760  # 1 year, like kubeadm's admin.conf
+ADMIN_CERT_EARLY_RENEWAL_HOURS = 720  # `pulumi up` in the last 30 days issues a new one
+
+
+@dataclass(frozen=True)
+class ClusterPki:
+    ca_cert_pem: pulumi.Output[str]
+    ca_key_pem: pulumi.Output[str]  # secret
+    ca_cert_hash: pulumi.Output[str]  # sha256:<hex>, what joins pin
+    admin_cert_pem: pulumi.Output[str]
+    admin_key_pem: pulumi.Output[str]  # secret
+    bootstrap_token: pulumi.Output[str]  # secret, <id>.<secret>
+
+
+def cluster_pki(name: str, parent: pulumi.Resource) -> ClusterPki:
+    child = pulumi.ResourceOptions(parent=parent)
+    # RSA 2048 is kubeadm's default encryptionAlgorithm, so the CA matches the keys it makes.
+    ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm="RSA", rsa_bits=2048, opts=child)
+    ca_cert = tls.SelfSignedCert(
+        f"{name}-ca",
+        private_key_pem=ca_key.private_key_pem,
+        subject=tls.SelfSignedCertSubjectArgs(common_name="kubernetes"),  # kubeadm's CA name
+        is_ca_certificate=True,
+        validity_period_hours=CA_VALIDITY_HOURS,
+        allowed_uses=["cert_signing", "key_encipherment", "digital_signature"],
+        opts=child,
+    )
+    admin_key = tls.PrivateKey(f"{name}-admin-key", algorithm="RSA", rsa_bits=2048, opts=child)
+    admin_csr = tls.CertRequest(
+        f"{name}-admin-csr",
+        private_key_pem=admin_key.private_key_pem,
+        # The organization is the Kubernetes group: see kubeadm.ADMIN_GROUP for why not system:masters.
+        subject=tls.CertRequestSubjectArgs(common_name=kubeadm.ADMIN_USER, organization=kubeadm.ADMIN_GROUP),
+        opts=child,
+    )
+    admin_cert = tls.LocallySignedCert(
+        f"{name}-admin-cert",
+        cert_request_pem=admin_csr.cert_request_pem,
+        ca_private_key_pem=ca_key.private_key_pem,
+        ca_cert_pem=ca_cert.cert_pem,
+        validity_period_hours=ADMIN_CERT_VALIDITY_HOURS,
+        early_renewal_hours=ADMIN_CERT_EARLY_RENEWAL_HOURS,
+        allowed_uses=["digital_signature", "key_encipherment", "client_auth"],
+        opts=child,
+    )
+    # Bootstrap token [a-z0-9]{6}.[a-z0-9]{16}: the id is public (it names the Secret), the second
+    # half is the credential, hence a RandomPassword (stored as a secret by the provider).
+    token_id = random.RandomString(
+        f"{name}-token-id", length=6, lower=True, numeric=True, upper=False, special=False, opts=child
+    )
+    token_secret = random.RandomPassword(
+        f"{name}-token-secret", length=16, lower=True, numeric=True, upper=False, special=False, opts=child
+    )
+    return ClusterPki(
+        ca_cert_pem=ca_cert.cert_pem,
+        ca_key_pem=pulumi.Output.secret(ca_key.private_key_pem),
+        ca_cert_hash=ca_cert.cert_pem.apply(kubeadm.ca_cert_hash),
+        admin_cert_pem=admin_cert.cert_pem,
+        admin_key_pem=pulumi.Output.secret(admin_key.private_key_pem),
+        bootstrap_token=pulumi.Output.secret(pulumi.Output.concat(token_id.result, ".", token_secret.result)),
+    )

@@ -1,0 +1,151 @@
+"""A stand-in host for behaviour tests of the shell steps: stub commands first on PATH, a scratch root.
+
+A step runs exactly as components/remote.py sends it (common.sh, its libraries, the step) under
+bash, with ``FS_ROOT`` pointing the files it writes into a scratch directory. Every stub appends
+``<command> <arguments>`` to a call log, so a test asserts which commands ran and in what order;
+the Kubernetes and apt stubs keep a little state in files (the API server's version, the kubelet's,
+a node's cordon) so a second run sees what the first one did, as on a real host.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from components.remote import step_script
+
+LOG_CALL = 'printf \'%s\\n\' "$(basename "$0") $*" >>"$CALLS"\n'
+
+# What the cluster's hosts answer, kept in $STATE/<name> files. Versions are vX.Y.Z.
+KUBECTL = r"""
+state() { cat "$STATE/$1" 2>/dev/null || true; }
+case "$*" in
+  "version -o json") printf '{"serverVersion": {"gitVersion": "%s"}}\n' "$(state server)" ;;
+  "get --raw /readyz") [ "$(state api)" != "down" ] ;;
+  "get node "*"kubeletVersion"*) state node_kubelet ;;
+  "get node "*"unschedulable"*) state unschedulable ;;
+  "get node "*"annotations"*) state annotation ;;
+  "get node "*"Ready"*) printf '%s' "$(state ready)" ;;
+  "get node "*) grep -qx "$3" "$STATE/nodes" 2>/dev/null ;;
+  "get nodes -o name") sed 's|^|node/|' "$STATE/nodes" 2>/dev/null || true ;;
+  "annotate node "*"-") rm -f "$STATE/annotation" ;;
+  "annotate node "*) printf '%s' "${4#*=}" >"$STATE/annotation" ;;
+  "drain "*) [ "$(state drain)" != "fail" ] && printf true >"$STATE/unschedulable" ;;
+  "uncordon "*) rm -f "$STATE/unschedulable" ;;
+  "delete node "*) sed -i "/^$3\$/d" "$STATE/nodes" ;;
+  "apply "*) cat >"$STATE/applied" ;;
+esac
+"""
+KUBEADM = r"""
+case "$1 $2" in
+  "version -o") cat "$STATE/kubeadm" ;;
+  "upgrade apply") cp "$STATE/kubeadm" "$STATE/server" ;;
+  "certs check-expiration") cat "$STATE/expiration.json" ;;
+  "certs renew") cp "$STATE/renewed.json" "$STATE/expiration.json" ;;
+esac
+"""
+KUBELET = 'echo "Kubernetes $(cat "$STATE/kubelet")"\n'
+# apt-get install <pkg>=<version>: the package is now that version; kubernetes-cni brings the plugins.
+APT_GET = r"""
+for arg in "$@"; do
+  case "$arg" in
+    kubeadm=*) echo "v${arg#kubeadm=}" | sed 's/-.*//' >"$STATE/kubeadm" ;;
+    kubelet=*) echo "v${arg#kubelet=}" | sed 's/-.*//' >"$STATE/kubelet" ;;
+    kubernetes-cni) [ -f "$STATE/no-cni" ] || { mkdir -p "$FS_ROOT/opt/cni/bin"; for p in bridge host-local loopback portmap; do touch "$FS_ROOT/opt/cni/bin/$p"; chmod +x "$FS_ROOT/opt/cni/bin/$p"; done; } ;;
+  esac
+done
+"""
+APT_CACHE = '[ "$1" = madison ] && cat "$STATE/madison"\n'
+SYSTEMCTL = '[ "$*" = "restart kubelet" ] && cp "$STATE/kubelet" "$STATE/node_kubelet"\nexit 0\n'
+CURL = 'while [ $# -gt 0 ]; do [ "$1" = -o ] && { echo stub >"$2"; shift; }; shift; done\n'
+GPG = 'while [ $# -gt 0 ]; do [ "$1" = -o ] && { echo key >"$2"; shift; }; shift; done\n'
+
+
+class StubHost:
+    def __init__(self, tmp_path: Path) -> None:
+        self.bin = tmp_path / "bin"
+        self.root = tmp_path / "root"
+        self.state = tmp_path / "state"
+        self.calls_file = tmp_path / "calls"
+        for directory in (self.bin, self.root, self.state):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.calls_file.touch()
+        # Every host: cloud-init has finished, sleeping is instant, services are fine.
+        self.stub("cloud-init")
+        self.stub("sleep")
+        self.stub("journalctl")
+        self.stub("systemctl", SYSTEMCTL)
+
+    def stub(self, name: str, body: str = "") -> StubHost:
+        path = self.bin / name
+        path.write_text("#!/usr/bin/env bash\n" + LOG_CALL + body)
+        path.chmod(0o755)
+        return self
+
+    def kubernetes(self, *, server: str, kubelet: str | None = None, kubeadm: str | None = None) -> StubHost:
+        """kubectl, kubeadm, kubelet and apt stubs for a node running these versions."""
+        self.set(server=server, kubelet=kubelet or server, node_kubelet=kubelet or server, kubeadm=kubeadm or server)
+        self.set(ready="True")
+        for name, body in (("kubectl", KUBECTL), ("kubeadm", KUBEADM), ("kubelet", KUBELET)):
+            self.stub(name, body)
+        for name, body in (("apt-get", APT_GET), ("apt-cache", APT_CACHE), ("apt-mark", ""), ("curl", CURL)):
+            self.stub(name, body)
+        self.stub("gpg", GPG)
+        return self
+
+    def packages(self, *versions: str) -> StubHost:
+        """What `apt-cache madison kubeadm` lists (pkgs.k8s.io package versions such as 1.37.2-1.1)."""
+        lines = [
+            f"   kubeadm | {version} | https://pkgs.k8s.io/core:/stable:/v1.x/deb  Packages" for version in versions
+        ]
+        return self.set(madison="\n".join(lines) + "\n")
+
+    def set(self, **values: str) -> StubHost:
+        for name, value in values.items():
+            (self.state / name).write_text(value)
+        return self
+
+    def get(self, name: str) -> str:
+        path = self.state / name
+        return path.read_text() if path.exists() else ""
+
+    def run(
+        self,
+        script: str,
+        env: Mapping[str, str] | None = None,
+        *,
+        libs: Sequence[str] = (),
+        stdin: str = "",
+        program: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run userdata/<script> as a remote step (or ``program`` as given), with the stubs first on PATH."""
+        text = program if program is not None else step_script(script, libs)
+        return subprocess.run(
+            ["bash", "-c", text, script],
+            input=stdin,
+            env={
+                **os.environ,
+                "PATH": f"{self.bin}:{os.environ['PATH']}",
+                "STEP_NAME": script,
+                "FS_ROOT": str(self.root),
+                "STATE": str(self.state),
+                "CALLS": str(self.calls_file),
+                "HEARTBEAT_SECONDS": "60",
+                "POLL_SECONDS": "0",
+                **(env or {}),
+            },
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+
+    def calls(self, *commands: str) -> list[str]:
+        """Logged calls (``kubectl drain worker1 ...``), only of ``commands`` if given."""
+        lines = self.calls_file.read_text().splitlines()
+        return [line for line in lines if not commands or line.split(" ", 1)[0] in commands]
+
+    def clear_calls(self) -> None:
+        self.calls_file.write_text("")

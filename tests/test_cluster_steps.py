@@ -1,0 +1,731 @@
+"""Behaviour of the cluster's shell steps, run under bash with stub commands (tests/stub_host.py).
+
+Each test is a statement about what the step does on a host: the order of the commands it runs
+(drain before upgrade, uncordon once Ready), what it refuses before changing anything, and that a
+second run does nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components import kubeadm
+from components.remote import step_script
+from tests.stub_host import StubHost
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "abc123.0123456789abcdef"
+PACKAGES = ["cluster/packages.sh"]
+COMMON = (ROOT / "userdata/lib/common.sh").read_text()
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> StubHost:
+    return StubHost(tmp_path)
+
+
+def positions(calls: list[str], *prefixes: str) -> list[int]:
+    """Index of the first call starting with each prefix (fails if one never happened)."""
+    found = []
+    for prefix in prefixes:
+        matches = [index for index, call in enumerate(calls) if call.startswith(prefix)]
+        assert matches, f"no call {prefix!r} in {calls}"
+        found.append(matches[0])
+    return found
+
+
+# ------------------------------------------------------------------------------------------------
+# common.sh: cloud-init status, heartbeats
+# ------------------------------------------------------------------------------------------------
+def test_cloud_init_degraded_exit_2_is_accepted_and_reported(host: StubHost) -> None:
+    host.stub("cloud-init", '[ "$2" = --wait ] && exit 2\necho "status: done (recoverable errors)"\n')
+    result = host.run("x", program=COMMON + "\nwait_for_cloud_init\n")
+    assert result.returncode == 0, result.stderr
+    assert "recoverable errors (exit 2, degraded): continuing" in result.stderr
+    assert host.calls("cloud-init") == ["cloud-init status --wait", "cloud-init status --long"]
+
+
+def test_cloud_init_failure_stops_the_step_with_its_report(host: StubHost) -> None:
+    host.stub("cloud-init", '[ "$2" = --wait ] && exit 1\nexit 0\n')
+    result = host.run("x", program=COMMON + "\nwait_for_cloud_init\necho after\n")
+    assert result.returncode == 1
+    assert "cloud-init did not succeed (exit 1)" in result.stderr
+    assert "after" not in result.stdout
+
+
+def test_long_waits_print_a_heartbeat_at_least_every_interval(tmp_path: Path) -> None:
+    host = StubHost(tmp_path)
+    (tmp_path / "bin" / "sleep").unlink()  # real time passes here
+    program = COMMON + '\nwith_heartbeat "testing" sleep 3.5\necho done\n'
+    result = host.run("heartbeat", {"HEARTBEAT_SECONDS": "1"}, program=program)
+    assert result.returncode == 0, result.stderr
+    beats = re.findall(r"\[heartbeat\] still testing \((\d+)s\)", result.stderr)
+    assert len(beats) >= 3, result.stderr
+    assert result.stdout == "done\n"
+    # wait_until too, while its condition keeps failing.
+    program = COMMON + '\nwait_until 3 "a door" false\n'
+    result = host.run("heartbeat", {"HEARTBEAT_SECONDS": "1", "POLL_SECONDS": "0.2"}, program=program)
+    assert result.returncode == 1
+    assert "still waiting for a door" in result.stderr
+    assert "timed out after 3s waiting for a door" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# node-bootstrap.sh and packages.sh: pinned, held, kubernetes-cni checked
+# ------------------------------------------------------------------------------------------------
+def boot(host: StubHost, **env: str) -> None:
+    etc = host.root / "etc"
+    (etc / "gitops").mkdir(parents=True)
+    (etc / "gitops/cluster-node.env").write_text(
+        "".join(f"{key}={value}\n" for key, value in {"KUBERNETES_PATCH": "", **env}.items())
+    )
+    (etc / "fstab").write_text("UUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n")
+    (etc / "os-release").write_text("VERSION_CODENAME=bookworm\n")
+    for name in ("swapoff", "modprobe", "sysctl", "timeout", "containerd"):
+        host.stub(name)
+    host.stub("dpkg", "echo amd64\n")
+
+
+def run_boot(host: StubHost) -> subprocess.CompletedProcess[str]:
+    program = (ROOT / "userdata/cluster/node-bootstrap.sh").read_text()
+    # node-bootstrap.sh sources its neighbours from its own directory, as installed by cloud-init.
+    install = host.root / "usr/local/lib/gitops"
+    (install / "cluster").mkdir(parents=True, exist_ok=True)
+    (install / "lib").mkdir(parents=True, exist_ok=True)
+    (install / "lib/common.sh").write_text((ROOT / "userdata/lib/common.sh").read_text())
+    (install / "cluster/packages.sh").write_text((ROOT / "userdata/cluster/packages.sh").read_text())
+    (install / "cluster/node-bootstrap.sh").write_text(program)
+    return subprocess.run(
+        ["bash", str(install / "cluster/node-bootstrap.sh")],
+        env={
+            "PATH": f"{host.bin}:/usr/bin:/bin",
+            "FS_ROOT": str(host.root),
+            "STATE": str(host.state),
+            "CALLS": str(host.calls_file),
+            "POLL_SECONDS": "0",
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+MADISON_BY_PACKAGE = r"""
+if [ "$2" = containerd.io ]; then
+  for v in 2.1.5-1~debian.12~bookworm 2.2.1-1~debian.12~bookworm 2.2.5-1~debian.12~bookworm 2.3.0-1~debian.12~bookworm; do
+    echo "containerd.io | $v | https://download.docker.com/linux/debian bookworm/stable amd64 Packages"
+  done
+else
+  cat "$STATE/madison"
+fi
+"""
+
+
+def test_boot_installs_containerd_of_one_series_and_the_kubernetes_packages_held(host: StubHost) -> None:
+    host.kubernetes(server="v0.0.0", kubelet="v0.0.0", kubeadm="v0.0.0").packages("1.36.4-1.1", "1.36.5-1.1")
+    # Docker's repository lists other series too; the newest of the pinned one is installed.
+    host.stub("apt-cache", MADISON_BY_PACKAGE)
+    boot(host, KUBERNETES_MINOR="1.36", CONTAINERD_SERIES="2.2")
+    result = run_boot(host)
+    assert result.returncode == 0, result.stderr
+    apt = host.calls("apt-get", "apt-mark")
+    containerd = "apt-get -o DPkg::Lock::Timeout=300 -q install -y --no-install-recommends containerd.io=2.2.5-1~debian.12~bookworm"
+    kubernetes = (
+        "apt-get -o DPkg::Lock::Timeout=300 -q install -y --no-install-recommends --allow-downgrades "
+        "--allow-change-held-packages kubelet=1.36.5-1.1 kubeadm=1.36.5-1.1 kubectl=1.36.5-1.1 kubernetes-cni"
+    )
+    first, hold_containerd, second, hold_kubernetes = positions(
+        apt,
+        containerd,
+        "apt-mark hold containerd.io",
+        kubernetes,
+        "apt-mark hold kubelet kubeadm kubectl kubernetes-cni",
+    )
+    assert first < hold_containerd < second < hold_kubernetes
+    sources = (host.root / "etc/apt/sources.list.d/kubernetes.list").read_text()
+    assert "https://pkgs.k8s.io/core:/stable:/v1.36/deb/ /" in sources
+    assert "# off for the kubelet: /swapfile" in (host.root / "etc/fstab").read_text()
+
+
+def test_boot_installs_the_configured_patch_when_one_is_pinned(host: StubHost) -> None:
+    host.kubernetes(server="v0.0.0").packages("1.36.4-1.1", "1.36.5-1.1")
+    host.stub("apt-cache", MADISON_BY_PACKAGE)
+    boot(host, KUBERNETES_MINOR="1.36", KUBERNETES_PATCH="1.36.4", CONTAINERD_SERIES="2.2")
+    assert run_boot(host).returncode == 0
+    assert any("kubeadm=1.36.4-1.1" in call for call in host.calls("apt-get"))
+
+
+def test_boot_fails_clearly_when_kubernetes_cni_brings_no_bridge_plugin(host: StubHost) -> None:
+    host.kubernetes(server="v0.0.0").packages("1.36.5-1.1").set(**{"no-cni": "1"})
+    host.stub("apt-cache", MADISON_BY_PACKAGE)
+    boot(host, KUBERNETES_MINOR="1.36", CONTAINERD_SERIES="2.2")
+    result = run_boot(host)
+    assert result.returncode == 1
+    assert "/opt/cni/bin/bridge is missing: is kubernetes-cni published for this minor?" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("wanted", "expected"),
+    [("1.36", "1.36.10-1.1"), ("1.36.9", "1.36.9-1.2"), ("1.36.1", "1.36.1-1.1")],
+)
+def test_the_package_version_is_the_newest_of_what_was_asked(host: StubHost, wanted: str, expected: str) -> None:
+    host.kubernetes(server="v1.36.1").packages("1.36.1-1.1", "1.36.9-1.1", "1.36.9-1.2", "1.36.10-1.1", "1.37.0-1.1")
+    program = step_script("cluster/packages.sh") + f'\nkubernetes_deb_version "{wanted}"\n'
+    result = host.run("x", program=program)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected + "\n"
+    missing = host.run("x", program=step_script("cluster/packages.sh") + '\nkubernetes_deb_version "1.38"\n')
+    assert missing.returncode == 1
+    assert "no kubeadm 1.38 package in the configured repositories" in missing.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# node-config.sh: the material applied without a reboot, once per digest
+# ------------------------------------------------------------------------------------------------
+def material_env(host: StubHost, *, registry: str, key: str = "") -> dict[str, str]:
+    env = kubeadm.node_material(
+        registry_host=registry, registry_ca_pem="CA FOR " + registry, operator_ssh_public_key=key
+    )
+    return {**env, "SSH_USER": "op"}
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> StubHost:
+    host = StubHost(tmp_path)
+    default = (FIXTURES / "containerd-2.1-default.toml").read_text()
+    (tmp_path / "default.toml").write_text(default)
+    host.stub("containerd", f'[ "$1 $2" = "config default" ] && cat "{tmp_path / "default.toml"}"\nexit 0\n')
+    host.stub("getent", 'echo "op:x:1000:1000::/home/op:/bin/bash"\n')
+    ssh = host.root / "home/op/.ssh"
+    ssh.mkdir(parents=True)
+    (ssh / "authorized_keys").write_text("ssh-ed25519 AAAApulumi pulumi-made\n")
+    # containerd's socket, which the step waits for after a restart.
+    run = host.root / "run/containerd"
+    run.mkdir(parents=True)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(run / "containerd.sock"))
+    return host
+
+
+OPERATOR_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOperatorA laptop"
+OPERATOR_B = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOperatorB desktop"
+
+
+def test_node_material_is_applied_then_a_second_run_does_nothing(node: StubHost) -> None:
+    env = material_env(node, registry="gitlab.example.com:5050", key=OPERATOR_A)
+    result = node.run("cluster/node-config.sh", env, libs=["lib/operator-key.sh"])
+    assert result.returncode == 0, result.stderr
+    certs = node.root / "etc/containerd/certs.d/gitlab.example.com:5050"
+    assert (certs / "ca.crt").read_text() == "CA FOR gitlab.example.com:5050"
+    assert (certs / "hosts.toml").read_text() == kubeadm.registry_hosts_toml("gitlab.example.com:5050")
+    config = (node.root / "etc/containerd/config.toml").read_text()
+    assert "SystemdCgroup = true" in config and 'config_path = "/etc/containerd/certs.d"' in config
+    assert node.calls("systemctl") == ["systemctl restart containerd"]
+    keys = (node.root / "home/op/.ssh/authorized_keys").read_text().splitlines()
+    assert keys == ["ssh-ed25519 AAAApulumi pulumi-made", OPERATOR_A]
+
+    node.clear_calls()
+    again = node.run("cluster/node-config.sh", env, libs=["lib/operator-key.sh"])
+    assert again.returncode == 0, again.stderr
+    assert "is applied already: nothing to do" in again.stderr
+    assert node.calls("systemctl", "containerd") == []
+
+
+def test_a_new_registry_and_key_replace_the_old_ones_without_restarting_containerd(node: StubHost) -> None:
+    node.run(
+        "cluster/node-config.sh",
+        material_env(node, registry="old.example.com:5050", key=OPERATOR_A),
+        libs=["lib/operator-key.sh"],
+    )
+    node.clear_calls()
+    env = material_env(node, registry="gitlab.example.com:5050", key=OPERATOR_B)
+    result = node.run("cluster/node-config.sh", env, libs=["lib/operator-key.sh"])
+    assert result.returncode == 0, result.stderr
+    certs = node.root / "etc/containerd/certs.d"
+    assert sorted(path.name for path in certs.iterdir()) == ["gitlab.example.com:5050"]
+    assert node.calls("systemctl") == []  # containerd reads certs.d at pull time
+    keys = (node.root / "home/op/.ssh/authorized_keys").read_text().splitlines()
+    assert keys == ["ssh-ed25519 AAAApulumi pulumi-made", OPERATOR_B]
+
+
+def test_an_emptied_operator_key_is_removed_and_other_keys_stay(node: StubHost) -> None:
+    step = dict(libs=["lib/operator-key.sh"])
+    assert (
+        node.run(
+            "hosts/operator-ssh-key.sh", {"SSH_USER": "op", "OPERATOR_SSH_PUBLIC_KEY": OPERATOR_A}, **step
+        ).returncode
+        == 0
+    )
+    result = node.run("hosts/operator-ssh-key.sh", {"SSH_USER": "op", "OPERATOR_SSH_PUBLIC_KEY": ""}, **step)
+    assert result.returncode == 0, result.stderr
+    assert (node.root / "home/op/.ssh/authorized_keys").read_text() == "ssh-ed25519 AAAApulumi pulumi-made\n"
+    assert "operator SSH key of op removed" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# control-plane-init.sh: no destructive advice
+# ------------------------------------------------------------------------------------------------
+def init_bundle() -> str:
+    return kubeadm.stdin_bundle(["CA CERT\n", "CA KEY\n", "kind: InitConfiguration\n"])
+
+
+def initialised(host: StubHost) -> None:
+    pki = host.root / "etc/kubernetes/pki"
+    pki.mkdir(parents=True)
+    (pki / "ca.crt").write_text("CA CERT\n")
+    (host.root / "etc/kubernetes/admin.conf").write_text("apiVersion: v1\n")
+    host.kubernetes(server="v1.36.5")
+
+
+def test_a_slow_api_server_after_a_reboot_is_waited_for_and_never_reset(host: StubHost) -> None:
+    initialised(host)
+    host.set(api="down", nodes="master\nworker1\n")
+    result = host.run(
+        "cluster/control-plane-init.sh", {"NODE_NAME": "master", "API_TIMEOUT_SECONDS": "1"}, stdin=init_bundle()
+    )
+    assert result.returncode == 1
+    assert "does not answer: it may still be starting" in result.stderr
+    assert "Do not run 'kubeadm reset'" in result.stderr
+    assert "reset --force" not in result.stderr
+    assert host.calls("kubeadm") == []
+    # Once it answers, a registered control plane means nothing to do.
+    host.set(api="up")
+    result = host.run("cluster/control-plane-init.sh", {"NODE_NAME": "master"}, stdin=init_bundle())
+    assert result.returncode == 0, result.stderr
+    assert "already ran and master is registered: nothing to do" in result.stderr
+
+
+def test_a_cluster_with_nodes_but_no_control_plane_node_is_told_to_restart_the_kubelet(host: StubHost) -> None:
+    initialised(host)
+    host.set(nodes="worker1\n")
+    result = host.run("cluster/control-plane-init.sh", {"NODE_NAME": "master"}, stdin=init_bundle())
+    assert result.returncode == 1
+    assert "restart its kubelet" in result.stderr
+    assert "reset" not in result.stderr.replace("Do not run 'kubeadm reset'", "")
+
+
+# ------------------------------------------------------------------------------------------------
+# Workers: admission (token), removal (drain), join
+# ------------------------------------------------------------------------------------------------
+ADMIT = {
+    "NODE_NAME": "worker1",
+    "TOKEN_TTL_HOURS": "24",
+    "TOKEN_GROUP": kubeadm.BOOTSTRAP_TOKEN_GROUP,
+    "TIMEOUT_SECONDS": "5",
+}
+
+
+def test_admission_renews_the_token_by_server_side_apply_and_waits_for_the_node(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5")
+    result = host.run("cluster/admit-worker.sh", ADMIT, stdin=TOKEN + "\n")
+    assert result.returncode == 0, result.stderr
+    assert "0123456789abcdef" not in result.stdout + result.stderr + host.calls_file.read_text()
+    (apply,) = [call for call in host.calls("kubectl") if call.startswith("kubectl apply")]
+    assert "--server-side" in apply
+    secret = yaml.safe_load(host.get("applied"))
+    assert secret["metadata"] == {"name": "bootstrap-token-abc123", "namespace": "kube-system"}
+    assert secret["type"] == "bootstrap.kubernetes.io/token"
+    data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+    assert (data["token-id"], data["token-secret"]) == ("abc123", "0123456789abcdef")
+    assert data["auth-extra-groups"] == kubeadm.BOOTSTRAP_TOKEN_GROUP
+    assert data["usage-bootstrap-authentication"] == data["usage-bootstrap-signing"] == "true"
+    assert "worker worker1 is Ready" in result.stderr
+    # A worker that never becomes Ready fails the step: the next `pulumi up` renews the token again.
+    host.set(ready="False")
+    result = host.run("cluster/admit-worker.sh", {**ADMIT, "TIMEOUT_SECONDS": "1"}, stdin=TOKEN + "\n")
+    assert result.returncode == 1
+    assert "timed out after 1s waiting for worker worker1 to join and be Ready" in result.stderr
+
+
+def test_admission_rejects_a_malformed_token_without_printing_it(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5")
+    result = host.run("cluster/admit-worker.sh", ADMIT, stdin="ABC123.0123456789abcdef\n")
+    assert result.returncode == 1
+    assert "is not [a-z0-9]{6}.[a-z0-9]{16}" in result.stderr
+    assert "0123456789abcdef" not in result.stderr
+    assert host.calls("kubectl") == []
+
+
+def test_removal_drains_then_deletes_the_node_and_then_does_nothing(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5").set(nodes="master\nworker3\n")
+    env = {"NODE_NAME": "worker3", "DRAIN_TIMEOUT_SECONDS": "600"}
+    result = host.run("cluster/remove-worker.sh", env)
+    assert result.returncode == 0, result.stderr
+    calls = host.calls("kubectl")
+    drain, delete = positions(calls, "kubectl drain worker3", "kubectl delete node worker3")
+    assert drain < delete
+    assert "--ignore-daemonsets --delete-emptydir-data --force --timeout=600s" in calls[drain]
+    assert host.get("nodes") == "master\n"
+    host.clear_calls()
+    again = host.run("cluster/remove-worker.sh", env)
+    assert again.returncode == 0
+    assert "no Node worker3: nothing to drain" in again.stderr
+    assert [call for call in host.calls("kubectl") if "drain" in call or "delete" in call] == []
+
+
+def test_a_dead_api_server_cannot_drain_and_does_not_hold_the_instance(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5").set(nodes="worker3\n", api="down")
+    result = host.run(
+        "cluster/remove-worker.sh", {"NODE_NAME": "worker3", "DRAIN_TIMEOUT_SECONDS": "5", "API_TIMEOUT_SECONDS": "1"}
+    )
+    assert result.returncode == 0, result.stderr
+    assert "cannot be drained; its instance goes anyway" in result.stderr
+    assert not [call for call in host.calls("kubectl") if call.startswith(("kubectl drain", "kubectl delete"))]
+
+
+def test_a_drain_that_cannot_finish_keeps_the_node_and_fails(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5").set(nodes="worker3\n", drain="fail")
+    result = host.run("cluster/remove-worker.sh", {"NODE_NAME": "worker3", "DRAIN_TIMEOUT_SECONDS": "5"})
+    assert result.returncode == 1
+    assert "could not drain worker3 within 5s" in result.stderr
+    assert not [call for call in host.calls("kubectl") if call.startswith("kubectl delete")]
+    assert host.get("nodes") == "worker3\n"
+
+
+def join_bundle() -> str:
+    document = kubeadm.render_documents(
+        [
+            kubeadm.join_configuration(
+                node_name="worker1",
+                node_ip="10.42.1.10",
+                api_server_endpoint="10.42.0.10:6443",
+                bootstrap_token=TOKEN,
+                ca_cert_hashes=["sha256:" + "0" * 64],
+            )
+        ]
+    )
+    return kubeadm.stdin_bundle([document, "CLUSTER CA\n"])
+
+
+def api_stub(host: StubHost, version: str, signed: bool = True) -> None:
+    cluster_info = json.dumps({"data": {"jws-kubeconfig-abc123": "sig"} if signed else {}})
+    host.stub(
+        "curl",
+        f'case "$*" in *"/version"*) echo \'{{"gitVersion": "{version}"}}\' ;; *cluster-info*) echo \'{cluster_info}\' ;; '
+        '*) while [ $# -gt 0 ]; do [ "$1" = -o ] && { echo stub >"$2"; shift; }; shift; done ;; esac\n',
+    )
+
+
+def test_a_join_first_installs_the_version_the_cluster_runs_then_joins(host: StubHost) -> None:
+    host.kubernetes(server="v1.37.2", kubelet="v1.37.5", kubeadm="v1.37.5").packages("1.37.2-1.1", "1.37.5-1.1")
+    api_stub(host, "v1.37.2")
+    result = host.run(
+        "cluster/worker-join.sh", {"API_SERVER_ENDPOINT": "10.42.0.10:6443"}, libs=PACKAGES, stdin=join_bundle()
+    )
+    assert result.returncode == 0, result.stderr
+    calls = host.calls("apt-get", "kubeadm")
+    install, join = positions(calls, "apt-get -o DPkg::Lock::Timeout=300 -q install", "kubeadm join --config")
+    assert install < join
+    assert "kubelet=1.37.2-1.1 kubeadm=1.37.2-1.1 kubectl=1.37.2-1.1" in calls[install]
+    assert TOKEN not in result.stderr + host.calls_file.read_text()
+
+
+def test_a_join_waits_for_a_valid_token_and_a_joined_node_does_nothing(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5")
+    api_stub(host, "v1.36.5", signed=False)
+    env = {"API_SERVER_ENDPOINT": "10.42.0.10:6443"}
+    program = step_script("cluster/worker-join.sh", PACKAGES).replace("wait_until 900 ", "wait_until 1 ")
+    result = host.run("cluster/worker-join.sh", env, program=program, stdin=join_bundle())
+    assert result.returncode == 1
+    assert "waiting for bootstrap token abc123 to be valid" in result.stderr
+    assert not [call for call in host.calls("kubeadm") if call.startswith("kubeadm join")]
+    conf = host.root / "etc/kubernetes/kubelet.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text("server: https://10.42.0.10:6443\n")
+    host.clear_calls()
+    result = host.run("cluster/worker-join.sh", env, libs=PACKAGES, stdin=join_bundle())
+    assert result.returncode == 0
+    assert "already joined to 10.42.0.10:6443: nothing to do" in result.stderr
+    assert host.calls("kubeadm", "apt-get") == []
+
+
+def test_a_node_joined_to_a_former_control_plane_is_reset_and_its_cni_state_cleaned(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5")
+    api_stub(host, "v1.36.5")
+    host.stub("ip", '[ "$1 $2" = "link show" ] && exit 0\nexit 0\n')
+    conf = host.root / "etc/kubernetes/kubelet.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text("server: https://10.42.9.9:6443\n")
+    cni = host.root / "etc/cni/net.d"
+    cni.mkdir(parents=True)
+    (cni / "10-flannel.conflist").write_text("{}")
+    result = host.run(
+        "cluster/worker-join.sh", {"API_SERVER_ENDPOINT": "10.42.0.10:6443"}, libs=PACKAGES, stdin=join_bundle()
+    )
+    assert result.returncode == 0, result.stderr
+    calls = host.calls("kubeadm", "ip")
+    reset, cni0, flannel, join = positions(
+        calls, "kubeadm reset --force", "ip link delete cni0", "ip link delete flannel.1", "kubeadm join"
+    )
+    assert reset < cni0 < flannel < join
+    assert not cni.exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Upgrades
+# ------------------------------------------------------------------------------------------------
+UPGRADE = {"NODE_NAME": "master", "DRAIN_TIMEOUT_SECONDS": "600", "TIMEOUT_SECONDS": "5", "TARGET_VERSION": ""}
+
+
+def upgrade(host: StubHost, **env: str) -> subprocess.CompletedProcess[str]:
+    return host.run("cluster/control-plane-upgrade.sh", {**UPGRADE, **env}, libs=PACKAGES)
+
+
+def test_the_gate_lets_the_running_version_through_untouched(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5").packages("1.36.5-1.1", "1.36.9-1.1")
+    result = upgrade(host, TARGET_MINOR="1.36")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "v1.36.5\n"
+    # No patch chase: a newer 1.36.9 in the repository changes nothing until kubernetesPatch asks.
+    assert not [
+        call for call in host.calls() if call.startswith(("apt-get", "kubeadm upgrade", "systemctl", "kubectl drain"))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("running", "minor", "message"),
+    [
+        (
+            "v1.35.8",
+            "1.37",
+            "kubeadm upgrades one minor at a time. Set kubernetesVersion to 1.36, run 'pulumi up', then set 1.37",
+        ),
+        ("v1.37.1", "1.36", "Kubernetes cannot be downgraded. Set kubernetesVersion back to 1.37"),
+    ],
+)
+def test_the_gate_refuses_a_skipped_minor_or_a_downgrade_before_changing_anything(
+    host: StubHost, running: str, minor: str, message: str
+) -> None:
+    host.kubernetes(server=running).packages("1.36.2-1.1", "1.37.2-1.1")
+    result = upgrade(host, TARGET_MINOR=minor)
+    assert result.returncode == 1
+    assert f"refusing kubernetesVersion {minor}: the cluster runs {running}" in result.stderr
+    assert message in result.stderr
+    assert [call for call in host.calls() if not call.startswith(("kubectl version", "cloud-init"))] == []
+
+
+def test_the_gate_refuses_a_lower_patch(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5")
+    result = upgrade(host, TARGET_MINOR="1.36", TARGET_VERSION="1.36.3")
+    assert result.returncode == 1
+    assert "Set kubernetesPatch to 1.36.5 or empty" in result.stderr
+
+
+def test_the_control_plane_upgrades_in_kubeadms_order_then_a_second_run_does_nothing(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5").packages("1.37.0-1.1", "1.37.2-1.1")
+    result = upgrade(host, TARGET_MINOR="1.37")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "v1.37.2\n"
+    calls = host.calls("apt-get", "kubeadm", "kubectl", "systemctl", "curl")
+    order = positions(
+        calls,
+        "curl -fsSL --max-time 60 -o",  # the v1.37 repository's key
+        "apt-get -o DPkg::Lock::Timeout=300 -q install -y --no-install-recommends --allow-downgrades --allow-change-held-packages kubeadm=1.37.2-1.1",
+        "kubeadm upgrade plan v1.37.2",
+        "kubeadm upgrade apply v1.37.2 --yes",
+        "kubectl drain master --ignore-daemonsets --delete-emptydir-data",
+        "apt-get -o DPkg::Lock::Timeout=300 -q install -y --no-install-recommends --allow-downgrades --allow-change-held-packages kubeadm=1.37.2-1.1 kubelet=1.37.2-1.1 kubectl=1.37.2-1.1",
+        "systemctl restart kubelet",
+        "kubectl uncordon master",
+    )
+    assert order == sorted(order), calls
+    assert "pkgs.k8s.io/core:/stable:/v1.37/deb/" in (host.root / "etc/apt/sources.list.d/kubernetes.list").read_text()
+    assert host.get("unschedulable") == "" and host.get("annotation") == ""
+
+    host.clear_calls()
+    again = upgrade(host, TARGET_MINOR="1.37")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == "v1.37.2\n"
+    assert not [
+        call for call in host.calls() if call.startswith(("apt-get", "kubeadm upgrade", "kubectl drain", "systemctl"))
+    ]
+
+
+def test_an_interrupted_upgrade_resumes_with_the_kubelet(host: StubHost) -> None:
+    """kubeadm upgrade apply went through, the kubelet did not: the next run finishes the job."""
+    host.kubernetes(server="v1.37.2", kubelet="v1.36.5", kubeadm="v1.37.2").packages("1.37.2-1.1")
+    result = upgrade(host, TARGET_MINOR="1.37")
+    assert result.returncode == 0, result.stderr
+    calls = host.calls("kubeadm", "kubectl", "systemctl")
+    assert not [call for call in calls if call.startswith("kubeadm upgrade")]
+    drain, restart, uncordon = positions(
+        calls, "kubectl drain master", "systemctl restart kubelet", "kubectl uncordon master"
+    )
+    assert drain < restart < uncordon
+
+
+def test_a_node_an_operator_cordoned_stays_cordoned(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5").packages("1.36.8-1.1").set(unschedulable="true")
+    result = upgrade(host, TARGET_MINOR="1.36", TARGET_VERSION="1.36.8")
+    assert result.returncode == 0, result.stderr
+    assert not [call for call in host.calls("kubectl") if call.startswith("kubectl uncordon")]
+    assert host.get("unschedulable") == "true"
+
+
+WORKER = {"NODE_NAME": "worker1", "KUBERNETES_VERSION": "v1.37.2"}
+
+
+def test_a_worker_is_drained_upgraded_then_uncordoned_once_ready_at_the_new_version(host: StubHost) -> None:
+    host.kubernetes(server="v1.37.2", kubelet="v1.36.5", kubeadm="v1.36.5").packages("1.37.2-1.1")
+    steps = [
+        ("cluster/worker-upgrade-drain.sh", {**WORKER, "DRAIN_TIMEOUT_SECONDS": "600"}, []),
+        ("cluster/worker-upgrade.sh", {"KUBERNETES_VERSION": "v1.37.2"}, PACKAGES),
+        ("cluster/worker-upgrade-uncordon.sh", {**WORKER, "TIMEOUT_SECONDS": "5"}, []),
+    ]
+    for script, env, libs in steps:
+        result = host.run(script, env, libs=libs)
+        assert result.returncode == 0, script + result.stderr
+    calls = host.calls("kubectl", "kubeadm", "apt-get", "systemctl")
+    order = positions(
+        calls,
+        "kubectl annotate node worker1 gitops/drained-for-upgrade=v1.37.2",
+        "kubectl drain worker1 --ignore-daemonsets --delete-emptydir-data",
+        "apt-get -o DPkg::Lock::Timeout=300 -q install -y --no-install-recommends --allow-downgrades --allow-change-held-packages kubeadm=1.37.2-1.1 kubernetes-cni",
+        "kubeadm upgrade node",
+        "apt-get -o DPkg::Lock::Timeout=300 -q install -y --no-install-recommends --allow-downgrades --allow-change-held-packages kubeadm=1.37.2-1.1 kubelet=1.37.2-1.1",
+        "systemctl restart kubelet",
+        "kubectl uncordon worker1",
+        "kubectl annotate node worker1 gitops/drained-for-upgrade-",
+    )
+    assert order == sorted(order), calls
+
+    host.clear_calls()
+    for script, env, libs in steps:
+        assert host.run(script, env, libs=libs).returncode == 0
+    assert not [
+        call
+        for call in host.calls()
+        if call.startswith(("kubectl drain", "kubectl uncordon", "apt-get", "kubeadm upgrade"))
+    ]
+
+
+def test_the_uncordon_waits_for_the_new_kubelet_to_be_ready(host: StubHost) -> None:
+    host.kubernetes(server="v1.37.2", kubelet="v1.36.5").set(annotation="v1.37.2", unschedulable="true")
+    result = host.run("cluster/worker-upgrade-uncordon.sh", {**WORKER, "TIMEOUT_SECONDS": "1"})
+    assert result.returncode == 1
+    assert "waiting for worker1 to be Ready at v1.37.2" in result.stderr
+    assert not [call for call in host.calls("kubectl") if call.startswith("kubectl uncordon")]
+    assert host.get("unschedulable") == "true"
+
+
+# ------------------------------------------------------------------------------------------------
+# Certificates
+# ------------------------------------------------------------------------------------------------
+def expiration(days_left: int, expiry: str) -> str:
+    return json.dumps(
+        {
+            "kind": "CertificateExpirationInfo",
+            "apiVersion": "output.kubeadm.k8s.io/v1alpha3",
+            "certificates": [
+                {
+                    "name": "admin.conf",
+                    "expirationDate": expiry,
+                    "residualTime": days_left * 86400 + 60,
+                    "externallyManaged": False,
+                    "missing": False,
+                },
+                {
+                    "name": "apiserver",
+                    "expirationDate": "2030-01-01T00:00:00Z",
+                    "residualTime": 999 * 86400,
+                    "externallyManaged": False,
+                    "missing": False,
+                },
+                {
+                    "name": "external",
+                    "expirationDate": "2020-01-01T00:00:00Z",
+                    "residualTime": 0,
+                    "externallyManaged": True,
+                    "missing": False,
+                },
+            ],
+            "certificateAuthorities": [],
+        }
+    )
+
+
+def certificates(host: StubHost) -> subprocess.CompletedProcess[str]:
+    env = {
+        "RENEW_BEFORE_DAYS": "30",
+        "RENEWAL_PROGRAM": step_script("cluster/renew-certificates.sh"),
+        "CHECK_DAY": "2026-11-30",
+        "FILE_CHECK_SECONDS": "0",
+    }
+    return host.run("cluster/certificates.sh", env)
+
+
+@pytest.fixture
+def control_plane(host: StubHost) -> StubHost:
+    host.kubernetes(server="v1.36.5").stub("crictl")
+    manifests = host.root / "etc/kubernetes/manifests"
+    manifests.mkdir(parents=True)
+    for component in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+        (manifests / f"{component}.yaml").write_text(f"name: {component}\n")
+    return host
+
+
+def test_certificates_far_from_expiry_are_left_alone_and_the_timer_is_installed(control_plane: StubHost) -> None:
+    control_plane.set(**{"expiration.json": expiration(200, "2027-06-18T10:00:00Z")})
+    result = certificates(control_plane)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "2027-06-18T10:00:00Z\n"
+    assert not [call for call in control_plane.calls("kubeadm") if "renew" in call]
+    timer = (control_plane.root / "etc/systemd/system/gitops-kubeadm-certs.timer").read_text()
+    assert "OnCalendar=daily" in timer and "Persistent=true" in timer
+    service = (control_plane.root / "etc/systemd/system/gitops-kubeadm-certs.service").read_text()
+    assert "ExecStart=/usr/local/lib/gitops/renew-kubeadm-certificates" in service
+    assert "RENEW_BEFORE_DAYS=30" in service
+    program = control_plane.root / "usr/local/lib/gitops/renew-kubeadm-certificates"
+    assert program.read_text() == step_script("cluster/renew-certificates.sh") + "\n"
+    assert "systemctl enable --now gitops-kubeadm-certs.timer" in control_plane.calls("systemctl")
+
+
+def test_certificates_close_to_expiry_are_renewed_and_the_static_pods_restarted(control_plane: StubHost) -> None:
+    control_plane.set(
+        **{
+            "expiration.json": expiration(20, "2026-12-20T10:00:00Z"),
+            "renewed.json": expiration(364, "2027-11-29T10:00:00Z"),
+        }
+    )
+    moves = control_plane.root / "moves"
+    control_plane.stub("mv", f'echo "$*" >>"{moves}"\nexec /bin/mv "$@"\n')
+    result = certificates(control_plane)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "2027-11-29T10:00:00Z\n"
+    calls = control_plane.calls("kubeadm", "mv", "crictl", "kubectl")
+    renew, park, stopped, restore, answers = positions(
+        calls,
+        "kubeadm certs renew all",
+        "mv -f " + str(control_plane.root / "etc/kubernetes/manifests/etcd.yaml"),
+        "crictl ps --quiet --name",
+        "mv -f " + str(control_plane.root / "etc/kubernetes/manifests-restarting/etcd.yaml"),
+        "kubectl get --raw /readyz",
+    )
+    assert renew < park < stopped < restore < answers
+    manifests = sorted(path.name for path in (control_plane.root / "etc/kubernetes/manifests").iterdir())
+    assert manifests == ["etcd.yaml", "kube-apiserver.yaml", "kube-controller-manager.yaml", "kube-scheduler.yaml"]
+    # The next day's check renews nothing.
+    control_plane.clear_calls()
+    assert certificates(control_plane).returncode == 0
+    assert not [call for call in control_plane.calls("kubeadm") if "renew" in call]
+
+
+def test_manifests_parked_by_an_interrupted_renewal_are_put_back_first(control_plane: StubHost) -> None:
+    parked = control_plane.root / "etc/kubernetes/manifests-restarting"
+    parked.mkdir()
+    (control_plane.root / "etc/kubernetes/manifests/etcd.yaml").rename(parked / "etcd.yaml")
+    control_plane.set(**{"expiration.json": expiration(200, "2027-06-18T10:00:00Z")})
+    result = certificates(control_plane)
+    assert result.returncode == 0, result.stderr
+    assert (control_plane.root / "etc/kubernetes/manifests/etcd.yaml").exists()
+    assert "moved back" in result.stderr
