@@ -47,8 +47,9 @@ def test_merge_requests_preview_every_stack_with_the_policy_pack() -> None:
 
 def test_default_branch_deploys_dev_automatically_and_prod_by_hand() -> None:
     dev, prod = PIPELINE["deploy-dev"], PIPELINE["deploy-prod"]
-    assert dev["rules"] == [{"if": DEFAULT_BRANCH}]
-    assert prod["rules"] == [{"if": DEFAULT_BRANCH, "when": "manual"}]
+    never_in_e2e = {"if": '$E2E_LANE == "true"', "when": "never"}
+    assert dev["rules"] == [never_in_e2e, {"if": DEFAULT_BRANCH}], "an e2e pipeline never deploys dev"
+    assert prod["rules"] == [never_in_e2e, {"if": DEFAULT_BRANCH, "when": "manual"}]
     assert prod["environment"]["name"] == "prod"
     for stack, job in (("dev", dev), ("prod", prod)):
         script = "\n".join(job["script"])
