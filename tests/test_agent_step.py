@@ -125,7 +125,7 @@ def test_a_refused_token_fails_at_once_without_waiting(host: StubHost, gitlab: S
     seen, gitlab.routes["POST /api/graphql"] = graphql(connections("pod-a"))
     result = wait(host, gitlab, ca, token="glpat-revoked-000000000000")
     assert result.returncode == 1
-    assert "GitLab answered HTTP 401 to the token" in result.stderr
+    assert "GitLab answered HTTP 401: the API token on stdin expired" in result.stderr
     assert len(seen) == 1
 
 

@@ -17,9 +17,9 @@
 set -euo pipefail
 
 # Read the token first, before any other command can touch stdin.
-token="$(cat)"
-[[ -n "$token" ]] || die "stdin is empty: expected the GitLab API token that reads the agent's connections"
-[[ "$token" =~ ^[A-Za-z0-9_.-]+$ ]] || die "the GitLab API token on stdin has unexpected characters"
+owner_pat="$(cat)"
+[[ -n "$owner_pat" ]] || die "stdin is empty: expected the GitLab API token that reads the agent's connections"
+[[ "$owner_pat" =~ ^[A-Za-z0-9_.-]+$ ]] || die "the GitLab API token on stdin has unexpected characters"
 
 require_env GITLAB_URL GITLAB_CA_PEM PROJECT_PATH AGENT_NAME AGENT_NAMESPACE POD_SELECTOR AGENTK_VERSION TIMEOUT_SECONDS
 [[ "$GITLAB_URL" =~ ^https://[a-z0-9.-]+(:[0-9]+)?$ ]] || die "GITLAB_URL ${GITLAB_URL} is not https://<host>"
@@ -33,8 +33,8 @@ workdir="$(mktemp -d)"
 trap 'rm -rf "$workdir"' EXIT
 printf '%s\n' "$GITLAB_CA_PEM" >"$workdir/ca.crt"
 # GraphQL takes a personal access token as a bearer token (gitlabhq doc/api/graphql).
-printf 'header = "Authorization: Bearer %s"\n' "$token" >"$workdir/auth.conf"
-unset token
+printf 'header = "Authorization: Bearer %s"\n' "$owner_pat" >"$workdir/auth.conf"
+unset owner_pat
 # The query, with the project and agent as variables (no quoting of values into the query text).
 python3 - "$PROJECT_PATH" "$AGENT_NAME" >"$workdir/query.json" <<'PY'
 import json
@@ -63,7 +63,7 @@ if status == "000":
     print("waiting GitLab did not answer:", open(error).read().strip()[:300])
     sys.exit()
 if status in ("401", "403"):
-    print(f"refused GitLab answered HTTP {status} to the token: it expired, was revoked or lacks the api scope")
+    print(f"refused GitLab answered HTTP {status}: the API token on stdin expired, was revoked or lacks the api scope")
     sys.exit()
 try:
     document = json.load(open(answer))
