@@ -182,7 +182,7 @@ class GitLabIntegration(pulumi.ComponentResource):
             f"{name}-agent-connected",
             host=args.control_plane.ssh_host,
             private_key=args.control_plane.ssh.private_key_openssh,
-            script="cluster/wait-agent-connected.sh",
+            script="agent/wait-connected.sh",
             env={
                 "GITLAB_URL": pulumi.Output.concat("https://", args.gitlab_hostname),
                 "GITLAB_CA_PEM": args.gitlab_ca_pem,

@@ -1,4 +1,4 @@
-"""The step that ends `pulumi up` only once GitLab reports the agent connected (cluster/wait-agent-connected.sh).
+"""The step that ends `pulumi up` only once GitLab reports the agent connected (agent/wait-connected.sh).
 
 It runs as sent (common.sh, then the step) under bash with kubectl stubbed (tests/stub_host.py) and
 real curl and python3 asking a fake of GitLab's GraphQL API on 127.0.0.1 over TLS from a test CA
@@ -65,7 +65,7 @@ def wait(host: StubHost, gitlab: Server, ca: TestCa, token: str = TOKEN, **env: 
         "TIMEOUT_SECONDS": "60",
         **env,
     }
-    return host.run("cluster/wait-agent-connected.sh", values, stdin=token + "\n")
+    return host.run("agent/wait-connected.sh", values, stdin=token + "\n")
 
 
 def graphql(*replies: dict) -> tuple[list[Request], object]:

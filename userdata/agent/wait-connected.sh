@@ -32,7 +32,7 @@ umask 077
 workdir="$(mktemp -d)"
 trap 'rm -rf "$workdir"' EXIT
 printf '%s\n' "$GITLAB_CA_PEM" >"$workdir/ca.crt"
-# GraphQL takes a personal access token as a bearer token (gitlabhq doc/api/graphql).
+# GraphQL takes a personal access token as a bearer token (docs.gitlab.com/api/graphql/getting_started).
 printf 'header = "Authorization: Bearer %s"\n' "$owner_pat" >"$workdir/auth.conf"
 unset owner_pat
 # The query, with the project and agent as variables (no quoting of values into the query text).
