@@ -9,8 +9,9 @@ from components.app_project import AppProject, AppProjectArgs
 from components.cluster import KubeadmCluster, KubeadmClusterArgs
 from components.config import load_config
 from components.flux import Flux, FluxArgs
+from components.gitlab_agent import AGENT_NAME
 from components.gitlab_host import GitLabHost, GitLabHostArgs
-from components.gitlab_integration import GitLabIntegration, GitLabIntegrationArgs
+from components.gitlab_integration import ControlPlaneAccess, GitLabIntegration, GitLabIntegrationArgs
 from components.hosts import SshAccess
 from components.network import Network, NetworkArgs
 from components.remote import operator_ssh_key_step
@@ -54,10 +55,11 @@ cluster = KubeadmCluster(
     ),
 )
 
-# The shark-app project (the tutorial's <user>/shark-application), then GitLab's view of the
-# cluster, then the seeding commits: the last one starts the first pipeline, which needs the
-# KUBE_* variables the integration sets. All of it through the daily admin's own token: the
-# project's Owner makes every commit to its protected default branch.
+# The shark-app project (the tutorial's <user>/shark-application) and its files, then GitLab's view
+# of the cluster (clusterIntegration: the agent, connected, or the legacy certificate-based cluster
+# and its KUBE_* variables), then the pipeline: its commit starts the first pipeline, which needs that
+# view. All of it through the daily admin's own token: the project's Owner makes every commit to its
+# protected default branch.
 app = AppProject(
     "shark-app",
     AppProjectArgs(
@@ -69,18 +71,26 @@ app = AppProject(
         registry_host=gitlab_host.registry_host,
     ),
 )
+app.seed_files()
 integration = GitLabIntegration(
     "gitlab-k8s",
     GitLabIntegrationArgs(
+        config=config,
         project_id=app.project_id,
+        project_path=app.path_with_namespace,
         api_url=cluster.private_api_url,
         ca_pem=cluster.ca_pem,
         kubernetes_provider=cluster.provider,
         gitlab_provider=gitlab_host.owner_provider,
+        gitlab_hostname=gitlab_host.hostname,
+        gitlab_ca_pem=gitlab_host.ca_pem,
+        control_plane=ControlPlaneAccess(cluster.control_plane_ssh_host, cluster.control_plane_instance_id, ssh),
+        owner_token=gitlab_host.admin_user_token,
+        commit_after=app.seed_commits,
         settings_effective=gitlab_host.settings_effective,
     ),
 )
-app.seed_repository(after=integration.variables)
+app.seed_pipeline(after=integration.ready)
 
 # Pull delivery: Flux watches the project and commits new image tags back to it.
 flux = None
@@ -130,6 +140,18 @@ pulumi.export("appProjectUrl", app.web_url)
 pulumi.export("appProjectSshUrl", app.ssh_url)
 pulumi.export("appImageRepository", app.image_repository)
 pulumi.export("delivery", config.delivery)
+pulumi.export("clusterIntegration", config.cluster_integration)
+if integration.kube_context is not None:
+    # The agent CI jobs deploy through: `kubectl config use-context <kubeContext>` in a job.
+    pulumi.export(
+        "gitlabAgent",
+        {
+            "name": AGENT_NAME,
+            "id": integration.agent_id,
+            "projectPath": app.path_with_namespace,
+            "kubeContext": integration.kube_context,
+        },
+    )
 if flux is not None:
     pulumi.export("fluxNamespace", flux.namespace)
     pulumi.export("fluxObjects", flux.object_names)

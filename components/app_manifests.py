@@ -20,6 +20,8 @@ from components import versions
 APP_SOURCE = Path(__file__).resolve().parent.parent / "apps" / "shark-app"
 PIPELINES = APP_SOURCE / "ci"
 # Not seeded: local artefacts, and the pipelines (one of them becomes .gitlab-ci.yml).
+# push.gitlab-ci.yml ends before its `deployment` job: deployment-<clusterIntegration>.gitlab-ci.yml
+# holds it, one per way the job reaches the cluster.
 NOT_SEEDED = ("node_modules", "ci")
 CONTAINER_PORT = 8080
 SERVICE_PORT = 80
@@ -155,9 +157,16 @@ def app_files() -> dict[str, str]:
     return files
 
 
-def pipeline_template(mode: Literal["pull", "push"]) -> str:
-    """apps/shark-app/ci/<mode>.gitlab-ci.yml as written, with its @@NAME@@ image tokens."""
-    return (PIPELINES / f"{mode}.gitlab-ci.yml").read_text()
+Integration = Literal["agent", "certificate"]
+
+
+def pipeline_template(mode: Literal["pull", "push"], integration: Integration = "agent") -> str:
+    """apps/shark-app/ci/<mode>.gitlab-ci.yml as written, with its @@NAME@@ image tokens; in push mode
+    followed by the deployment job of the cluster integration (deployment-<integration>.gitlab-ci.yml)."""
+    template = (PIPELINES / f"{mode}.gitlab-ci.yml").read_text()
+    if mode == "push":
+        template += "\n" + (PIPELINES / f"deployment-{integration}.gitlab-ci.yml").read_text()
+    return template
 
 
 def render_pipeline(template: str, images: Mapping[str, str] = versions.PIPELINE_IMAGES) -> str:
@@ -172,9 +181,10 @@ def render_pipeline(template: str, images: Mapping[str, str] = versions.PIPELINE
     return _PIN_TOKEN.sub(image, template)
 
 
-def pipeline(mode: Literal["pull", "push"]) -> str:
-    """The .gitlab-ci.yml seeded for a delivery mode, its images pinned from components/versions.py."""
-    return render_pipeline(pipeline_template(mode))
+def pipeline(mode: Literal["pull", "push"], integration: Integration = "agent") -> str:
+    """The .gitlab-ci.yml seeded for a delivery mode (and, in push mode, a cluster integration), its
+    images pinned from components/versions.py."""
+    return render_pipeline(pipeline_template(mode, integration))
 
 
 @dataclass(frozen=True)
@@ -200,10 +210,10 @@ def seed_plan(mode: Literal["pull", "push"]) -> list[SeedFile]:
     return [*plan, SeedFile(PIPELINE_PATH, f"Add the {mode} delivery pipeline")]
 
 
-def seed_content(spec: AppSpec, mode: Literal["pull", "push"], path: str) -> str:
+def seed_content(spec: AppSpec, mode: Literal["pull", "push"], path: str, integration: Integration = "agent") -> str:
     """The content committed at ``path``."""
     if path == PIPELINE_PATH:
-        return pipeline(mode)
+        return pipeline(mode, integration)
     manifests = manifest_files(spec, mode)
     if path in manifests:
         return manifests[path]

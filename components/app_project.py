@@ -1,8 +1,10 @@
 """The shark-app project in GitLab: the project, its registry credentials, and its seeded files.
 
-Built in two steps because GitLab's view of the cluster (GitLabIntegration) needs the project, and
-the project's first pipeline needs that view (its CI/CD variables): ``AppProject(...)`` creates the
-project, ``seed_repository(after=...)`` commits the files once the integration exists.
+Built in three steps because GitLab's view of the cluster (GitLabIntegration) needs the project, and
+the project's first pipeline needs that view (its CI/CD variables, or the connected agent):
+``AppProject(...)`` creates the project, ``seed_files()`` commits the app and its manifests (the
+integration commits its agent configuration after them), ``seed_pipeline(after=...)`` commits the
+pipeline last, once the integration is ready.
 
 Everything here is created through the daily admin's own provider (GitLabHost.owner_provider): the
 project lands in that user's namespace, and Projects::CreateService makes the namespace owner the
@@ -35,6 +37,7 @@ from components.app_manifests import (
     PULL_SECRET_NAME,
     THROWAWAY_TAG_REGEX,
     AppSpec,
+    SeedFile,
     seed_content,
     seed_plan,
 )
@@ -141,37 +144,16 @@ class AppProject(pulumi.ComponentResource):
             )
         self.seed_commits = []
 
-    def seed_repository(self, after: Sequence[pulumi.Resource]) -> None:
-        """Commit the app, its manifests and, last, the pipeline (after ``after`` exists)."""
-        previous: list[pulumi.Resource] = []
-        mode = self._config.delivery
-        for seed in seed_plan(mode):
-            is_pipeline = seed.path == PIPELINE_PATH
-            commit = gitlab.RepositoryFile(
-                f"{self._name}-file-{_resource_suffix(seed.path)}",
-                project=self.project_id,
-                branch=self._config.default_branch,
-                file_path=seed.path,
-                content=self.app_spec.apply(lambda spec, path=seed.path: seed_content(spec, mode, path)),
-                encoding="text",
-                # GitLab created README.md with the project: take it over.
-                overwrite_on_create=True,
-                create_commit_message=seed.commit_message,
-                update_commit_message=seed.commit_message,
-                delete_commit_message=f"{'' if is_pipeline else '[skip ci] '}Remove {seed.path}",
-                author_name="Pulumi",
-                author_email="pulumi@localhost",
-                opts=pulumi.ResourceOptions.merge(
-                    self._on_gitlab,
-                    pulumi.ResourceOptions(
-                        # One commit at a time, in this order: the pipeline file is the last commit.
-                        depends_on=previous + (list(after) if is_pipeline else []),
-                        ignore_changes=[] if is_pipeline else ["content"],
-                    ),
-                ),
-            )
-            self.seed_commits.append(commit)
-            previous = [commit]
+    def seed_files(self) -> None:
+        """Commit the app and its manifests, one commit at a time (``seed_commits``, in order)."""
+        for seed in seed_plan(self._config.delivery):
+            if seed.path != PIPELINE_PATH:
+                self._commit(seed, after=self.seed_commits[-1:])
+
+    def seed_pipeline(self, after: Sequence[pulumi.Resource]) -> None:
+        """Commit the pipeline: the last commit, after the seeded files and ``after`` (the integration)."""
+        (seed,) = (seed for seed in seed_plan(self._config.delivery) if seed.path == PIPELINE_PATH)
+        self._commit(seed, after=[*self.seed_commits[-1:], *after])
         self.register_outputs(
             {
                 "project_id": self.project_id,
@@ -180,6 +162,37 @@ class AppProject(pulumi.ComponentResource):
                 "image_repository": self.image_repository,
             }
         )
+
+    def _commit(self, seed: SeedFile, after: Sequence[pulumi.Resource]) -> None:
+        mode = self._config.delivery
+        integration = self._config.cluster_integration
+        is_pipeline = seed.path == PIPELINE_PATH
+        commit = gitlab.RepositoryFile(
+            f"{self._name}-file-{_resource_suffix(seed.path)}",
+            project=self.project_id,
+            branch=self._config.default_branch,
+            file_path=seed.path,
+            content=self.app_spec.apply(
+                lambda spec, path=seed.path: seed_content(spec, mode, path, integration=integration)
+            ),
+            encoding="text",
+            # GitLab created README.md with the project: take it over.
+            overwrite_on_create=True,
+            create_commit_message=seed.commit_message,
+            update_commit_message=seed.commit_message,
+            delete_commit_message=f"{'' if is_pipeline else '[skip ci] '}Remove {seed.path}",
+            author_name="Pulumi",
+            author_email="pulumi@localhost",
+            opts=pulumi.ResourceOptions.merge(
+                self._on_gitlab,
+                pulumi.ResourceOptions(
+                    # One commit at a time, in this order: the pipeline file is the last commit.
+                    depends_on=list(after),
+                    ignore_changes=[] if is_pipeline else ["content"],
+                ),
+            ),
+        )
+        self.seed_commits.append(commit)
 
 
 def _resource_suffix(path: str) -> str:

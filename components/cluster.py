@@ -60,6 +60,9 @@ class KubeadmCluster(pulumi.ComponentResource):
     nodes: pulumi.Output[list[dict[str, str]]]
     app_urls: pulumi.Output[list[str]]
     provider: k8s.Provider  # ready to use: every node is Ready and at the control plane's version
+    # Where steps that need the admin kubeconfig run (/etc/kubernetes/admin.conf): the first control plane.
+    control_plane_ssh_host: pulumi.Output[str]
+    control_plane_instance_id: pulumi.Output[str]
 
     def __init__(self, name: str, args: KubeadmClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("gitops:cluster:KubeadmCluster", name, None, opts)
@@ -116,6 +119,8 @@ class KubeadmCluster(pulumi.ComponentResource):
         # ---- Outputs -----------------------------------------------------------------------------
         all_nodes = [*nodes.control_planes, *nodes.workers]
         self.node_names = [node.name for node in all_nodes]
+        self.control_plane_ssh_host = master.ssh_host
+        self.control_plane_instance_id = master.instance.id
         self.ca_pem = pki.ca_cert_pem
         self.ca_cert_hash = pki.ca_cert_hash
         self.private_api_url = master.private_ip.apply(lambda ip: f"https://{ip}:{kubeadm.API_SERVER_PORT}")

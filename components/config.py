@@ -28,6 +28,9 @@ MAX_WORKERS = 20
 NODE_PORT_RANGE = (30000, 32767)  # kube-apiserver default --service-node-port-range
 RESERVED_TAG_KEYS = ("Project", "Stack", "ManagedBy", "Name")
 DELIVERY_MODES = ("pull", "push")
+# How GitLab reaches the cluster: its agent for Kubernetes (agentk in the cluster, KAS in GitLab), or
+# the tutorial's deprecated certificate-based cluster (components/gitlab_integration.py).
+CLUSTER_INTEGRATIONS = ("agent", "certificate")
 # The cluster's own address ranges (components/kubeadm.py: Flannel's pod network, kubeadm's
 # default service range): the VPC must not overlap them.
 CLUSTER_RANGES = {"pod network": "10.244.0.0/16", "service network": "10.96.0.0/12"}
@@ -95,7 +98,7 @@ KEYS: tuple[Key, ...] = (
         "gitlabImageTag",
         "string",
         versions.GITLAB_CE_TAG,
-        "Pinned gitlab/gitlab-ce image tag: 18.11.x or 19.x (20.0 removes certificate-based clusters). "
+        "Pinned gitlab/gitlab-ce image tag: 18.11.x or 19.x. "
         "Changing it upgrades GitLab in place, one required upgrade stop at a time (README).",
     ),
     Key(
@@ -133,6 +136,13 @@ KEYS: tuple[Key, ...] = (
         "Pinned Flux v2 release whose install.yaml is applied (vX.Y.Z).",
     ),
     Key("delivery", "string", "pull", "How the app reaches the cluster: pull (Flux) or push (a deploy stage)."),
+    Key(
+        "clusterIntegration",
+        "string",
+        "agent",
+        "How GitLab reaches the cluster: agent (GitLab agent for Kubernetes) or certificate (the tutorial's "
+        "deprecated certificate-based cluster, GitLab below 20.0 only). README: switching.",
+    ),
     Key("projectName", "string", "shark-application", "GitLab project path of the sample app."),
     Key("projectVisibility", "string", "public", "GitLab visibility of the app project: public, internal or private."),
     Key("appName", "string", "shark-app", "Kubernetes name of the app's Deployment and Service."),
@@ -191,6 +201,7 @@ class StackConfig:
     ami_id: str | None
     flux_version: str
     delivery: Literal["pull", "push"]
+    cluster_integration: Literal["agent", "certificate"]
     project_name: str
     project_visibility: Literal["public", "internal", "private"]
     app_name: str
@@ -359,10 +370,11 @@ def gitlab_version(tag: str) -> tuple[int, int, int]:
     return int(match.group(1)), int(match.group(2)), int(match.group(3))
 
 
-def _gitlab_image_tag(reader: _Reader) -> str:
+def _gitlab_image_tag(reader: _Reader, integration: str) -> str:
     value = reader.string("gitlabImageTag").strip()
     oldest = ".".join(map(str, versions.GITLAB_OLDEST_SUPPORTED))
-    removal = versions.GITLAB_FIRST_UNSUPPORTED_MAJOR
+    unsupported = versions.GITLAB_FIRST_UNSUPPORTED_MAJOR
+    removal = versions.CERTIFICATE_CLUSTERS_REMOVED_MAJOR
     try:
         version = gitlab_version(value)
     except ValueError:
@@ -380,12 +392,20 @@ def _gitlab_image_tag(reader: _Reader) -> str:
             f"GitLab {oldest}.x or 19.x, e.g. {versions.GITLAB_CE_TAG}: older releases get no security fixes, and "
             f"{oldest} is the required upgrade stop before 19.x",
         )
-    elif version[0] >= removal:
+    elif integration == "certificate" and version[0] >= removal:
         reader.fail(
             "gitlabImageTag",
             value,
             f"GitLab {oldest}.x or 19.x, e.g. {versions.GITLAB_CE_TAG}: GitLab {removal}.0 removes the "
-            "certificate-based cluster integration, which is how this program connects GitLab to the cluster",
+            "certificate-based cluster integration (clusterIntegration certificate); "
+            "set clusterIntegration to agent first (README: switching)",
+        )
+    elif version[0] >= unsupported:
+        reader.fail(
+            "gitlabImageTag",
+            value,
+            f"GitLab {oldest}.x or 19.x, e.g. {versions.GITLAB_CE_TAG}: GitLab {unsupported} is not supported by "
+            "this program yet (its required upgrade stops and PostgreSQL minimum are not known)",
         )
     return value
 
@@ -448,7 +468,7 @@ def parse_config(raw: Mapping[str, str | None], project: str, stack: str) -> Sta
         kubernetes_version=_kubernetes_minor(reader),
         kubernetes_patch=_kubernetes_patch(reader),
         flannel_version=reader.matching("flannelVersion", _SEMVER_TAG, "a pinned release tag such as v0.28.9"),
-        gitlab_image_tag=_gitlab_image_tag(reader),
+        gitlab_image_tag=_gitlab_image_tag(reader, reader.string("clusterIntegration")),
         gitlab_runner_image_tag=reader.matching(
             "gitlabRunnerImageTag",
             _RUNNER_TAG,
@@ -468,6 +488,7 @@ def parse_config(raw: Mapping[str, str | None], project: str, stack: str) -> Sta
         ami_id=reader.optional_matching("amiId", _AMI_ID, "an AMI id such as ami-0123456789abcdef0, or empty"),
         flux_version=reader.matching("fluxVersion", _SEMVER_TAG, "a pinned Flux v2 release tag such as v2.10.0"),
         delivery=reader.choice("delivery", DELIVERY_MODES),  # type: ignore[arg-type]
+        cluster_integration=reader.choice("clusterIntegration", CLUSTER_INTEGRATIONS),  # type: ignore[arg-type]
         project_name=reader.matching(
             "projectName",
             _PROJECT_PATH,

@@ -146,10 +146,40 @@ def secret_bundle(values: Mapping[str, str]) -> str:
     return "".join(lines)
 
 
-def seed_token_program(token: str) -> str:
+# What GitLab's certificate-based cluster needs (clusterIntegration certificate), in the seeding program.
+_CERTIFICATE_CLUSTER_SETTINGS = f"""\
+# The cluster's API URL is a private address: GitLab's URL blocker refuses it unless local requests
+# are allowed. Read and written on the database row itself, never through a cached copy. One column
+# and nothing else: update! would run every ApplicationSetting validation, so a setting this
+# program never touches, made invalid by a later GitLab release, would fail the step. The callbacks
+# skipped only expire this process's own cache; the step waits out every worker's instead.
+settings_changed = false
+settings = ApplicationSetting.current_without_cache || ApplicationSetting.create_from_defaults
+unless settings.{LOCAL_REQUESTS_SETTING}
+  settings.update_columns({LOCAL_REQUESTS_SETTING}: true, updated_at: Time.current)
+  settings_changed = true
+end
+# Certificate-based clusters (GitLabIntegration) answer 404 until this ops flag is on.
+unless Feature.enabled?(:{FEATURE_FLAG})
+  Feature.enable(:{FEATURE_FLAG})
+  settings_changed = true
+end
+"""
+# Agent mode: nothing to turn on (KAS calls GitLab's internal API, not an outgoing integration URL).
+_NO_CLUSTER_SETTINGS = """\
+# GitLab's agent for Kubernetes needs neither local requests nor the certificate_based_clusters flag:
+# nothing is turned on here, and nothing is turned off.
+settings_changed = false
+"""
+
+
+def seed_token_program(token: str, *, certificate_clusters: bool = True) -> str:
     """The Ruby program the seeding step pipes into `gitlab-rails runner -` (stdin: it holds the token).
 
-    Two jobs, both idempotent:
+    Two jobs, both idempotent (the second only with ``certificate_clusters``, clusterIntegration
+    certificate: GitLab's agent needs neither setting, so in agent mode the program turns nothing on,
+    and it never turns anything off: a stack switched from certificate mode keeps them, which the
+    certificate cluster's deletion needs, as the README says):
 
     1. Root's admin API token (the provider that creates users, settings and the runner). The token
        is looked up by name first and kept when it already holds this value; another value under the
@@ -170,6 +200,7 @@ def seed_token_program(token: str) -> str:
     if not _TOKEN_VALUE.match(token):
         raise ValueError("the admin token must be 20 letters or digits")
     scopes = " ".join(TOKEN_SCOPES)
+    settings = _CERTIFICATE_CLUSTER_SETTINGS if certificate_clusters else _NO_CLUSTER_SETTINGS
     return f"""\
 # Seeds the admin API token Pulumi generated and the settings GitLab's cluster integration needs
 # (components/gitlab_config.py seed_token_program).
@@ -193,23 +224,7 @@ unless token && PersonalAccessToken.find_by_token(token_value)&.id == token.id
 end
 token.update!(scopes: token_scopes) unless token.scopes.map(&:to_s).sort == token_scopes.sort
 
-# The cluster's API URL is a private address: GitLab's URL blocker refuses it unless local requests
-# are allowed. Read and written on the database row itself, never through a cached copy. One column
-# and nothing else: update! would run every ApplicationSetting validation, so a setting this
-# program never touches, made invalid by a later GitLab release, would fail the step. The callbacks
-# skipped only expire this process's own cache; the step waits out every worker's instead.
-settings_changed = false
-settings = ApplicationSetting.current_without_cache || ApplicationSetting.create_from_defaults
-unless settings.{LOCAL_REQUESTS_SETTING}
-  settings.update_columns({LOCAL_REQUESTS_SETTING}: true, updated_at: Time.current)
-  settings_changed = true
-end
-# Certificate-based clusters (GitLabIntegration) answer 404 until this ops flag is on.
-unless Feature.enabled?(:{FEATURE_FLAG})
-  Feature.enable(:{FEATURE_FLAG})
-  settings_changed = true
-end
-puts "expires_at=#{{token.expires_at.iso8601}}"
+{settings}puts "expires_at=#{{token.expires_at.iso8601}}"
 puts "settings_changed=#{{settings_changed ? 'yes' : 'no'}}"
 puts "settings_cache_seconds=#{{(Gitlab.config.gitlab['application_settings_cache_seconds'] || 60).to_i}}"
 """

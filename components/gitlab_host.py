@@ -154,8 +154,9 @@ class GitLabHost(pulumi.ComponentResource):
     private_ip: pulumi.Output[str]
     instance_id: pulumi.Output[str]
     data_volume_id: pulumi.Output[str]
-    # What must exist before GitLab may call the cluster: the seeding step (local requests and the
-    # certificate_based_clusters flag, effective on every worker when it returns) and the settings.
+    # What must exist before GitLab may call the cluster (certificate mode): the seeding step (local
+    # requests and the certificate_based_clusters flag, effective on every worker when it returns)
+    # and the settings.
     settings_effective: list[pulumi.Resource]
 
     def __init__(self, name: str, args: GitLabHostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -341,7 +342,13 @@ class GitLabHost(pulumi.ComponentResource):
             private_key=args.ssh.private_key_openssh,
             script="gitlab/seed-admin-token.sh",
             env={"GITLAB_HOSTNAME": hostname},
-            stdin=pulumi.Output.secret(admin_token.result.apply(seed_token_program)),
+            stdin=pulumi.Output.secret(
+                admin_token.result.apply(
+                    lambda token: seed_token_program(
+                        token, certificate_clusters=config.cluster_integration == "certificate"
+                    )
+                )
+            ),
             triggers=[instance.id, volume.id],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[install]),
         )
@@ -371,8 +378,11 @@ class GitLabHost(pulumi.ComponentResource):
             # The seeding step turns it on first, on the database row, and waits out the workers'
             # caches; declared here with the same value, so a later `pulumi up` puts it back if
             # someone turns it off, and never flips what the step set. It runs after the step
-            # (through its provider), so the two never race.
-            allow_local_requests_from_web_hooks_and_services=True,
+            # (through its provider), so the two never race. Only the certificate-based cluster needs
+            # it: with GitLab's agent it is left as it is (GitLab's default, off, on a new stack).
+            allow_local_requests_from_web_hooks_and_services=True
+            if config.cluster_integration == "certificate"
+            else None,
             opts=pulumi.ResourceOptions.merge(on_gitlab, pulumi.ResourceOptions(depends_on=[seed])),
         )
         admin_password = random.RandomPassword(

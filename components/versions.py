@@ -17,9 +17,14 @@ GITLAB_CE_TAG = "19.4.1-ce.0"
 # gitlab-runner release matching GitLab's major.minor (docs.gitlab.com/runner: keep them in step).
 GITLAB_RUNNER_TAG = "alpine-v19.4.1"
 # Versions the program accepts (config validation): 18.11.x, the required upgrade stop before 19.x,
-# and 19.x. GitLab 20.0 removes the certificate-based cluster integration, today the only one.
+# and 19.x. GitLab 20 is not released yet (GitLab majors ship in May): its required upgrade stops and
+# PostgreSQL minimum are unknown, so the install step could not walk to it safely.
 GITLAB_OLDEST_SUPPORTED = (18, 11)
 GITLAB_FIRST_UNSUPPORTED_MAJOR = 20
+# GitLab's stated removal of the certificate-based cluster integration (clusterIntegration
+# certificate): "deprecated, due for removal in GitLab 20.0" (pulumi-gitlab 10.4 project_cluster.py,
+# terraform-provider-gitlab docs of its v19.0.0 release). A moving target: it was 17.0, then 18.0.
+CERTIFICATE_CLUSTERS_REMOVED_MAJOR = 20
 # Required upgrade stops (major, minor) as GitLab itself enforces them: omnibus-gitlab
 # files/gitlab-ctl-commands/lib/gitlab_ctl/upgrade_check.rb MIN_VERSION at each release tag, and
 # gitlabhq config/upgrade_path.yml. The Docker image refuses to start across one (init-container
@@ -80,6 +85,31 @@ AWS_CLI_VERSION = "1.46.2"
 # ---- cluster add-ons (config defaults) -------------------------------------------------------------
 FLUX_VERSION = "v2.10.0"
 FLANNEL_VERSION = "v0.28.9"
+
+# ---- GitLab agent for Kubernetes (clusterIntegration agent) -----------------------------------------
+# GitLab's official chart for agentk (gitlab-org/charts/gitlab-agent, served by charts.gitlab.io).
+# The chart is versioned on its own and may lag the agent: pin it, and set the image tag (below).
+GITLAB_AGENT_CHART = "gitlab-agent"
+GITLAB_AGENT_CHART_REPOSITORY = "https://charts.gitlab.io"
+GITLAB_AGENT_CHART_VERSION = "2.32.0"
+AGENTK_IMAGE_REPOSITORY = "registry.gitlab.com/gitlab-org/cluster-integration/gitlab-agent/agentk"
+
+
+def agentk_tag(gitlab_ce_tag: str) -> str:
+    """agentk's image tag for a gitlab/gitlab-ce tag: the same release (19.4.1-ce.0 -> v19.4.1).
+
+    KAS in the Omnibus image is built from the gitlab-agent repository at v<GitLab version>
+    (omnibus-gitlab config/software/gitlab-kas.rb, GITLAB_KAS_VERSION), the tag agentk is released
+    from; GitLab supports agentk of the same minor, and the previous and next minor.
+    """
+    version = gitlab_ce_tag.split("-", 1)[0]
+    if not version or not all(part.isdigit() for part in version.split(".")) or version.count(".") != 2:
+        raise ValueError(f"{gitlab_ce_tag!r} is not a gitlab/gitlab-ce tag such as {GITLAB_CE_TAG}")
+    return f"v{version}"
+
+
+# The agentk the default GitLab runs with (REFERENCE.md section 1).
+AGENTK_TAG = agentk_tag(GITLAB_CE_TAG)
 
 
 def gitlab_upgrade_stops(through_major: int = GITLAB_FIRST_UNSUPPORTED_MAJOR - 1) -> tuple[tuple[int, int], ...]:

@@ -129,10 +129,13 @@ def _jobs(mode: str) -> dict:
     }
 
 
-@pytest.mark.parametrize("mode", ["pull", "push"])
-def test_pipelines_pass_the_gitlab_ci_schema(mode: str) -> None:
+@pytest.mark.parametrize(("mode", "integration"), [("pull", "agent"), ("push", "agent"), ("push", "certificate")])
+def test_pipelines_pass_the_gitlab_ci_schema(tmp_path: Path, mode: str, integration: str) -> None:
+    """The seeded file as GitLab reads it: push mode with the deployment job of each integration."""
+    seeded = tmp_path / ".gitlab-ci.yml"
+    seeded.write_text(pipeline(mode, integration))  # type: ignore[arg-type]
     result = subprocess.run(
-        [_tool("check-jsonschema"), "--builtin-schema", "vendor.gitlab-ci", str(APP / "ci" / f"{mode}.gitlab-ci.yml")],
+        [_tool("check-jsonschema"), "--builtin-schema", "vendor.gitlab-ci", str(seeded)],
         capture_output=True,
         text=True,
         check=False,
@@ -140,17 +143,21 @@ def test_pipelines_pass_the_gitlab_ci_schema(mode: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_push_pipeline_deploys_with_the_kube_variables() -> None:
-    document = yaml.safe_load(pipeline("push"))
+@pytest.mark.parametrize("integration", ["agent", "certificate"])
+def test_push_pipeline_deploys_through_the_integrations_access(integration: str) -> None:
+    document = yaml.safe_load(pipeline("push", integration))  # type: ignore[arg-type]
     assert document["stages"] == ["build", "test", "push", "deployment"]
-    deploy = _jobs("push")["deployment"]
+    deploy = document["deployment"]
     script = "\n".join(deploy["script"])
-    for variable in ("$KUBE_URL", "$KUBE_CA_PEM_FILE", "$KUBE_TOKEN"):
-        assert variable in script
+    if integration == "certificate":
+        for variable in ("$KUBE_URL", "$KUBE_CA_PEM_FILE", "$KUBE_TOKEN"):
+            assert variable in script
+    else:
+        assert "KUBECONFIG" in script and "$GITLAB_CA_PEM_FILE" in script and "KUBE_TOKEN" not in script
     assert "GIT_COMMIT" in script and "$CI_COMMIT_SHA" in script
-    assert "kubectl apply -f kubernetes" in script
+    assert script.endswith("kubectl apply -f kubernetes")
     assert deploy["environment"]["name"] == "test"
-    assert not deploy["image"]["name"].endswith(":latest")
+    assert deploy["image"]["name"] == versions.KUBECTL_IMAGE
 
 
 def test_pull_pipeline_has_no_deployment_and_no_kubectl() -> None:

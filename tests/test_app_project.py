@@ -15,6 +15,8 @@ PROJECT = "gitlab:index/project:Project"
 FILE = "gitlab:index/repositoryFile:RepositoryFile"
 VARIABLE = "gitlab:index/projectVariable:ProjectVariable"
 CLUSTER = "gitlab:index/projectCluster:ProjectCluster"
+AGENT = "gitlab:index/clusterAgent:ClusterAgent"
+AGENT_TOKEN = "gitlab:index/clusterAgentToken:ClusterAgentToken"
 SECRET = "kubernetes:core/v1:Secret"
 
 
@@ -80,13 +82,15 @@ def _owner_chain(run: ProgramRun) -> str:
     return owner.urn
 
 
+@pytest.mark.parametrize("integration", ["agent", "certificate"])
 @pytest.mark.parametrize("delivery", ["pull", "push"])
-def test_every_seed_commit_is_made_by_the_projects_owner(run_stack, delivery: str) -> None:
-    run = run_stack("dev", delivery=delivery)
+def test_every_seed_commit_is_made_by_the_projects_owner(run_stack, delivery: str, integration: str) -> None:
+    run = run_stack("dev", delivery=delivery, clusterIntegration=integration)
     owner = _owner_chain(run)
     commits = run.all(FILE)
     assert len(commits) >= 8
-    for registration in [*commits, run.one(PROJECT), *run.all(VARIABLE), run.one(CLUSTER)]:
+    integration_objects = [run.one(AGENT), run.one(AGENT_TOKEN)] if integration == "agent" else [run.one(CLUSTER)]
+    for registration in [*commits, run.one(PROJECT), *run.all(VARIABLE), *integration_objects]:
         assert registration.provider.startswith(owner), f"{registration.name} is not made by the project's Owner"
     for key in run.all("gitlab:index/deployKey:DeployKey"):
         assert key.provider.startswith(owner), "Flux's deploy key must belong to a project member"
@@ -131,86 +135,60 @@ def test_outputs_name_the_project_its_ssh_url_and_image(dev) -> None:
     assert dev.outputs["appProjectUrl"] == dev.one(PROJECT).state["webUrl"]
 
 
-def test_service_account_is_bound_to_cluster_admin(dev) -> None:
-    account = dev.one("kubernetes:core/v1:ServiceAccount")
-    assert account.inputs["metadata"] == {"name": "gitlab-admin", "namespace": "kube-system"}
-    binding = dev.one("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding")
-    assert binding.inputs["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io",
-        "kind": "ClusterRole",
-        "name": "cluster-admin",
-    }
-    assert binding.inputs["subjects"] == [
-        {"kind": "ServiceAccount", "name": "gitlab-admin", "namespace": "kube-system"}
-    ]
-    token = _token_secret(dev)
-    assert token.inputs["metadata"]["annotations"] == {"kubernetes.io/service-account.name": "gitlab-admin"}
-    assert account.urn in token.depends_on
-
-
-def test_project_cluster_gets_the_private_api_url_the_ca_and_the_token(dev) -> None:
-    cluster = dev.one(CLUSTER).inputs
-    assert cluster["name"] == "k8s cluster"
-    assert cluster["kubernetesApiUrl"] == dev.outputs["kubernetesPrivateApiUrl"]
-    assert cluster["kubernetesApiUrl"].startswith("https://10.42.")
-    assert cluster["kubernetesCaCert"] == dev.outputs["clusterCaPem"]
-    assert is_secret_value(cluster["kubernetesToken"]), "the token is sent as a secret"
-    assert plain(cluster["kubernetesToken"]) == _token(dev)
-    assert cluster["kubernetesAuthorizationType"] == "rbac"
-    assert cluster["managed"] is False
-    assert cluster["environmentScope"] == "*"
-
-
-@pytest.mark.parametrize("delivery", ["pull", "push"])
-def test_project_cluster_starts_only_once_the_settings_are_effective(run_stack, delivery: str) -> None:
-    run = run_stack("dev", delivery=delivery)
-    cluster = run.one(CLUSTER)
-    settings = run.one("gitlab:index/applicationSettings:ApplicationSettings")
-    seeding = run.one("command:remote:Command", "gitlab-seed-admin-token")
-    # The seeding step turns on local requests and the flag with the cache bypassed and returns
-    # only once every worker's cache has expired (userdata/gitlab/seed-admin-token.sh).
-    assert seeding.urn in cluster.depends_on, "the cluster waits for the seeding step"
-    assert "settings_changed" in plain(seeding.inputs["stdin"]) and "current_without_cache" in plain(
-        seeding.inputs["stdin"]
-    )
-    # The settings resource declares the same value, after the step: it never flips it back.
-    assert settings.inputs["allowLocalRequestsFromWebHooksAndServices"] is True
-    assert seeding.urn in settings.depends_on
-    assert settings.urn in cluster.depends_on
-
-
-def test_ci_variables_let_the_push_pipeline_reach_the_cluster(dev) -> None:
-    variables = _variables(dev)
-    assert set(variables) == {"KUBE_URL", "KUBE_TOKEN", "KUBE_CA_PEM_FILE"}
-    assert variables["KUBE_URL"]["value"] == dev.outputs["kubernetesPrivateApiUrl"]
-    token = variables["KUBE_TOKEN"]
-    assert token["masked"] is True and token["protected"] is True
-    assert is_secret_value(token["value"]) and plain(token["value"]) == _token(dev)
-    assert variables["KUBE_CA_PEM_FILE"]["variableType"] == "file"
-    assert variables["KUBE_CA_PEM_FILE"]["value"] == dev.outputs["clusterCaPem"]
-
-
-def test_seeding_commits_the_pipeline_last_and_alone_without_skip_ci(dev) -> None:
-    commits = dev.all(FILE)
-    without_skip = [c for c in commits if "[skip ci]" not in c.inputs["createCommitMessage"]]
-    assert [plain(c.inputs["filePath"]) for c in without_skip] == [".gitlab-ci.yml"]
-    # Follow the depends_on chain: every file comes before the pipeline, one commit at a time.
+def _commit_chain(run: ProgramRun) -> list:
+    """The commits, from the pipeline back to the first, following each commit's dependency on the one before."""
+    commits = run.all(FILE)
     by_urn = {c.urn: c for c in commits}
-    pipeline = without_skip[0]
+    (pipeline,) = [c for c in commits if plain(c.inputs["filePath"]) == ".gitlab-ci.yml"]
     chain, current = [pipeline], pipeline
-    while previous := [urn for urn in current.depends_on if urn in by_urn]:
+    while earlier := {urn for urn in _commit_dependencies(run, current) if urn in by_urn}:
+        # The commit right before: the one every other earlier commit comes before.
+        previous = [urn for urn in earlier if not any(urn in _commit_dependencies(run, by_urn[o]) for o in earlier)]
         assert len(previous) == 1, "commits are serialised"
         current = by_urn[previous[0]]
         chain.append(current)
-    assert len(chain) == len(commits)
-    # The first pipeline runs after GitLab can reach the cluster (KUBE_* variables exist).
-    assert {v.urn for v in dev.all(VARIABLE)} <= set(pipeline.depends_on)
+    assert len(chain) == len(commits), "every commit is in the one chain"
+    return chain
+
+
+def _commit_dependencies(run: ProgramRun, commit) -> set[str]:
+    """Commits ``commit`` waits for, directly or through the integration's steps in between."""
+    found, todo = set(), list(commit.depends_on)
+    while todo:
+        urn = todo.pop()
+        if urn in found:
+            continue
+        found.add(urn)
+        registration = next((r for r in run.registrations if r.urn == urn), None)
+        if registration is not None:
+            todo += registration.depends_on
+    return found
+
+
+@pytest.mark.parametrize("integration", ["agent", "certificate"])
+def test_seeding_commits_the_pipeline_last_and_alone_without_skip_ci(run_stack, integration: str) -> None:
+    run = run_stack("dev", clusterIntegration=integration)
+    chain = _commit_chain(run)
+    without_skip = [c for c in chain if "[skip ci]" not in c.inputs["createCommitMessage"]]
+    assert [plain(c.inputs["filePath"]) for c in without_skip] == [".gitlab-ci.yml"]
+    assert chain[0] is without_skip[0], "the pipeline is the last commit"
+    pipeline = chain[0]
+    if integration == "agent":
+        # The agent's configuration is committed after the app's files, before agentk starts; the
+        # first pipeline runs once GitLab reports the agent connected.
+        assert plain(chain[1].inputs["filePath"]) == ".gitlab/agents/k8s-cluster/config.yaml"
+        ready = {run.named("gitlab-k8s-agent-connected").urn, run.named("gitlab-k8s-gitlab-ca").urn}
+        assert ready <= set(pipeline.depends_on)
+    else:
+        # The first pipeline runs after GitLab can reach the cluster (KUBE_* variables exist).
+        assert {v.urn for v in run.all(VARIABLE)} <= set(pipeline.depends_on)
 
 
 def test_seeded_files_belong_to_their_users_after_seeding(dev) -> None:
     for path, commit in _files(dev).items():
-        if path == ".gitlab-ci.yml":
-            assert commit.ignore_changes == [], "the pipeline follows the delivery mode"
+        if path in (".gitlab-ci.yml", ".gitlab/agents/k8s-cluster/config.yaml"):
+            # The pipeline follows the delivery mode; the agent's authorizations follow the program.
+            assert commit.ignore_changes == [], path
         else:
             assert commit.ignore_changes == ["content"], f"{path}: a push or a Flux commit must not be reverted"
         assert commit.inputs["branch"] == "main"

@@ -69,9 +69,33 @@ BAD_INPUTS = [
         {"gitlabImageTag": "17.11.7-ce.0"}, ["gitlabImageTag: got '17.11.7-ce.0'", "18.11.x or 19.x"], id="gitlab-17"
     ),
     pytest.param(
-        {"gitlabImageTag": "20.0.0-ce.0"},
-        ["gitlabImageTag: got '20.0.0-ce.0'", "GitLab 20.0 removes the certificate-based cluster integration"],
-        id="gitlab-20",
+        {"gitlabImageTag": "20.0.0-ce.0", "clusterIntegration": "certificate"},
+        [
+            "gitlabImageTag: got '20.0.0-ce.0'",
+            "GitLab 20.0 removes the certificate-based cluster integration (clusterIntegration certificate)",
+            "set clusterIntegration to agent first",
+        ],
+        id="gitlab-20-certificate",
+    ),
+    pytest.param(
+        {"gitlabImageTag": "20.1.0-ce.0"},
+        ["gitlabImageTag: got '20.1.0-ce.0'", "GitLab 20 is not supported by this program yet"],
+        id="gitlab-20-agent",
+    ),
+    pytest.param(
+        {"clusterIntegration": "kubeconfig"},
+        ["clusterIntegration: got 'kubeconfig'", "one of agent, certificate"],
+        id="cluster-integration-unknown",
+    ),
+    pytest.param(
+        {"clusterIntegration": "Agent"},
+        ["clusterIntegration: got 'Agent'", "one of agent, certificate"],
+        id="cluster-integration-case",
+    ),
+    pytest.param(
+        {"clusterIntegration": ""},
+        ["clusterIntegration: got ''", "one of agent, certificate"],
+        id="cluster-integration-empty",
     ),
     pytest.param({"gitlabRunnerImageTag": "latest"}, ["gitlabRunnerImageTag: got 'latest'"], id="runner-latest"),
     pytest.param({"fluxVersion": "latest"}, ["fluxVersion: got 'latest'"], id="flux-latest"),
@@ -156,7 +180,15 @@ def test_valid_values_are_normalised_and_typed() -> None:
     assert config.worker_count == 5
     assert config.app_cidrs == ("0.0.0.0/0",)
     assert config.delivery == "pull"
+    assert config.cluster_integration == "agent", "GitLab's agent is the default integration"
     assert config.gitlab_hostname is None
+
+
+@pytest.mark.parametrize("integration", ["agent", "certificate"])
+def test_both_integrations_run_every_supported_gitlab(integration: str) -> None:
+    for tag in ("18.11.11-ce.0", versions.GITLAB_CE_TAG, "19.11.9-ce.1"):
+        raw = {"adminCidrs": '["203.0.113.7/32"]', "gitlabImageTag": tag, "clusterIntegration": integration}
+        assert parse_config(raw, "gitops", "dev").cluster_integration == integration
 
 
 def test_parse_config_needs_no_engine_and_names_the_key() -> None:

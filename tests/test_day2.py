@@ -239,3 +239,83 @@ def test_a_pre_upgrade_hook_runs_before_the_control_plane_is_upgraded() -> None:
     assert hooked == ["1.36"]
     snapshot_urn = run.one("test:index:Snapshot", "etcd-snapshot").urn
     assert snapshot_urn in run.one(COMMAND, f"{K8S}-master-upgrade").depends_on
+
+
+# ------------------------------------------------------------------------------------------------
+# Switching the cluster integration (README "GitLab and the cluster: two integrations")
+# ------------------------------------------------------------------------------------------------
+AGENT_OBJECTS = {
+    "gitlab-k8s-agent",
+    "gitlab-k8s-agent-token",
+    "gitlab-k8s-agent-config",
+    "gitlab-k8s-agent-token-secret",
+    "gitlab-k8s-agent-connected",
+    "gitlab-k8s-gitlab-ca",
+}
+CERTIFICATE_OBJECTS = {
+    "gitlab-k8s-token",
+    "gitlab-k8s-cluster",
+    "gitlab-k8s-kube-url",
+    "gitlab-k8s-kube-token",
+    "gitlab-k8s-kube-ca",
+}
+
+
+@pytest.mark.parametrize("delivery", ["pull", "push"])
+def test_switching_from_certificate_to_agent_creates_the_agent_then_deletes_the_token_and_cluster(
+    delivery: str,
+) -> None:
+    result = run_twice(
+        before={**ADMIN, "delivery": delivery, "clusterIntegration": "certificate"},
+        after={"clusterIntegration": "agent"},
+    )
+    plan = result.plan
+    touched = plan.touched()
+    assert plan.touched(INSTANCE) == {}, "nothing running on a node is replaced or restarted"
+    assert {name for name, action in touched.items() if action == "create"} == AGENT_OBJECTS
+    assert {name for name, action in touched.items() if action == "delete"} == CERTIFICATE_OBJECTS
+    assert not [name for name, action in touched.items() if action in ("replace", "stop-start")]
+    chart = next(c for c in plan.changes.values() if c.name == "gitlab-k8s-agentk")
+    assert chart.action == "create"
+    # In place: the seeding program no longer asks for the certificate cluster's settings (it turns
+    # nothing off), the settings resource stops declaring local requests; push mode's pipeline changes job.
+    updated = {name for name, action in touched.items() if action == "update"}
+    expected = {"gitlab-seed-admin-token", "gitlab-settings"}
+    if delivery == "push":
+        expected.add("shark-app-file-gitlab-ci-yml")
+    assert updated == expected
+    # The identity stays: the same ServiceAccount and binding, now agentk's.
+    assert plan.action_of("gitlab-k8s-sa") == plan.action_of("gitlab-k8s-crb") == "same"
+    # The old integration goes only after the agent is connected: deletions come last.
+    connected = plan.position("create", "gitlab-k8s-agent-connected")
+    for name in CERTIFICATE_OBJECTS:
+        assert plan.position("delete", name) > connected, name
+    assert plan.errors == []
+
+
+@pytest.mark.parametrize("delivery", ["pull", "push"])
+def test_switching_back_to_certificate_restores_the_token_and_cluster_and_removes_the_agent(delivery: str) -> None:
+    result = run_twice(before={**ADMIN, "delivery": delivery}, after={"clusterIntegration": "certificate"})
+    plan = result.plan
+    touched = plan.touched()
+    assert plan.touched(INSTANCE) == {}
+    assert {name for name, action in touched.items() if action == "create"} == CERTIFICATE_OBJECTS
+    assert {name for name, action in touched.items() if action == "delete"} == AGENT_OBJECTS
+    assert next(c for c in plan.changes.values() if c.name == "gitlab-k8s-agentk").action == "delete"
+    # The seeding step turns local requests and the flag on (and waits out GitLab's caches) before
+    # the certificate-based cluster is created.
+    assert plan.position("update", "gitlab-seed-admin-token") < plan.position("create", "gitlab-k8s-cluster")
+    assert plan.errors == []
+
+
+def test_a_new_gitlab_version_moves_agentk_with_it_and_checks_the_connection_again() -> None:
+    result = run_twice(
+        before={**ADMIN, "gitlabImageTag": "19.2.4-ce.0", "gitlabRunnerImageTag": "alpine-v19.2.2"},
+        after={"gitlabImageTag": "19.4.1-ce.0", "gitlabRunnerImageTag": "alpine-v19.4.1"},
+    )
+    plan = result.plan
+    assert plan.touched(INSTANCE) == {}
+    assert plan.action_of("gitlab-k8s-agent-connected") == "update"
+    assert plan.action_of("gitlab-k8s-agent-token") == "same", "the agent keeps its token"
+    values = result.after.one("kubernetes:helm.sh/v4:Chart").plain_inputs["values"]
+    assert values["image"]["tag"] == "v19.4.1"

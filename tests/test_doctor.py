@@ -29,6 +29,13 @@ from tools import doctor
 from tools.harness import ProgramRun
 
 TOKEN = "glpat-doctor-test-0001"
+OWNER_TOKEN = "glpat-doctor-owner-0002"
+AGENT = {
+    "name": "k8s-cluster",
+    "id": 7,
+    "projectPath": "operator/shark-application",
+    "kubeContext": "operator/shark-application:k8s-cluster",
+}
 RUNNER_ID = "7"
 VERSION = "v1.36.5"
 NODES = ["master", "worker1", "worker2"]
@@ -72,6 +79,30 @@ def flux_object(kind: str, *, ready: str = "True", generation: int = 1, observed
             "conditions": [{"type": "Ready", "status": ready, "reason": reason, "message": "ssh: handshake failed"}],
         },
     }
+
+
+def agent_answer(*pods: str, errors: list[str] | None = None, registered: bool = True) -> dict[str, Any]:
+    """GitLab's GraphQL answer for project.clusterAgent(name).connections (Types::Kas::AgentConnectionType)."""
+    nodes = [{"connectedAt": "2026-11-30T10:00:00Z", "metadata": {"version": "v19.4.1", "podName": p}} for p in pods]
+    agent = {"id": "gid://gitlab/Clusters::Agent/7", "connections": {"nodes": nodes}} if registered else None
+    document: dict[str, Any] = {"data": {"project": {"clusterAgent": agent}}}
+    if errors:
+        document["errors"] = [{"message": message} for message in errors]
+    return document
+
+
+def graphql_route(reply: Any) -> Any:
+    """GitLab's GraphQL endpoint: the Owner's token as a bearer token, the agent query with its variables."""
+
+    def route(request: Request) -> Any:
+        if request.headers.get("authorization") != f"Bearer {OWNER_TOKEN}":
+            return json_reply(401, {"message": "401 Unauthorized"})
+        body = json.loads(request.body)
+        if body["variables"] != {"project": AGENT["projectPath"], "agent": AGENT["name"]}:
+            return json_reply(200, {"data": {"project": None}})
+        return reply
+
+    return route
 
 
 def runner(status: str = "online", *, paused: bool = False) -> dict[str, Any]:
@@ -133,6 +164,7 @@ def start(tmp: Path, pki: tuple[TestCa, TestCa, Issued], *, api_cert: Issued | N
         apps = [stack.enter_context(serve(tmp)) for _ in range(2)]
         gitlab.routes["/api/v4/version"] = gitlab_route(json_reply(200, {"version": "18.11.12", "revision": "abc"}))
         gitlab.routes[f"/api/v4/runners/{RUNNER_ID}"] = gitlab_route(json_reply(200, runner()))
+        gitlab.routes["POST /api/graphql"] = graphql_route(json_reply(200, agent_answer("gitlab-agent-v2-abc12")))
         registry.routes["/v2/"] = json_reply(
             401,
             {"errors": [{"code": "UNAUTHORIZED"}]},
@@ -167,6 +199,9 @@ def start(tmp: Path, pki: tuple[TestCa, TestCa, Issued], *, api_cert: Issued | N
             ],
             "appUrls": [f"{app.base}" for app in apps],
             "delivery": "pull",
+            "clusterIntegration": "agent",
+            "gitlabAgent": AGENT,
+            "gitlabAdminUserToken": OWNER_TOKEN,
             "fluxNamespace": "flux",
             "fluxObjects": FLUX,
         }
@@ -207,24 +242,86 @@ def test_a_healthy_stack_passes_every_check(live: LiveStack) -> None:
     assert "runner 7 is online" in lines["runner"]
     assert "3 node(s) Ready on v1.36.5" in lines["nodes"]
     assert "5 Flux objects Ready in flux" in lines["flux"]
+    assert "agent operator/shark-application:k8s-cluster connected: gitlab-agent-v2-abc12 (v19.4.1)" in lines["agent"]
     assert "on 2 URL(s)" in lines["app"]
     assert "valid until" in lines["api-certificate"]
-    assert text.splitlines()[-1] == "doctor: 7 passed, 0 warning(s), 0 failed, 0 skipped"
-    # The admin token went to GitLab only in the header, and never into the report.
-    assert TOKEN not in text
-    assert all(r.headers.get("private-token") == TOKEN for r in live.gitlab.requests)
+    assert text.splitlines()[-1] == "doctor: 8 passed, 0 warning(s), 0 failed, 0 skipped"
+    # The tokens went to GitLab only in headers, and never into the report.
+    assert TOKEN not in text and OWNER_TOKEN not in text
+    rest = [r for r in live.gitlab.requests if r.path.startswith("/api/v4/")]
+    assert rest and all(r.headers.get("private-token") == TOKEN for r in rest)
+    [graphql] = [r for r in live.gitlab.requests if r.path == "/api/graphql"]
+    assert graphql.headers["authorization"] == f"Bearer {OWNER_TOKEN}" and "private-token" not in graphql.headers
     # The Kubernetes API saw the admin client certificate on every request.
     assert live.kube.requests and all(r.client_cert for r in live.kube.requests)
 
 
 def test_every_output_a_check_reads_is_exported_by_the_program(dev: ProgramRun) -> None:
-    needed = {key for check in doctor.CHECKS for key in check.needs} | {"fluxNamespace", "fluxObjects"}
+    needed = {key for check in doctor.CHECKS for key in check.needs} | {
+        "fluxNamespace",
+        "fluxObjects",
+        "gitlabAgent",
+        "gitlabAdminUserToken",
+    }
     assert needed <= set(dev.outputs), needed - set(dev.outputs)
     assert dev.outputs["delivery"] == "pull"
     assert set(dev.outputs["fluxObjects"]) - set(doctor.FLUX_KINDS) == {"gitSecret"}
     # The doctor parses the kubeconfig the program exports (server, CA, client certificate).
     api = doctor.KubernetesApi.from_kubeconfig(dev.outputs["kubeconfig"], timeout=1)
     assert api.server == dev.outputs["kubernetesApiUrl"]
+    # The agent check reads the agent's name and project as the program exports them.
+    assert dev.outputs["clusterIntegration"] == "agent"
+    assert set(dev.outputs["gitlabAgent"]) == set(AGENT)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected", "fix"),
+    [
+        (
+            agent_answer(),
+            "the agent operator/shark-application:k8s-cluster is registered but no agentk is connected",
+            "logs -l app.kubernetes.io/name=gitlab-agent",
+        ),
+        (
+            agent_answer(registered=False),
+            "GitLab has no agent k8s-cluster in operator/shark-application",
+            "`pulumi up`",
+        ),
+        (
+            agent_answer(errors=["GRPC::Unavailable"]),
+            "cannot tell whether operator/shark-application:k8s-cluster is connected: GRPC::Unavailable",
+            "gitlab-ctl status gitlab-kas",
+        ),
+    ],
+)
+def test_an_agent_that_is_not_connected_fails(live: LiveStack, answer: dict[str, Any], expected: str, fix: str) -> None:
+    live.gitlab.routes["POST /api/graphql"] = graphql_route(json_reply(200, answer))
+    code, lines, text = run_doctor(live.outputs)
+    assert code == 1
+    assert verdict(lines["agent"]) == "FAIL" and expected in lines["agent"], text
+    assert fix in lines["agent"].split("-> fix: ", 1)[1]
+
+
+def test_a_refused_owner_token_fails_the_agent_check(live: LiveStack) -> None:
+    code, lines, _ = run_doctor({**live.outputs, "gitlabAdminUserToken": "glpat-revoked-00000000"})
+    assert code == 1
+    assert "GitLab refused the daily admin's token (gitlabAdminUserToken, HTTP 401)" in lines["agent"]
+    assert verdict(lines["gitlab-api"]) == "PASS"
+
+
+def test_certificate_mode_skips_the_agent_check(live: LiveStack) -> None:
+    outputs = {k: v for k, v in live.outputs.items() if k != "gitlabAgent"}
+    code, lines, _ = run_doctor({**outputs, "clusterIntegration": "certificate"})
+    assert code == 0
+    assert lines["agent"].split(None, 2)[2] == "skipped: clusterIntegration is certificate: there is no agent"
+    assert not [r for r in live.gitlab.requests if r.path == "/api/graphql"]
+
+
+def test_an_agent_check_without_the_agent_output_is_skipped_not_passed(live: LiveStack) -> None:
+    outputs = {k: v for k, v in live.outputs.items() if k != "gitlabAgent"}
+    code, lines, _ = run_doctor(outputs)
+    assert code == 0 and verdict(lines["agent"]) == "SKIP"
+    assert "output gitlabAgent absent" in lines["agent"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -417,7 +514,7 @@ def test_an_absent_output_skips_its_check_never_passes_it(live: LiveStack) -> No
     assert "skipped: output gitlabRunnerId absent" in lines["runner"]
     assert "skipped: output kubeconfig absent" in lines["nodes"]
     assert "skipped: output kubeconfig absent" in lines["flux"]
-    assert text.splitlines()[-1] == "doctor: 3 passed, 0 warning(s), 0 failed, 4 skipped"
+    assert text.splitlines()[-1] == "doctor: 4 passed, 0 warning(s), 0 failed, 4 skipped"
 
 
 # --------------------------------------------------------------------------------------------
@@ -440,7 +537,7 @@ def test_the_command_reads_outputs_from_a_file(live: LiveStack, tmp_path: Path) 
     outputs.write_text(json.dumps(live.outputs))
     result = cli("--outputs", str(outputs))
     assert result.returncode == 1, result.stderr
-    assert result.stdout.splitlines()[-1] == "doctor: 6 passed, 0 warning(s), 1 failed, 0 skipped"
+    assert result.stdout.splitlines()[-1] == "doctor: 7 passed, 0 warning(s), 1 failed, 0 skipped"
 
 
 def test_the_command_reads_outputs_with_the_pulumi_cli(live: LiveStack, tmp_path: Path) -> None:

@@ -405,7 +405,8 @@ def test_provider_trusts_the_ca_and_waits_for_the_seeded_token(run_stack) -> Non
 def test_instance_settings_admin_user_and_runner(dev) -> None:
     settings = dev.one("gitlab:index/applicationSettings:ApplicationSettings").plain_inputs
     assert settings["signupEnabled"] is False
-    assert settings["allowLocalRequestsFromWebHooksAndServices"] is True
+    # Only the certificate-based cluster needs local requests (tests/test_gitlab_integration.py).
+    assert "allowLocalRequestsFromWebHooksAndServices" not in settings
     admin = dev.one("gitlab:index/user:User", "gitlab-admin").plain_inputs
     assert (admin["username"], admin["email"]) == ("operator", "operator@example.com")
     assert admin["isAdmin"] is True
@@ -565,6 +566,22 @@ def test_seed_program_writes_only_its_column_even_when_another_setting_is_invali
     assert result.returncode == 0, result.stderr
     assert "settings_changed=yes" in result.stdout
     assert "written=[[:allow_local_requests_from_web_hooks_and_services, :updated_at]] allowed=true" in result.stdout
+
+
+def test_the_agent_modes_seed_program_changes_no_setting_and_waits_for_nothing(tmp_path: Path) -> None:
+    """The same harness, the program of clusterIntegration agent: the token only."""
+    ruby = system_tool("ruby", "apt-get install --no-install-recommends ruby")
+    (tmp_path / "harness.rb").write_text(SEED_PROGRAM_HARNESS)
+    (tmp_path / "seed.rb").write_text(seed_token_program("AbCdEfGhIj0123456789", certificate_clusters=False))
+    (tmp_path / "run.rb").write_text(
+        "require_relative 'harness'\nload File.join(__dir__, 'seed.rb')\n"
+        "row = ApplicationSetting.current_without_cache\n"
+        'puts "written=#{row.written.inspect}"\n'
+    )
+    result = subprocess.run([ruby, str(tmp_path / "run.rb")], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "settings_changed=no" in result.stdout and "written=[]" in result.stdout
+    assert "expires_at=2027-11-29" in result.stdout
 
 
 def test_seed_program_is_valid_ruby(tmp_path: Path) -> None:

@@ -342,6 +342,21 @@ def test_a_configuration_change_restarts_and_does_not_bother_to_reload(host: Hos
     assert reloads(host.calls()) == []
 
 
+def test_a_new_gitlab_ca_restarts_the_whole_container_so_kas_trusts_it(host: Host) -> None:
+    """KAS calls GitLab's API over its external URL and trusts /etc/gitlab/trusted-certs, but a
+    reconfigure restarts only puma, pages and workhorse for a new trusted certificate
+    (omnibus-gitlab add_trusted_certs.rb): the step restarts the container, whose reconfigure
+    re-creates every service after linking the certificates (docker/assets/init-container)."""
+    assert install(host).returncode == 0
+    host.clear_calls()
+    new_ca = "-----BEGIN CERTIFICATE-----\nca-2\n-----END CERTIFICATE-----\n"
+    result = install(host, GITLAB_CA_PEM=new_ca)
+    assert result.returncode == 0, result.stderr
+    assert restarts(host.calls()) == ["systemctl restart gitlab.service"]
+    assert (host.root / "srv/gitlab/config/trusted-certs/gitops-gitlab-ca.crt").read_text() == new_ca
+    assert not any("gitlab-ctl reconfigure" in call for call in host.calls())
+
+
 def test_gitlab_running_another_image_than_wanted_is_restarted(host: Host) -> None:
     """The decision follows the running container, not the files: gitlab.env may already be right."""
     assert install(host).returncode == 0

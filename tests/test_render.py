@@ -174,3 +174,53 @@ def test_render_never_touches_the_real_ca_file(tmp_path: Path) -> None:
     assert render.main(["--stack", "dev", "--stack-dir", str(FIXTURE_STACKS), "--out", str(tmp_path / "r")]) == 0
     assert (real.read_bytes() if real.exists() else None) == before
     assert "build/gitlab-ca-dev.pem" in (tmp_path / "r" / "index.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("delivery", "integration"), [("push", "agent"), ("push", "certificate"), ("pull", "certificate")]
+)
+def test_every_delivery_and_integration_renders_and_passes_the_validators(
+    tmp_path: Path, delivery: str, integration: str
+) -> None:
+    """The fixture stacks render pull + agent; the other three combinations, through the same validators."""
+    run = run_fixture_stack("dev", {**ADMIN, "delivery": delivery, "clusterIntegration": integration})
+    out = tmp_path / "render"
+    render.render(run, out)
+    pipeline = out / "gitlab" / ".gitlab-ci.yml"
+    result = subprocess.run(
+        [str(VENV_BIN / "check-jsonschema"), "--builtin-schema", "vendor.gitlab-ci", str(pipeline)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    minor = run.config["gitops:kubernetesVersion"]
+    for path in [*(out / "kubernetes").glob("*.yaml"), *(out / "gitlab" / "kubernetes").glob("*")]:
+        document = yaml.safe_load(path.read_text())
+        if "fluxcd.io" in document["apiVersion"] or document["kind"] == "ConfigFile":
+            continue
+        kubernetes_validate.validate(document, f"{minor}.0", strict=True)
+    steps = sorted((out / "steps").glob("*.sh"))
+    result = subprocess.run([str(VENV_BIN / "shellcheck"), *map(str, steps)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+    agent_files = [out / "gitlab/.gitlab/agents/k8s-cluster/config.yaml", out / "charts/gitlab-k8s-agentk.yaml"]
+    if integration == "agent":
+        assert all(path.exists() for path in agent_files)
+        chart = yaml.safe_load((out / "charts/gitlab-k8s-agentk.yaml").read_text())
+        assert chart["values"]["config"]["secretName"] == "gitlab-agent-token"
+        assert (out / "steps/gitlab-k8s-agent-connected.sh").exists()
+        assert "kubectl config use-context" in pipeline.read_text()
+        token = run.one("gitlab:index/clusterAgentToken:ClusterAgentToken").state["token"]
+        text = "\n".join(path.read_text() for path in out.rglob("*") if path.is_file())
+        assert token not in text, "the agent token is never written"
+    else:
+        assert not any(path.exists() for path in agent_files)
+        assert (out / "kubernetes/gitlab-k8s-token.yaml").exists()
+
+
+def test_the_rendered_default_stack_shows_agentks_chart(rendered) -> None:
+    _, out = rendered
+    chart = yaml.safe_load((out / "charts" / "gitlab-k8s-agentk.yaml").read_text())
+    assert chart["chart"] == "gitlab-agent" and chart["namespace"] == "kube-system"
+    assert chart["values"]["serviceAccount"] == {"create": False, "name": "gitlab-admin"}
+    config = yaml.safe_load((out / "gitlab/.gitlab/agents/k8s-cluster/config.yaml").read_text())
+    assert config["ci_access"]["projects"][0]["environments"] == ["test"]

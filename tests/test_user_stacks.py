@@ -92,6 +92,7 @@ USER_EDITS = [
     {"workerCount": 1},
     {"projectVisibility": "private"},
     {"projectVisibility": "internal", "delivery": "push"},
+    {"clusterIntegration": "certificate", "delivery": "push"},
     {"workerInstanceType": "m7i.large", "controlPlaneInstanceType": "m7i.large", "gitlabInstanceType": "m7i.xlarge"},
     {"adminCidrs": ["198.51.100.0/24", "203.0.113.9/32"], "appCidrs": ["192.0.2.0/24"]},
     {"availabilityZoneCount": 3, "workerCount": 5, "extraTags": ["CostCenter=platform"]},

@@ -26,6 +26,8 @@ PINS = {
     "Flux": versions.FLUX_VERSION,
     "Flannel": versions.FLANNEL_VERSION,
     "AWS CLI": f"awscli=={versions.AWS_CLI_VERSION}",
+    "GitLab agent chart": f"{versions.GITLAB_AGENT_CHART}-{versions.GITLAB_AGENT_CHART_VERSION}.tgz",
+    "agentk": f"{versions.AGENTK_IMAGE_REPOSITORY}:{versions.AGENTK_TAG}",
 }
 
 
@@ -63,6 +65,19 @@ def test_gitlab_and_runner_share_major_and_minor() -> None:
     major, minor, _ = gitlab_version(versions.GITLAB_CE_TAG)
     assert re.fullmatch(rf"alpine-v{major}\.{minor}\.\d+", versions.GITLAB_RUNNER_TAG)
     assert (major, minor) >= versions.GITLAB_OLDEST_SUPPORTED and major < versions.GITLAB_FIRST_UNSUPPORTED_MAJOR
+
+
+@pytest.mark.parametrize(
+    ("gitlab", "agentk"), [("19.4.1-ce.0", "v19.4.1"), ("18.11.11-ce.0", "v18.11.11"), ("19.11.9-ce.1", "v19.11.9")]
+)
+def test_agentk_runs_the_release_of_gitlab_that_serves_its_kas(gitlab: str, agentk: str) -> None:
+    assert versions.agentk_tag(gitlab) == agentk
+
+
+@pytest.mark.parametrize("tag", ["latest", "19.4-ce.0", "ce.0"])
+def test_agentk_tag_refuses_what_is_not_a_release(tag: str) -> None:
+    with pytest.raises(ValueError, match="is not a gitlab/gitlab-ce tag"):
+        versions.agentk_tag(tag)
 
 
 def test_repository_pipeline_uses_the_pinned_images() -> None:

@@ -447,6 +447,68 @@ def check_flux(ctx: Context) -> Result:
     return passed(f"{len(ready)} Flux objects Ready in {namespace}: {', '.join(ready)}")
 
 
+# GitLab's agent: its live connections, which GitLab asks KAS for (gitlabhq app/graphql/types/
+# clusters/agent_type.rb `connections`, resolvers/kas/agent_connections_resolver.rb); the caller needs
+# admin_cluster on the project (the project's Owner: gitlabAdminUserToken).
+AGENT_QUERY = (
+    "query($project: ID!, $agent: String!) { project(fullPath: $project) { clusterAgent(name: $agent) "
+    "{ id connections { nodes { connectedAt metadata { version podName } } } } } }"
+)
+
+
+def check_agent(ctx: Context) -> Result:
+    """GitLab reports the agent connected: `project.clusterAgent(name).connections` is not empty."""
+    if ctx.outputs["clusterIntegration"] != "agent":
+        return skipped(f"clusterIntegration is {ctx.outputs['clusterIntegration']}: there is no agent")
+    absent = absent_outputs(ctx, ("gitlabAgent", "gitlabUrl", "gitlabCaPem", "gitlabAdminUserToken"))
+    if absent:
+        return absent
+    agent = ctx.outputs["gitlabAgent"]
+    name, project = str(agent["name"]), str(agent["projectPath"])
+    body = json.dumps({"query": AGENT_QUERY, "variables": {"project": project, "agent": name}}).encode()
+    response = http_get(
+        f"{ctx.outputs['gitlabUrl'].rstrip('/')}/api/graphql",
+        timeout=ctx.timeout,
+        context=ctx.gitlab_tls(),
+        method="POST",
+        data=body,
+        headers={"Authorization": f"Bearer {ctx.outputs['gitlabAdminUserToken']}", "Content-Type": "application/json"},
+    )
+    if response.status == 401:
+        return failed(
+            "GitLab refused the daily admin's token (gitlabAdminUserToken, HTTP 401)",
+            "a plain `pulumi up` renews an expired one; a revoked one: README, Troubleshooting",
+        )
+    if response.status != 200:
+        return failed(f"GitLab's GraphQL API answered HTTP {response.status}", "check the gitlab-api check above")
+    document = response.json() or {}
+    logs = (
+        "`kubectl -n kube-system logs -l app.kubernetes.io/name=gitlab-agent --tail=200`; on the GitLab host "
+        "`/srv/gitlab/logs/gitlab-kas/current`"
+    )
+    errors = [str(error.get("message", "?")) for error in document.get("errors") or []]
+    if errors:
+        return failed(
+            f"GitLab cannot tell whether {project}:{name} is connected: {'; '.join(errors)}",
+            "GitLab's agent server (KAS) does not answer GitLab: on the host `docker exec gitlab gitlab-ctl status "
+            "gitlab-kas`, then " + logs,
+        )
+    found = ((document.get("data") or {}).get("project") or {}).get("clusterAgent")
+    if found is None:
+        return failed(
+            f"GitLab has no agent {name} in {project} (or the token cannot see it)",
+            "`pulumi up` registers it again; the token must be the project Owner's",
+        )
+    nodes = (found.get("connections") or {}).get("nodes") or []
+    if not nodes:
+        return failed(f"the agent {project}:{name} is registered but no agentk is connected", logs)
+    pods = ", ".join(
+        f"{(node.get('metadata') or {}).get('podName', '?')} ({(node.get('metadata') or {}).get('version', '?')})"
+        for node in nodes
+    )
+    return passed(f"agent {project}:{name} connected: {pods}")
+
+
 def check_app(ctx: Context) -> Result:
     """Every app URL serves the home page with the tutorial's sentence."""
     urls = list(ctx.outputs["appUrls"])
@@ -514,6 +576,7 @@ CHECKS: tuple[Check, ...] = (
     Check("runner", ("gitlabUrl", "gitlabCaPem", "gitlabAdminToken", "gitlabRunnerId"), check_runner),
     Check("nodes", (*KUBE, "nodes", "kubernetesVersion"), check_nodes),
     Check("flux", ("delivery",), check_flux),
+    Check("agent", ("clusterIntegration",), check_agent),
     Check("app", ("appUrls",), check_app),
     Check("api-certificate", (*KUBE, "kubernetesApiUrl"), check_api_certificate),
 )

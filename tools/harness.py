@@ -544,6 +544,18 @@ class StackMocks(pulumi_mocks.Mocks):
                 username=f"gitlab+deploy-token-{_number(name, 99)}",
             )
             return str(1 + _number(name, 99)), state
+        if typ == "gitlab:index/clusterAgent:ClusterAgent":
+            # POST /projects/:id/cluster_agents returns the agent's id; the provider's id is <project>:<id>.
+            state["agentId"] = 1 + _number(name, 99)
+            return f"{inputs.get('project')}:{state['agentId']}", state
+        if typ == "gitlab:index/clusterAgentToken:ClusterAgentToken":
+            # The token is returned once, at creation; agent tokens start with glagent-.
+            state.update(
+                token="glagent-" + _random_text(name, {"length": 50, "special": False}),
+                tokenId=1 + _number(name + "token", 999),
+                status="active",
+            )
+            return f"{inputs.get('project')}:{inputs.get('agentId')}:{state['tokenId']}", state
         if typ == "gitlab:index/user:User":
             # namespaceId: the user's personal namespace, made with the user.
             state.update(userId=1 + _number(name, 99), namespaceId=100 + _number(name, 99))

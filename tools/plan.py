@@ -37,6 +37,7 @@ Modelled types (everything else: a change is an in-place update):
   replace and on removal the old resource's ``delete`` runs.
 * ``tls:*`` (hashicorp/terraform-provider-tls internal/provider/resource_*.go): every input replaces
   but ``earlyRenewalHours``; ``random:*``: every input replaces (``RequiresReplace`` on all).
+* ``gitlab:index/clusterAgent``, ``gitlab:index/clusterAgentToken``: every input replaces.
 * ``aws:ec2/eipAssociation``, ``aws:ec2/keyPair``, ``aws:ec2/subnet``, ``aws:ec2/securityGroup``,
   ``aws:vpc/securityGroupIngressRule`` and the IAM role/profile: their ``ForceNew`` fields, listed
   in ``REPLACE_ON_CHANGE`` below.
@@ -82,6 +83,11 @@ REPLACE_ON_CHANGE: dict[str, frozenset[str]] = {
     "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": frozenset({"securityGroupId"}),
     "aws:iam/role:Role": frozenset({"name", "namePrefix", "path"}),
     "aws:iam/instanceProfile:InstanceProfile": frozenset({"name", "namePrefix", "path"}),
+    # GitLab's agent and its tokens: the provider implements create, read and delete only (no update:
+    # gitlab-org/terraform-provider-gitlab resource_gitlab_cluster_agent(_token).go), so any change
+    # replaces them; deleting a token revokes it.
+    "gitlab:index/clusterAgent:ClusterAgent": frozenset({ALL}),
+    "gitlab:index/clusterAgentToken:ClusterAgentToken": frozenset({ALL}),
 }
 # Inputs applied by stopping and starting the instance (ModifyInstanceAttribute needs it stopped).
 STOP_START: dict[str, frozenset[str]] = {INSTANCE: frozenset({"userData", "userDataBase64", "instanceType"})}

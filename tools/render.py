@@ -14,6 +14,7 @@ earlier render survives. Writes, under it:
     steps/<command>.sh       the script each remote step runs over SSH (common.sh + the step)
     steps/<command>.env      the non-secret parameters it receives on its command line
     kubernetes/<name>.yaml   every Kubernetes object the program applies (custom resources included)
+    charts/<name>.yaml       every Helm chart it installs: chart, pinned version, repository, values
     gitlab/<path>            every file seeded into the GitLab project (.gitlab-ci.yml included)
     outputs.json             the stack outputs, secrets redacted
 
@@ -234,6 +235,9 @@ def render(run: ProgramRun, out: Path, origin: ConfigOrigin | None = None) -> li
             env, script = _step_parts(plain(inputs["create"]))
             write(f"steps/{name}.sh", script)
             write(f"steps/{name}.env", "".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(env.items())))
+        elif registration.type == "kubernetes:helm.sh/v4:Chart":
+            chart = {k: v for k, v in _redacted(inputs).items() if not k.startswith("__")}
+            write(f"charts/{name}.yaml", yaml.safe_dump(chart, sort_keys=False))
         elif registration.type.startswith("kubernetes:") and "apiVersion" in inputs and "kind" in inputs:
             document = {k: v for k, v in _redacted(inputs).items() if not k.startswith("__")}
             write(f"kubernetes/{name}.yaml", yaml.safe_dump(document, sort_keys=False))

@@ -66,8 +66,9 @@ def _subject_id(entry: Mapping[str, Any], binding_namespace: str) -> str:
 
 @resource_policy(
     name="k8s-no-cluster-admin-binding",
-    description="Nothing is bound to cluster-admin but the allow-listed subjects: gitlab-admin (the tutorial's "
-    "certificate-based GitLab integration requires it) and Flux's reconcilers (they apply the repository).",
+    description="Nothing is bound to cluster-admin but the allow-listed subjects: gitlab-admin (the identity GitLab "
+    "acts as in both integrations: agentk runs as it, or the certificate-based cluster uses its token) and Flux's "
+    "reconcilers (they apply the repository). GitLab's agent chart's own binding is not allowed.",
     remediation="bind a Role/ClusterRole with the verbs the subject needs; if cluster-admin is truly required, "
     'add "ServiceAccount/<namespace>/<name>" to allowedSubjects in policy/config.<stack>.json with the reason.',
     resource_types=None,
@@ -76,7 +77,8 @@ def _subject_id(entry: Mapping[str, Any], binding_namespace: str) -> str:
         "allowedSubjects": string_list(
             'Subjects allowed to hold them: "ServiceAccount/<ns>/<name>", "User/<name>" or "Group/<name>".',
             [
-                # GitLab's certificate-based cluster integration acts as this account (REFERENCE §3).
+                # GitLab acts as this account: agentk runs as it (agent mode, the chart's own RBAC off),
+                # or the certificate-based cluster uses its token (certificate mode). REFERENCE §5.
                 "ServiceAccount/kube-system/gitlab-admin",
                 # Flux's install.yaml binds cluster-admin to these (ClusterRoleBinding
                 # cluster-reconciler-flux-system); the controllers run in flux-system (components/flux.py).

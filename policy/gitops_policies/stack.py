@@ -60,6 +60,7 @@ CREDENTIAL_OUTPUTS: Mapping[str, tuple[str, ...]] = {
     "gitlab:index/projectDeployToken:ProjectDeployToken": ("token",),
     "gitlab:index/groupDeployToken:GroupDeployToken": ("token",),
     "gitlab:index/pipelineTrigger:PipelineTrigger": ("token",),
+    "gitlab:index/clusterAgentToken:ClusterAgentToken": ("token",),
     K8S_SECRET: ("data", "stringData"),
     "aws:iam/accessKey:AccessKey": ("secret", "sesSmtpPasswordV4"),
 }
@@ -223,4 +224,54 @@ def _secret_findings(resource: PolicyResource, allowed: set[str]) -> Iterator[tu
             )
 
 
-STACK_POLICIES = [credential_outputs_secret, secret_data_generated]
+PROJECT_CLUSTER = "gitlab:index/projectCluster:ProjectCluster"
+CLUSTER_AGENT = "gitlab:index/clusterAgent:ClusterAgent"
+SERVICE_ACCOUNT_TOKEN = "kubernetes.io/service-account-token"
+
+
+@stack_policy(
+    name="k8s-service-account-tokens",
+    description="No long-lived ServiceAccount token Secret exists but the certificate-based GitLab integration's "
+    "(kube-system/gitlab-admin, and only in a stack with that integration's gitlab.ProjectCluster): with GitLab's "
+    "agent for Kubernetes agentk runs as gitlab-admin with short-lived projected tokens, and nothing needs one.",
+    remediation="delete the kubernetes.io/service-account-token Secret; in agent mode (clusterIntegration agent) "
+    "GitLab reaches the cluster through agentk, CI jobs through the agent's context; add a ServiceAccount to "
+    "certificateAccounts only for another certificate-based integration that needs its token.",
+    config={
+        "certificateAccounts": string_list(
+            'ServiceAccounts ("namespace/name") whose token a certificate-based GitLab integration needs.',
+            ["kube-system/gitlab-admin"],
+        )
+    },
+    severity=Severity.CRITICAL,
+)
+def service_account_tokens(args: StackValidationArgs, config: Mapping[str, Any]) -> Iterator[tuple[str, str | None]]:
+    types = {resource.resource_type for resource in args.resources}
+    certificate_integration = PROJECT_CLUSTER in types
+    allowed = set(config["certificateAccounts"]) if certificate_integration else set()
+    if certificate_integration:
+        why = "only the certificate-based integration's accounts (certificateAccounts) may have one"
+    elif CLUSTER_AGENT in types:
+        why = "the stack uses GitLab's agent (a gitlab.ClusterAgent), which needs no long-lived token"
+    else:
+        why = "no certificate-based GitLab integration (gitlab.ProjectCluster) in the stack uses it"
+    for resource in args.resources:
+        for obj in kube_objects(resource.resource_type, resource.props):
+            if obj.kind != "Secret":
+                continue
+            try:
+                if _known(obj.body, "type") != SERVICE_ACCOUNT_TOKEN:
+                    continue
+                account = str(
+                    get(obj.body, "metadata", "annotations", "kubernetes.io/service-account.name", default="") or "?"
+                )
+            except UnknownValueError:
+                continue
+            if f"{obj.namespace}/{account}" not in allowed:
+                yield (
+                    f"{obj.label} is a long-lived token of ServiceAccount {obj.namespace}/{account}: {why}.",
+                    resource.urn,
+                )
+
+
+STACK_POLICIES = [credential_outputs_secret, secret_data_generated, service_account_tokens]

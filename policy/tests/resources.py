@@ -414,6 +414,48 @@ def project_variable(key: str, *, masked: bool | None, value: Any = "c2VjcmV0LXZ
     return Resource("gitlab:index/projectVariable:ProjectVariable", key.lower().replace("_", "-"), inputs)
 
 
+def project_cluster() -> Resource:
+    """The certificate-based cluster of clusterIntegration certificate (components/gitlab_integration.py)."""
+    inputs = {
+        "project": "101",
+        "name": "k8s cluster",
+        "kubernetesApiUrl": "https://10.42.0.10:6443",
+        "kubernetesToken": secret("eyJhbGciOiJSUzI1NiJ9.e30.sig"),
+        "kubernetesAuthorizationType": "rbac",
+        "managed": False,
+    }
+    return Resource("gitlab:index/projectCluster:ProjectCluster", "gitlab-k8s-cluster", inputs)
+
+
+def cluster_agent() -> Resource:
+    """GitLab's agent of clusterIntegration agent (components/gitlab_integration.py)."""
+    inputs = {"project": "101", "name": "k8s-cluster"}
+    return Resource(
+        "gitlab:index/clusterAgent:ClusterAgent", "gitlab-k8s-agent", inputs, outputs={**inputs, "agentId": 7}
+    )
+
+
+def service_account_token(account: str, namespace: str = "kube-system") -> Resource:
+    """A long-lived token Secret for a ServiceAccount, as the certificate-based integration creates it."""
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": f"{account}-token",
+            "namespace": namespace,
+            "annotations": {"kubernetes.io/service-account.name": account},
+        },
+        "type": "kubernetes.io/service-account-token",
+    }
+    return Resource(
+        "kubernetes:core/v1:Secret",
+        f"{account}-token",
+        body,
+        outputs={**body, "data": secret({"token": "ZXlK", "ca.crt": "LS0t"})},
+        additional_secret_outputs=["data", "stringData"],
+    )
+
+
 def application_settings(signup_enabled: bool | None) -> Resource:
     inputs: dict[str, Any] = {"allowLocalRequestsFromWebHooksAndServices": True}
     if signup_enabled is not None:

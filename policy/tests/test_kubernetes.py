@@ -73,6 +73,21 @@ CASES = [
     ),
     Case(
         "k8s-no-cluster-admin-binding",
+        "gitlab-agent-charts-own-binding",
+        # GitLab's agent chart with rbac.create left on binds its own ServiceAccount to cluster-admin.
+        bad=[
+            r.binding(
+                "kube-system:gitlab-agent-cluster-admin",
+                "cluster-admin",
+                [r.service_account("gitlab-agent", "kube-system")],
+            )
+        ],
+        expect="grants cluster-admin to ServiceAccount/kube-system/gitlab-agent",
+        # agentk runs as the tutorial's gitlab-admin instead (rbac.create false): allowed in agent mode too.
+        good=[r.binding("gitlab-admin", "cluster-admin", [r.service_account("gitlab-admin", "kube-system")])],
+    ),
+    Case(
+        "k8s-no-cluster-admin-binding",
         "binding-committed-to-the-app-repository",
         bad=[
             r.repository_file(

@@ -53,7 +53,12 @@ def test_every_policy_has_a_failing_and_a_passing_case(policy: Any) -> None:
 
 def test_there_are_stack_policies_for_what_no_single_resource_shows() -> None:
     stack = {p.name for p in ALL_POLICIES if isinstance(p, StackValidationPolicy)}
-    assert stack == {"credential-outputs-secret", "k8s-secret-data-generated", "gitlab-signup-disabled"}
+    assert stack == {
+        "credential-outputs-secret",
+        "k8s-secret-data-generated",
+        "k8s-service-account-tokens",
+        "gitlab-signup-disabled",
+    }
     assert all(isinstance(p, ResourceValidationPolicy) for p in ALL_POLICIES if p.name not in stack)
 
 

@@ -13,7 +13,32 @@ KEY = r.tls_key("gitops-admin-client-key")
 UNDECLARED_KEY = r.tls_key("gitops-admin-client-key", declared_secret=False)
 FLUX_KEY = r.tls_key("flux-deploy-key")
 
+AGENT_TOKEN_SECRET = r.k8s_secret("gitlab-agent-token", {"token": "<token>"}, depends_on=[r.cluster_agent()])
+
 CASES = [
+    Case(
+        "k8s-service-account-tokens",
+        "agent-mode-with-a-long-lived-gitlab-admin-token",
+        bad=[r.cluster_agent(), r.service_account_token("gitlab-admin"), r.application_settings(False)],
+        expect="Secret kube-system/gitlab-admin-token is a long-lived token of ServiceAccount kube-system/gitlab-admin: "
+        "the stack uses GitLab's agent",
+        # agentk's own token is an Opaque Secret, not a ServiceAccount's.
+        good=[r.cluster_agent(), AGENT_TOKEN_SECRET, r.application_settings(False)],
+    ),
+    Case(
+        "k8s-service-account-tokens",
+        "certificate-mode-token-of-another-account",
+        bad=[r.project_cluster(), r.service_account_token("deployer", "default"), r.application_settings(False)],
+        expect="long-lived token of ServiceAccount default/deployer: only the certificate-based integration's accounts",
+        good=[r.project_cluster(), r.service_account_token("gitlab-admin"), r.application_settings(False)],
+    ),
+    Case(
+        "k8s-service-account-tokens",
+        "token-with-no-integration-that-needs-it",
+        bad=[r.service_account_token("gitlab-admin")],
+        expect="no certificate-based GitLab integration (gitlab.ProjectCluster) in the stack uses it",
+        good=[r.service_account_token("gitlab-admin"), r.project_cluster(), r.application_settings(False)],
+    ),
     Case(
         "credential-outputs-secret",
         "token-read-back-over-ssh-in-plain-stdout",
@@ -87,10 +112,9 @@ CASES = [
 
 
 def test_the_service_account_token_secret_is_filled_by_kubernetes_not_by_code() -> None:
-    token_secret = r.k8s_secret("gitlab-admin-token", {}, kind="kubernetes.io/service-account-token")
-    token_secret.inputs.pop("stringData")
-    token_secret.outputs = {**token_secret.inputs, "data": secret({"token": "ZXlK", "ca.crt": "LS0t"})}
-    assert analyze([token_secret]).violations == ()
+    """Certificate mode: the token Secret of gitlab-admin, its data filled in by the token controller."""
+    token_secret = r.service_account_token("gitlab-admin")
+    assert analyze([token_secret, r.project_cluster(), r.application_settings(False)]).violations == ()
 
 
 def test_a_literal_secret_can_be_allowed_by_name() -> None:

@@ -411,6 +411,9 @@ write_files() {
   put "$CONFIG_DIR/ssl/${host}.key" 0600 <"$workdir/tls_key"
 
   changed=0
+  # GitLab's own CA, trusted by the services that call GitLab's external URL: KAS (the agent
+  # server) among them. A reconfigure alone would not restart KAS for a new certificate
+  # (add_trusted_certs notifies puma, pages and workhorse only): a change restarts the container.
   put_text "$CONFIG_DIR/trusted-certs/gitops-gitlab-ca.crt" 0644 "$GITLAB_CA_PEM"
   # The image generates only missing host keys (omnibus-gitlab docker/assets/init-container) and
   # sshd_config names exactly these files: placed before the first start, they fix the identity in

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Step (GitLab host, over SSH): seed the admin API token Pulumi generated, and turn on what GitLab's
-# view of the cluster needs (allow_local_requests_from_web_hooks_and_services, the
-# certificate_based_clusters feature flag) on the database with every cache bypassed, in one
+# view of the cluster needs (certificate-based integration only: allow_local_requests_from_web_hooks_and_services,
+# the certificate_based_clusters feature flag) on the database with every cache bypassed, in one
 # `gitlab-rails runner` run; then, only if that changed anything, wait until no Puma worker can
 # still serve its cached copy (application settings: application_settings_cache_seconds, 60 s by
 # default; feature flags: a 1-minute per-process cache). What depends on the settings
@@ -65,10 +65,10 @@ if [[ "$settings_changed" == settings_changed=yes ]]; then
   # The longer of the two cache lifetimes (feature flags: 60 s), plus a margin for a worker that
   # filled its cache just before the change.
   wait_seconds=$(((cache_seconds > 60 ? cache_seconds : 60) + 10))
-  log "turned on local requests and certificate_based_clusters; Puma workers cache them for up to ${cache_seconds}s"
+  log "turned on what the cluster integration needs; Puma workers cache it for up to ${cache_seconds}s"
   wait_out_caches "$wait_seconds"
   log "settings are effective on every worker"
 else
-  log "local requests and certificate_based_clusters were already on: nothing to wait for"
+  log "the cluster integration's settings were already in place (or it needs none): nothing to wait for"
 fi
 printf '%s\n' "$expiry"
