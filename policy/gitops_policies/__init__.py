@@ -19,6 +19,7 @@ PACK_ENFORCEMENT_LEVEL = EnforcementLevel.MANDATORY
 
 ALL_POLICIES: list[Policy] = [
     *aws.POLICIES,
+    *aws.STACK_POLICIES,
     *kubernetes.POLICIES,
     *gitlab.POLICIES,
     *gitlab.STACK_POLICIES,
