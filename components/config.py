@@ -178,8 +178,8 @@ KEYS: tuple[Key, ...] = (
         "runnerIdleTime",
         "string",
         "10m",
-        "How long a booted job VM that has not run a job yet waits before it is removed, as a duration "
-        "such as 10m, 1h or 1h30m (0s to 24h).",
+        "How long a job VM with a free job slot and no job waits before it is removed (unless runnerIdleCount "
+        "keeps it), as a duration such as 10m, 1h or 1h30m (0s to 24h).",
     ),
     Key(
         "gitlabHostname",
