@@ -96,6 +96,7 @@ USER_EDITS = [
     {"adminCidrs": ["198.51.100.0/24", "203.0.113.9/32"], "appCidrs": ["192.0.2.0/24"]},
     {"availabilityZoneCount": 3, "workerCount": 5, "extraTags": ["CostCenter=platform"]},
     {"aws:region": "eu-west-3"},
+    {"runnerMaxInstances": 4, "runnerInstanceType": "c6i.large", "runnerIdleCount": 1, "flowLogRetentionDays": 90},
 ]
 
 
