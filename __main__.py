@@ -15,6 +15,7 @@ from components.gitlab_integration import ControlPlaneAccess, GitLabIntegration,
 from components.hosts import SshAccess
 from components.network import Network, NetworkArgs
 from components.remote import operator_ssh_key_step
+from components.runners import Runners, RunnersArgs
 
 config = load_config()
 
@@ -51,6 +52,24 @@ cluster = KubeadmCluster(
         gitlab_security_group_id=network.gitlab_security_group_id,
         registry_host=gitlab_host.registry_host,
         registry_ca_pem=gitlab_host.ca_pem,
+        ssh=ssh,
+    ),
+)
+
+# CI jobs run on their own VMs, never on the GitLab host: a runner manager scales an Auto Scaling
+# group of job VMs between 0 and runnerMaxInstances.
+runners = Runners(
+    "runners",
+    RunnersArgs(
+        config=config,
+        vpc_id=network.vpc_id,
+        subnet_ids=network.subnet_ids,
+        gitlab_security_group_id=network.gitlab_security_group_id,
+        cluster_security_group_id=network.cluster_security_group_id,
+        gitlab_hostname=gitlab_host.hostname,
+        registry_host=gitlab_host.registry_host,
+        gitlab_ca_pem=gitlab_host.ca_pem,
+        gitlab_provider=gitlab_host.provider,
         ssh=ssh,
     ),
 )
@@ -125,7 +144,9 @@ pulumi.export("gitlabAdminPassword", gitlab_host.admin_password)
 pulumi.export("gitlabAdminUserToken", gitlab_host.admin_user_token)
 pulumi.export("gitlabAdminToken", gitlab_host.admin_token)
 pulumi.export("gitlabAdminTokenExpiresAt", gitlab_host.admin_token_expires_at)
-pulumi.export("gitlabRunnerId", gitlab_host.runner_id)
+pulumi.export("gitlabRunnerId", runners.runner_id)
+pulumi.export("runnerManagerIp", runners.manager_public_ip)
+pulumi.export("runnerAutoscalingGroup", runners.group_name)
 
 pulumi.export("kubernetesApiUrl", cluster.public_api_url)
 pulumi.export("kubernetesPrivateApiUrl", cluster.private_api_url)

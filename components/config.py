@@ -35,6 +35,42 @@ CLUSTER_INTEGRATIONS = ("agent", "certificate")
 # default service range): the VPC must not overlap them.
 CLUSTER_RANGES = {"pod network": "10.244.0.0/16", "service network": "10.96.0.0/12"}
 VISIBILITIES = ("public", "internal", "private")
+# The autoscaled CI fleet (components/runners.py): bounds a typo cannot exceed by accident.
+MAX_RUNNER_INSTANCES = 20
+MAX_RUNNER_CAPACITY = 8
+MAX_RUNNER_IDLE_SECONDS = 24 * 3600
+# The values CloudWatch Logs accepts for a log group's retention (PutRetentionPolicy, retentionInDays).
+LOG_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
+# Keys a newer program replaced: named with what to do instead of the generic "unknown key".
+RETIRED_KEYS = {
+    "gitlabRunnerImageTag": "replaced by gitlabRunnerVersion (X.Y.Z, e.g. "
+    f"{versions.GITLAB_RUNNER_VERSION}): the runner now runs on its own manager instance from GitLab's apt "
+    "repository, not as a container on the GitLab host. Run `pulumi config rm gitlabRunnerImageTag` and, to pin "
+    "another release than the default, `pulumi config set gitlabRunnerVersion <X.Y.Z>`",
+}
 
 
 @dataclass(frozen=True)
@@ -58,6 +94,12 @@ KEYS: tuple[Key, ...] = (
     Key("appCidrs", "array", ["0.0.0.0/0"], "IPv4 CIDRs allowed to reach the app's NodePort on the workers."),
     Key("vpcCidr", "string", "10.42.0.0/16", "IPv4 CIDR of the dedicated VPC (a /16 to /24 private range)."),
     Key("availabilityZoneCount", "integer", 2, "How many availability zones get a public subnet (1-3)."),
+    Key(
+        "flowLogRetentionDays",
+        "integer",
+        365,
+        "Days the VPC flow logs are kept in CloudWatch Logs (one of " + ", ".join(map(str, LOG_RETENTION_DAYS)) + ").",
+    ),
     Key("gitlabInstanceType", "string", "t3.large", "EC2 instance type of the GitLab host (GitLab needs ~8 GB)."),
     Key("controlPlaneInstanceType", "string", "t3.medium", "EC2 instance type of the Kubernetes control plane."),
     Key("workerInstanceType", "string", "t3.medium", "EC2 instance type of each Kubernetes worker."),
@@ -102,10 +144,45 @@ KEYS: tuple[Key, ...] = (
         "Changing it upgrades GitLab in place, one required upgrade stop at a time (README).",
     ),
     Key(
-        "gitlabRunnerImageTag",
+        "gitlabRunnerVersion",
         "string",
-        versions.GITLAB_RUNNER_TAG,
-        "Pinned gitlab/gitlab-runner image tag; keep its major.minor with GitLab's.",
+        versions.GITLAB_RUNNER_VERSION,
+        "Pinned GitLab Runner release (X.Y.Z) installed on the runner manager from GitLab's apt repository; "
+        "keep its major.minor with GitLab's.",
+    ),
+    Key(
+        "runnerManagerInstanceType",
+        "string",
+        "t3.small",
+        "EC2 instance type of the runner manager (runs gitlab-runner only; jobs run on the job VMs).",
+    ),
+    Key("runnerInstanceType", "string", "t3.medium", "EC2 instance type of each autoscaled CI job VM."),
+    Key(
+        "runnerMaxInstances",
+        "integer",
+        2,
+        f"Most CI job VMs running at once (1-{MAX_RUNNER_INSTANCES}); with no job there are none.",
+    ),
+    Key(
+        "runnerCapacityPerInstance",
+        "integer",
+        1,
+        f"Jobs one job VM runs at once (1-{MAX_RUNNER_CAPACITY}). 1: every job gets a fresh VM of its own; "
+        "more shares a VM (and its privileged Docker-in-Docker) between concurrent jobs.",
+    ),
+    Key(
+        "runnerIdleCount",
+        "integer",
+        0,
+        "Job slots kept booted and waiting for jobs (0 to runnerMaxInstances x runnerCapacityPerInstance). "
+        "0: no VM when no job runs.",
+    ),
+    Key(
+        "runnerIdleTime",
+        "string",
+        "10m",
+        "How long a job VM with a free job slot and no job waits before it is removed (unless runnerIdleCount "
+        "keeps it), as a duration such as 10m, 1h or 1h30m (0s to 24h).",
     ),
     Key(
         "gitlabHostname",
@@ -157,7 +234,9 @@ _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _AMI_ID = re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$")
 # gitlab/gitlab-ce tags are <major>.<minor>.<patch>-ce.<build> (hub.docker.com/r/gitlab/gitlab-ce).
 _GITLAB_TAG = re.compile(r"^(\d+)\.(\d+)\.(\d+)-ce\.\d+$")
-_RUNNER_TAG = re.compile(r"^(alpine-|ubuntu-)?v\d+\.\d+\.\d+$")
+_RUNNER_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+# A Go time.Duration as GitLab Runner parses idle_time: hours, minutes and seconds, e.g. 1h30m.
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _SEMVER_TAG = re.compile(r"^v\d+\.\d+\.\d+$")
 # GitLab project paths: letters, digits, '_', '-', '.'; must start and end with a letter or digit.
 _PROJECT_PATH = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,253}[A-Za-z0-9])?$")
@@ -192,7 +271,14 @@ class StackConfig:
     kubernetes_patch: str | None
     flannel_version: str
     gitlab_image_tag: str
-    gitlab_runner_image_tag: str
+    gitlab_runner_version: str
+    runner_manager_instance_type: str
+    runner_instance_type: str
+    runner_max_instances: int
+    runner_capacity_per_instance: int
+    runner_idle_count: int
+    runner_idle_time: str
+    flow_log_retention_days: int
     gitlab_hostname: str | None
     gitlab_admin_username: str
     gitlab_admin_email: str
@@ -425,6 +511,56 @@ def _kubernetes_patch(reader: _Reader) -> str | None:
     return value
 
 
+def duration_seconds(text: str) -> int | None:
+    """Seconds in a duration such as 10m or 1h30m (GitLab Runner's idle_time), or None if malformed."""
+    match = _DURATION.match(text)
+    if not text or not match:
+        return None
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _runner_idle_time(reader: _Reader) -> str:
+    value = reader.string("runnerIdleTime").strip()
+    seconds = duration_seconds(value)
+    if seconds is None or seconds > MAX_RUNNER_IDLE_SECONDS:
+        reader.fail(
+            "runnerIdleTime", value, "a duration from 0s to 24h in hours, minutes and seconds, such as 10m or 1h30m"
+        )
+    return value
+
+
+def _runner_idle_count(reader: _Reader) -> int:
+    """Idle job slots: at most every slot the fleet has (runnerMaxInstances x runnerCapacityPerInstance)."""
+    slots = MAX_RUNNER_INSTANCES * MAX_RUNNER_CAPACITY
+    count = reader.integer("runnerIdleCount", 0, slots)
+    try:
+        slots = int(reader.string("runnerMaxInstances")) * int(reader.string("runnerCapacityPerInstance"))
+    except ValueError:
+        return count  # those keys report their own problem
+    if slots > 0 and count > slots:
+        reader.fail(
+            "runnerIdleCount",
+            count,
+            f"at most runnerMaxInstances x runnerCapacityPerInstance = {slots} (idle slots beyond the fleet's "
+            "size are never reached)",
+        )
+    return count
+
+
+def _log_retention(reader: _Reader) -> int:
+    text = reader.string("flowLogRetentionDays").strip()
+    accepted = "one of the retention periods CloudWatch Logs accepts: " + ", ".join(map(str, LOG_RETENTION_DAYS))
+    try:
+        days = int(text)
+    except ValueError:
+        reader.fail("flowLogRetentionDays", text, accepted)
+        return LOG_RETENTION_DAYS[0]
+    if days not in LOG_RETENTION_DAYS:
+        reader.fail("flowLogRetentionDays", days, accepted)
+    return days
+
+
 def _extra_tags(reader: _Reader) -> tuple[tuple[str, str], ...]:
     tags = []
     for item in reader.string_list("extraTags", "CostCenter=platform") or []:
@@ -448,7 +584,10 @@ def parse_config(raw: Mapping[str, str | None], project: str, stack: str) -> Sta
     unknown = sorted(set(raw) - set(_KEYS_BY_NAME))
     reader = _Reader(raw)
     for name in unknown:
-        reader.problems.append(f"{name}: unknown key; known keys are {', '.join(sorted(_KEYS_BY_NAME))}")
+        if name in RETIRED_KEYS:
+            reader.problems.append(f"{name}: {RETIRED_KEYS[name]}")
+        else:
+            reader.problems.append(f"{name}: unknown key; known keys are {', '.join(sorted(_KEYS_BY_NAME))}")
 
     instance = "an EC2 instance type such as t3.large (family.size, lower case)"
     config = StackConfig(
@@ -469,11 +608,18 @@ def parse_config(raw: Mapping[str, str | None], project: str, stack: str) -> Sta
         kubernetes_patch=_kubernetes_patch(reader),
         flannel_version=reader.matching("flannelVersion", _SEMVER_TAG, "a pinned release tag such as v0.28.9"),
         gitlab_image_tag=_gitlab_image_tag(reader, reader.string("clusterIntegration")),
-        gitlab_runner_image_tag=reader.matching(
-            "gitlabRunnerImageTag",
-            _RUNNER_TAG,
-            f"a pinned gitlab/gitlab-runner tag such as {versions.GITLAB_RUNNER_TAG} (not latest)",
+        gitlab_runner_version=reader.matching(
+            "gitlabRunnerVersion",
+            _RUNNER_VERSION,
+            f"a GitLab Runner release such as {versions.GITLAB_RUNNER_VERSION} (X.Y.Z, not latest)",
         ),
+        runner_manager_instance_type=reader.matching("runnerManagerInstanceType", _INSTANCE_TYPE, instance),
+        runner_instance_type=reader.matching("runnerInstanceType", _INSTANCE_TYPE, instance),
+        runner_max_instances=reader.integer("runnerMaxInstances", 1, MAX_RUNNER_INSTANCES),
+        runner_capacity_per_instance=reader.integer("runnerCapacityPerInstance", 1, MAX_RUNNER_CAPACITY),
+        runner_idle_count=_runner_idle_count(reader),
+        runner_idle_time=_runner_idle_time(reader),
+        flow_log_retention_days=_log_retention(reader),
         gitlab_hostname=reader.optional_matching(
             "gitlabHostname", _HOSTNAME, "a lower-case DNS name such as gitlab.example.com, or empty"
         ),

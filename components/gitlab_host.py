@@ -1,4 +1,4 @@
-"""GitLabHost: GitLab CE in Docker on one EC2 host, with its own TLS, SSH identity, admin token and runner.
+"""GitLabHost: GitLab CE in Docker on one EC2 host, with its own TLS, SSH identity and admin token.
 
 In the order things happen:
 
@@ -12,10 +12,11 @@ In the order things happen:
    through GitLab's required upgrade stops, each hop checked before anything changes; TLS, host
    keys, config, start or reload, readiness, background migrations after an upgrade), seed
    root's token and the settings the cluster integration needs (waiting out GitLab's caches when
-   they changed), register the runner.
+   they changed), and remove the runner earlier versions ran here: no CI job runs on this host
+   (components/runners.py runs them on their own VMs).
 4. Root's GitLab provider, trusting the CA and authenticated with the seeded token, and what it
-   manages here: application settings, the daily admin user (+ SSH key), the instance runner, and
-   the daily admin's own API token.
+   manages here: application settings, the daily admin user (+ SSH key), and the daily admin's own
+   API token.
 5. The owner's provider, authenticated with that token (``owner_provider``): what it creates (the
    app project and everything in it) is created by the project's Owner, so commits to the protected
    default branch and the pipelines they start are allowed (ProtectedRefAccess has no admin bypass:
@@ -48,8 +49,6 @@ from components.gitlab_config import (
     OWNER_TOKEN_ROTATE_BEFORE_DAYS,
     OWNER_TOKEN_SCOPES,
     REGISTRY_PORT,
-    RUNNER_FEATURE_FLAGS,
-    RUNNER_JOB_IMAGE,
     SSH_PORT,
     gitlab_cloud_config,
     gitlab_version,
@@ -147,8 +146,7 @@ class GitLabHost(pulumi.ComponentResource):
     # The daily admin's own API token (the owner provider's): a secret, and an instance-admin
     # credential as long as the daily admin is one and Admin Mode is off.
     admin_user_token: pulumi.Output[str]
-    runner_id: pulumi.Output[str]
-    provider: gitlab.Provider  # root's: instance settings, users, the runner
+    provider: gitlab.Provider  # root's: instance settings, users, the instance runner (components/runners.py)
     owner_provider: gitlab.Provider  # the daily admin's: the app project and everything in it
     public_ip: pulumi.Output[str]
     private_ip: pulumi.Output[str]
@@ -409,13 +407,6 @@ class GitLabHost(pulumi.ComponentResource):
                 key=config.operator_ssh_public_key,
                 opts=on_gitlab,
             )
-        runner = gitlab.UserRunner(
-            f"{name}-runner",
-            runner_type="instance_type",
-            description=f"{config.project}-{config.stack}: docker executor on the GitLab host",
-            untagged=True,  # the tutorial's "run untagged jobs"
-            opts=on_gitlab,
-        )
         # ---- 5. GitLab through the daily admin's token ---------------------------------------------
         # Minted by root (POST /users/:user_id/personal_access_tokens, admin only). The provider
         # renews it on the first `pulumi up` in its last OWNER_TOKEN_ROTATE_BEFORE_DAYS days
@@ -443,28 +434,21 @@ class GitLabHost(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[owner_token, admin]),
         )
 
+        # Stacks created before CI moved to its own VMs ran a privileged runner here: the step stops and
+        # removes it (and finds nothing on a new host). Its gitlab.UserRunner is gone from the program,
+        # so the same `pulumi up` deletes it in GitLab, which revokes its token.
         remote_step(
-            f"{name}-register-runner",
+            f"{name}-remove-runner",
             host=ssh_host,
             private_key=args.ssh.private_key_openssh,
-            script="gitlab/register-runner.sh",
-            env={
-                "GITLAB_HOSTNAME": hostname,
-                "GITLAB_RUNNER_IMAGE": f"gitlab/gitlab-runner:{config.gitlab_runner_image_tag}",
-                "GITLAB_RUNNER_NAME": f"{config.project}-{config.stack}",
-                "RUNNER_JOB_IMAGE": RUNNER_JOB_IMAGE,
-                "RUNNER_FEATURE_FLAGS": " ".join(RUNNER_FEATURE_FLAGS),
-                "GITLAB_CA_PEM": ca.cert_pem,
-            },
-            stdin=pulumi.Output.secret(runner.token),
-            triggers=[instance.id],  # config.toml lives on the root volume
+            script="gitlab/remove-runner.sh",
+            triggers=[instance.id],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[install]),
         )
 
         self.admin_user_id = admin.id
         self.admin_username = admin.username
         self.admin_namespace_id = admin.namespace_id
-        self.runner_id = runner.id
         self.public_ip = eip.public_ip
         self.private_ip = instance.private_ip
         self.instance_id = instance.id
@@ -482,7 +466,6 @@ class GitLabHost(pulumi.ComponentResource):
                 "admin_token_expires_at": self.admin_token_expires_at,
                 "admin_username": self.admin_username,
                 "admin_user_token": self.admin_user_token,
-                "runner_id": self.runner_id,
                 "public_ip": self.public_ip,
                 "private_ip": self.private_ip,
             }

@@ -27,16 +27,39 @@ def debian_ami_id(config: StackConfig, parent: pulumi.Resource) -> pulumi.Input[
     """The configured AMI, or the newest official Debian 12 amd64 image of the region."""
     if config.ami_id:
         return config.ami_id
-    return aws.ec2.get_ami_output(
-        owners=[DEBIAN_OWNER],
-        most_recent=True,
-        filters=[
+    return host_image(config, parent).id
+
+
+def host_image(config: StackConfig, parent: pulumi.Resource) -> pulumi.Output[aws.ec2.GetAmiResult]:
+    """The image ``debian_ami_id`` names, with its details (a launch template needs the root device name:
+    a block device mapping on another name adds a disk instead of sizing and encrypting the root one)."""
+    filters = (
+        [aws.ec2.GetAmiFilterArgs(name="image-id", values=[config.ami_id])]
+        if config.ami_id
+        else [
             aws.ec2.GetAmiFilterArgs(name="name", values=[DEBIAN_NAME_PATTERN]),
             aws.ec2.GetAmiFilterArgs(name="architecture", values=["x86_64"]),
             aws.ec2.GetAmiFilterArgs(name="virtualization-type", values=["hvm"]),
-        ],
+        ]
+    )
+    return aws.ec2.get_ami_output(
+        owners=None if config.ami_id else [DEBIAN_OWNER],
+        most_recent=True,
+        filters=filters,
         opts=pulumi.InvokeOptions(parent=parent),
-    ).id
+    )
+
+
+def ebs_optimized(instance_type: str, parent: pulumi.Resource | None) -> bool | None:
+    """True for an instance type that supports EBS optimization, None for one that does not.
+
+    Current-generation types are EBS-optimized by default (turning it on explicitly changes nothing,
+    and says so to a scanner); a type that does not support it fails to launch with it (AWS "Amazon
+    EBS-optimized instances"). The EC2 API says which is which (DescribeInstanceTypes EbsInfo:
+    unsupported, supported or default).
+    """
+    support = aws.ec2.get_instance_type(instance_type=instance_type, opts=pulumi.InvokeOptions(parent=parent))
+    return True if support.ebs_optimized_support in ("supported", "default") else None
 
 
 class SshAccess(pulumi.ComponentResource):
@@ -102,11 +125,19 @@ class HostSpec:
 
 
 def hardened_instance(name: str, spec: HostSpec, config: StackConfig, opts: pulumi.ResourceOptions) -> aws.ec2.Instance:
-    """An instance with IMDSv2 required, an encrypted gp3 root volume and the common tags."""
+    """An instance with IMDSv2 required, an encrypted gp3 root volume, EBS optimization and the common tags.
+
+    ``ebsOptimized`` is set when the instance is created and ignored afterwards: it forces a new
+    instance in the provider (ForceNew in terraform-provider-aws aws_instance), and hosts created
+    before it was set are EBS-optimized already by their type (the provider reads them back as false,
+    pulumi-aws ec2/instance.py: "if this is not set on an instance type that is optimized by
+    default then this will show as disabled"). A running host is never replaced for it.
+    """
     return aws.ec2.Instance(
         name,
         ami=spec.ami_id,
         instance_type=spec.instance_type,
+        ebs_optimized=ebs_optimized(spec.instance_type, opts.parent),
         subnet_id=spec.subnet_id,
         vpc_security_group_ids=spec.security_group_ids,
         associate_public_ip_address=spec.associate_public_ip,
@@ -125,5 +156,5 @@ def hardened_instance(name: str, spec: HostSpec, config: StackConfig, opts: pulu
             tags=config.tags(f"{name}-root"),
         ),
         tags=config.tags(name),
-        opts=opts,
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(ignore_changes=["ebsOptimized"])),
     )

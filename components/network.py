@@ -1,5 +1,8 @@
 """Network: the dedicated VPC, its public subnets, and the two security groups the hosts share.
 
+The VPC's flow logs go to CloudWatch Logs (components/flow_logs.py), and its default security
+group, which AWS creates with every VPC and nothing here uses, is taken over with no rule at all.
+
 The GitLab group and the cluster group reference each other (nodes pull from the registry and
 clone over SSH; GitLab and push-mode jobs call the cluster's private API). Creating both groups
 here, empty, and letting each component add its ingress rules as separate resources avoids a
@@ -15,6 +18,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config import StackConfig
+from components.flow_logs import vpc_flow_logs
 
 
 def subnet_cidrs(vpc_cidr: str, count: int) -> list[str]:
@@ -64,6 +68,14 @@ class Network(pulumi.ComponentResource):
             tags=config.tags(f"{name}-vpc"),
             opts=child,
         )
+        # "When the provider first begins managing the default security group, it immediately removes
+        # all ingress and egress rules" (pulumi-aws ec2/default_security_group.py): an instance
+        # launched without a group of its own gets no access. Removing this resource from the program
+        # would only stop managing the group, never delete it.
+        aws.ec2.DefaultSecurityGroup(
+            f"{name}-default-group", vpc_id=vpc.id, tags=config.tags(f"{name}-default-group"), opts=child
+        )
+        vpc_flow_logs(name, config, vpc, self)
         gateway = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags=config.tags(f"{name}-igw"), opts=child)
         route_table = aws.ec2.RouteTable(
             f"{name}-public",

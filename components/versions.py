@@ -2,8 +2,8 @@
 
 The config defaults (components/config.py), the pipelines seeded into the app project
 (apps/shark-app/ci/*.gitlab-ci.yml, whose ``@@NAME@@`` tokens are filled from ``PIPELINE_IMAGES``),
-the runner's default job image and the tests read these values. Each one was found in an upstream
-source: REFERENCE.md section 1 names it. Bump a pin here, find its source, record it there.
+the runner's default job image, the runner manager's packages and the tests read these values. Each
+one was found in an upstream source: REFERENCE.md section 1 names it. Bump a pin here, find its source, record it there.
 """
 
 from __future__ import annotations
@@ -14,8 +14,15 @@ from __future__ import annotations
 # only in third-party pins (REFERENCE.md section 1): a later 19.4.x patch may exist; bump to it.
 # Certificate-based clusters stay until 20.0.
 GITLAB_CE_TAG = "19.4.1-ce.0"
-# gitlab-runner release matching GitLab's major.minor (docs.gitlab.com/runner: keep them in step).
-GITLAB_RUNNER_TAG = "alpine-v19.4.1"
+# gitlab-runner release matching GitLab's major.minor (docs.gitlab.com/runner: keep them in step),
+# installed on the runner manager from GitLab's apt repository as `gitlab-runner=<version>-1` with
+# `gitlab-runner-helper-images` of the same version (gitlab-runner docs/install/linux-repository.md).
+GITLAB_RUNNER_VERSION = "19.4.1"
+# The AWS fleeting plugin the docker-autoscaler executor drives the job VMs' Auto Scaling group
+# with, as `[runners.autoscaler] plugin`: registry.gitlab.com/gitlab-org/fleeting/plugins/aws at an
+# exact version (gitlab-runner docs/fleet_scaling/fleeting.md, "plugin formats"; an exact
+# MAJOR.MINOR.PATCH constraint installs and runs that release only).
+FLEETING_PLUGIN_AWS_VERSION = "1.1.0"
 # Versions the program accepts (config validation): 18.11.x, the required upgrade stop before 19.x,
 # and 19.x. GitLab 20 is not released yet (GitLab majors ship in May): its required upgrade stops and
 # PostgreSQL minimum are unknown, so the install step could not walk to it safely.
@@ -45,13 +52,13 @@ GITLAB_UPGRADE_STOPS_CITED: tuple[tuple[int, int], ...] = (
 GITLAB_UPGRADE_STOP_MINORS = (2, 5, 8, 11)
 # The release the install step upgrades to at each required stop it walks through on its own
 # (gitlabImageTag across one or more stops: one `pulumi up` goes old -> stop -> ... -> new), with the
-# runner of the same major.minor for an operator who stops there by hand. Only tags proven by an
-# upstream release tag (REFERENCE.md section 1): omnibus-gitlab `X.Y.Z+ce.0` is the Docker tag
-# `X.Y.Z-ce.0`; gitlab-runner `vX.Y.Z` is `alpine-vX.Y.Z`. A stop without an entry here is refused,
-# with the path to take by hand. GitLab advises the latest patch of a stop: a later one may exist.
+# runner release of the same major.minor for an operator who stops there by hand (gitlabRunnerVersion).
+# Only releases proven by an upstream release tag (REFERENCE.md section 1): omnibus-gitlab
+# `X.Y.Z+ce.0` is the Docker tag `X.Y.Z-ce.0`; gitlab-runner tag `vX.Y.Z` is the release X.Y.Z. A
+# stop without an entry here is refused, with the path to take by hand. GitLab advises the latest patch of a stop: a later one may exist.
 GITLAB_UPGRADE_STOP_TAGS: dict[tuple[int, int], tuple[str, str]] = {
-    (18, 11): ("18.11.11-ce.0", "alpine-v18.11.4"),
-    (19, 2): ("19.2.4-ce.0", "alpine-v19.2.2"),
+    (18, 11): ("18.11.11-ce.0", "18.11.4"),
+    (19, 2): ("19.2.4-ce.0", "19.2.2"),
 }
 
 # ---- Docker (one version for the pipelines' client and daemon and the runner's default image) ----

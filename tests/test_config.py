@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from components import versions
-from components.config import KEYS, ConfigError, gitlab_version, parse_config
+from components.config import KEYS, ConfigError, duration_seconds, gitlab_version, parse_config
 from tests.conftest import ADMIN
 from tools.harness import ProgramError, run_fixture_stack
 
@@ -97,7 +97,60 @@ BAD_INPUTS = [
         ["clusterIntegration: got ''", "one of agent, certificate"],
         id="cluster-integration-empty",
     ),
-    pytest.param({"gitlabRunnerImageTag": "latest"}, ["gitlabRunnerImageTag: got 'latest'"], id="runner-latest"),
+    pytest.param(
+        {"gitlabRunnerVersion": "latest"}, ["gitlabRunnerVersion: got 'latest'", "such as 19.4.1"], id="runner-latest"
+    ),
+    pytest.param(
+        {"gitlabRunnerVersion": "alpine-v19.4.1"},
+        ["gitlabRunnerVersion: got 'alpine-v19.4.1'", "(X.Y.Z, not latest)"],
+        id="runner-image-tag-as-version",
+    ),
+    pytest.param(
+        {"gitlabRunnerImageTag": "alpine-v19.4.1"},
+        ["gitlabRunnerImageTag: replaced by gitlabRunnerVersion", "pulumi config rm gitlabRunnerImageTag"],
+        id="runner-image-tag-retired",
+    ),
+    pytest.param(
+        {"runnerMaxInstances": 0}, ["runnerMaxInstances: got 0", "an integer from 1 to 20"], id="runner-max-zero"
+    ),
+    pytest.param(
+        {"runnerMaxInstances": 50}, ["runnerMaxInstances: got 50", "an integer from 1 to 20"], id="runner-max-high"
+    ),
+    pytest.param({"runnerMaxInstances": "two"}, ["runnerMaxInstances: got 'two'"], id="runner-max-not-int"),
+    pytest.param(
+        {"runnerCapacityPerInstance": 0},
+        ["runnerCapacityPerInstance: got 0", "an integer from 1 to 8"],
+        id="runner-capacity-zero",
+    ),
+    pytest.param(
+        {"runnerIdleCount": 5},
+        ["runnerIdleCount: got 5", "at most runnerMaxInstances x runnerCapacityPerInstance = 2"],
+        id="runner-idle-above-fleet",
+    ),
+    pytest.param({"runnerIdleCount": -1}, ["runnerIdleCount: got -1"], id="runner-idle-negative"),
+    pytest.param(
+        {"runnerIdleTime": "10 minutes"},
+        ["runnerIdleTime: got '10 minutes'", "such as 10m or 1h30m"],
+        id="runner-idle-time-words",
+    ),
+    pytest.param(
+        {"runnerIdleTime": "48h"}, ["runnerIdleTime: got '48h'", "from 0s to 24h"], id="runner-idle-time-long"
+    ),
+    pytest.param({"runnerIdleTime": ""}, ["runnerIdleTime: got ''"], id="runner-idle-time-empty"),
+    pytest.param(
+        {"runnerInstanceType": "medium"}, ["runnerInstanceType: got 'medium'", "t3.large"], id="runner-instance-type"
+    ),
+    pytest.param(
+        {"runnerManagerInstanceType": "T3.small"},
+        ["runnerManagerInstanceType: got 'T3.small'"],
+        id="runner-manager-instance-type",
+    ),
+    pytest.param(
+        {"flowLogRetentionDays": 100},
+        ["flowLogRetentionDays: got 100", "retention periods CloudWatch Logs accepts", "90, 120"],
+        id="flow-log-retention",
+    ),
+    pytest.param({"flowLogRetentionDays": "forever"}, ["flowLogRetentionDays: got 'forever'"], id="flow-log-words"),
     pytest.param({"fluxVersion": "latest"}, ["fluxVersion: got 'latest'"], id="flux-latest"),
     pytest.param({"fluxVersion": "v1.25.4"}, ["fluxVersion: got 'v1.25.4'", "Flux v1 is end of life"], id="flux-v1"),
     pytest.param({"flannelVersion": "latest"}, ["flannelVersion: got 'latest'"], id="flannel-latest"),
@@ -157,7 +210,40 @@ def test_default_gitlab_is_a_19_release_with_the_matching_runner() -> None:
     assert config.gitlab_image_tag == versions.GITLAB_CE_TAG
     major, minor, patch = gitlab_version(config.gitlab_image_tag)
     assert major == 19
-    assert config.gitlab_runner_image_tag == versions.GITLAB_RUNNER_TAG == f"alpine-v{major}.{minor}.{patch}"
+    assert config.gitlab_runner_version == versions.GITLAB_RUNNER_VERSION == f"{major}.{minor}.{patch}"
+
+
+def test_runner_fleet_defaults_scale_to_zero_and_stay_small() -> None:
+    config = parse_config({"adminCidrs": '["203.0.113.7/32"]'}, "gitops", "dev")
+    assert (config.runner_max_instances, config.runner_capacity_per_instance) == (2, 1)
+    assert config.runner_idle_count == 0, "no job VM when no job runs"
+    assert config.runner_idle_time == "10m"
+    assert (config.runner_instance_type, config.runner_manager_instance_type) == ("t3.medium", "t3.small")
+    assert config.flow_log_retention_days == 365
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("0s", 0), ("10m", 600), ("1h30m", 5400), ("24h", 86400), ("90s", 90), ("1h2m3s", 3723)]
+)
+def test_idle_times_are_go_durations(text: str, seconds: int) -> None:
+    assert duration_seconds(text) == seconds
+    raw = {"adminCidrs": '["203.0.113.7/32"]', "runnerIdleTime": text}
+    assert parse_config(raw, "gitops", "dev").runner_idle_time == text
+
+
+@pytest.mark.parametrize("text", ["", "10", "m10", "1d", "10 m", "1.5h", "-5m"])
+def test_malformed_durations_are_refused(text: str) -> None:
+    assert duration_seconds(text) is None
+
+
+def test_idle_count_may_fill_a_bigger_fleet() -> None:
+    raw = {
+        "adminCidrs": '["203.0.113.7/32"]',
+        "runnerMaxInstances": "3",
+        "runnerCapacityPerInstance": "2",
+        "runnerIdleCount": "6",
+    }
+    assert parse_config(raw, "gitops", "dev").runner_idle_count == 6
 
 
 def test_every_problem_is_reported_at_once() -> None:

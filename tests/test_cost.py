@@ -46,27 +46,40 @@ def test_every_price_names_its_source_and_date() -> None:
 
 # ---- the repository's stacks -----------------------------------------------------------------
 def test_dev_is_priced_by_instance_type_storage_and_public_addresses() -> None:
-    lines = _lines(cost.estimate(run_fixture_stack("dev", ADMIN)))
-    assert lines["instance:t3.large"]["quantity"] == 1  # GitLab
-    assert lines["instance:t3.medium"]["quantity"] == 3  # control plane + 2 workers
-    assert lines["ebs:gp3"]["quantity"] == 4 * 30 + 50  # four roots and GitLab's data volume
-    assert lines["ipv4"]["quantity"] == 2 + 2  # two Elastic IPs, two workers' auto-assigned addresses
     report = cost.estimate(run_fixture_stack("dev", ADMIN))
+    lines = _lines(report)
+    assert lines["instance:t3.large"]["quantity"] == 1  # GitLab
+    assert lines["instance:t3.small"]["quantity"] == 1  # the runner manager
+    # Control plane + 2 workers; the CI job VMs are none when idle, runnerMaxInstances (2) when busy.
+    assert (lines["instance:t3.medium"]["quantity"], lines["instance:t3.medium"]["maximum"]) == (3, 3 + 2)
+    # Five roots (GitLab, control plane, workers, manager) and GitLab's data volume; each job VM's root.
+    assert (lines["ebs:gp3"]["quantity"], lines["ebs:gp3"]["maximum"]) == (5 * 30 + 50, 5 * 30 + 50 + 2 * 30)
+    # Two Elastic IPs, the workers' and the manager's auto-assigned addresses; one per job VM.
+    assert (lines["ipv4"]["quantity"], lines["ipv4"]["maximum"]) == (2 + 2 + 1, 2 + 2 + 1 + 2)
     expected = (
-        (_hourly("t3.large") + 3 * _hourly("t3.medium")) * HOURS
-        + 170 * _item("ebs_gp3_gib_month")
-        + 4 * _item("public_ipv4_hour") * HOURS
+        (_hourly("t3.large") + 3 * _hourly("t3.medium") + _hourly("t3.small")) * HOURS
+        + 200 * _item("ebs_gp3_gib_month")
+        + 5 * _item("public_ipv4_hour") * HOURS
     )
+    job_vm = _hourly("t3.medium") * HOURS + 30 * _item("ebs_gp3_gib_month") + _item("public_ipv4_hour") * HOURS
     assert report["total"] == pytest.approx(expected, abs=0.01)
-    assert report["total_max"] == report["total"] and report["unpriced"] == 0
+    assert report["total_max"] == pytest.approx(expected + 2 * job_vm, abs=0.01)
+    assert report["unpriced"] == 0
+    # The flow logs are priced by use, listed with their unit prices outside the totals.
+    assert lines["logs-ingest"]["in_total"] is False and lines["logs-ingest"]["unit_price"] == 0.5
+    assert lines["logs-storage"]["in_total"] is False and lines["logs-storage"]["unit_price"] == 0.03
+    text = cost.markdown(report)
+    assert "CloudWatch Logs ingestion (gitops-flow-logs): depends on use: $0.5/GB ingested" in text
 
 
 def test_prod_is_priced_from_its_own_stack_file() -> None:
     lines = _lines(cost.estimate(run_fixture_stack("prod", ADMIN)))
     assert lines["instance:m6i.xlarge"]["quantity"] == 1
     assert lines["instance:m6i.large"]["quantity"] == 4
-    assert lines["ebs:gp3"]["quantity"] == 5 * 50 + 200
-    assert lines["ipv4"]["quantity"] == 2 + 3
+    assert (lines["instance:t3.medium"]["quantity"], lines["instance:t3.medium"]["maximum"]) == (0, 2)  # job VMs
+    assert lines["instance:t3.small"]["quantity"] == 1
+    assert lines["ebs:gp3"]["quantity"] == 6 * 50 + 200
+    assert lines["ipv4"]["quantity"] == 2 + 3 + 1
 
 
 def test_a_users_edited_stack_is_priced_as_edited(tmp_path: Path) -> None:
@@ -85,8 +98,8 @@ def test_a_users_edited_stack_is_priced_as_edited(tmp_path: Path) -> None:
     lines = _lines(json.loads(out.read_text()))
     assert lines["instance:m7i.large"]["quantity"] == 5
     assert lines["instance:t3.medium"]["quantity"] == 1  # the control plane keeps its type
-    assert lines["ebs:gp3"]["quantity"] == 7 * 40 + 120
-    assert lines["ipv4"]["quantity"] == 2 + 5
+    assert lines["ebs:gp3"]["quantity"] == 8 * 40 + 120  # GitLab, control plane, 5 workers, runner manager
+    assert lines["ipv4"]["quantity"] == 2 + 5 + 1
     assert lines["instance:m7i.large"]["monthly"] == pytest.approx(5 * _hourly("m7i.large") * HOURS, abs=0.01)
 
 
@@ -99,9 +112,9 @@ def test_an_unknown_instance_type_is_reported_not_priced_as_zero() -> None:
     assert report["unpriced"] == 1
     text = cost.markdown(report)
     assert "+ 1 unpriced" in text and "**Unpriced**" in text and "EC2 m7g.large: 2 instances" in text
-    priced_only = (_hourly("t3.large") + _hourly("t3.medium")) * HOURS
+    priced_only = (_hourly("t3.large") + _hourly("t3.medium") + _hourly("t3.small")) * HOURS
     assert report["total"] == pytest.approx(
-        priced_only + 170 * _item("ebs_gp3_gib_month") + 4 * _item("public_ipv4_hour") * HOURS, abs=0.01
+        priced_only + 200 * _item("ebs_gp3_gib_month") + 5 * _item("public_ipv4_hour") * HOURS, abs=0.01
     )
 
 

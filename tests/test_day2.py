@@ -41,7 +41,10 @@ def step_env(plan_run: object, name: str) -> dict[str, str]:
 
 def test_a_newer_debian_image_changes_no_running_node() -> None:
     plan = second_up(mocks_after=StackMocks(newest_ami=NEWER_DEBIAN))
-    assert plan.touched() == {}
+    # Only the CI job VMs' launch template takes it (a new version): job VMs launched from now on boot
+    # the new image; the group and every running job VM are left alone.
+    assert plan.touched() == {"runners-job-vm": "update"}
+    assert plan.of("runners-job-vm").keys == ("imageId",)
     assert plan.errors == []
 
 
@@ -176,7 +179,10 @@ def test_replacing_the_control_plane_is_refused() -> None:
 def test_more_availability_zones_move_no_worker() -> None:
     plan = second_up({"availabilityZoneCount": 3})
     assert plan.touched(INSTANCE) == {}
-    assert set(plan.touched().values()) == {"create"}  # the new zone's subnet and its route
+    # The new zone's subnet and its route; CI job VMs may start in it too (the group is updated in place).
+    others = {name: action for name, action in plan.touched().items() if name != "runners-job-vms"}
+    assert set(others.values()) == {"create"}
+    assert plan.action_of("runners-job-vms", "aws:autoscaling/group:Group") == "update"
 
 
 def test_fewer_zones_need_the_workers_there_rolled_in_the_same_up() -> None:
@@ -310,8 +316,8 @@ def test_switching_back_to_certificate_restores_the_token_and_cluster_and_remove
 
 def test_a_new_gitlab_version_moves_agentk_with_it_and_checks_the_connection_again() -> None:
     result = run_twice(
-        before={**ADMIN, "gitlabImageTag": "19.2.4-ce.0", "gitlabRunnerImageTag": "alpine-v19.2.2"},
-        after={"gitlabImageTag": "19.4.1-ce.0", "gitlabRunnerImageTag": "alpine-v19.4.1"},
+        before={**ADMIN, "gitlabImageTag": "19.2.4-ce.0"},
+        after={"gitlabImageTag": "19.4.1-ce.0"},
     )
     plan = result.plan
     assert plan.touched(INSTANCE) == {}
@@ -319,3 +325,72 @@ def test_a_new_gitlab_version_moves_agentk_with_it_and_checks_the_connection_aga
     assert plan.action_of("gitlab-k8s-agent-token") == "same", "the agent keeps its token"
     values = result.after.one("kubernetes:helm.sh/v4:Chart").plain_inputs["values"]
     assert values["image"]["tag"] == "v19.4.1"
+
+
+# ---- the CI fleet (components/runners.py) ----------------------------------------------------------
+GROUP = "aws:autoscaling/group:Group"
+CONFIGURE = "runners-manager-configure"
+
+
+def runner_config_toml(run: object) -> str:
+    return step_env(run, CONFIGURE)["RUNNER_CONFIG_TOML"]
+
+
+def test_more_job_vms_update_the_group_and_the_runner_and_replace_nothing() -> None:
+    result = run_twice(before=ADMIN, after={"runnerMaxInstances": 5})
+    plan = result.plan
+    assert plan.touched() == {"runners-job-vms": "update", CONFIGURE: "update"}
+    assert plan.of("runners-job-vms", GROUP).keys == ("maxSize",)
+    # The configure step re-runs in place with the new file (it restarts gitlab-runner, gracefully).
+    assert plan.of(CONFIGURE).keys == ("create",)
+    assert "max_instances = 5" in runner_config_toml(result.after)
+    assert "concurrent = 5" in runner_config_toml(result.after)
+    assert not plan.with_action("replace") and not plan.with_action("stop-start") and plan.errors == []
+
+
+def test_capacity_idle_time_and_idle_count_only_rewrite_the_runners_configuration() -> None:
+    after = {"runnerCapacityPerInstance": 2, "runnerIdleTime": "30m", "runnerIdleCount": 1}
+    result = run_twice(before=ADMIN, after=after)
+    assert result.plan.touched() == {CONFIGURE: "update"}
+    toml = runner_config_toml(result.after)
+    assert "capacity_per_instance = 2" in toml and 'idle_time = "30m"' in toml and "idle_count = 1" in toml
+
+
+def test_a_new_job_vm_type_only_makes_a_new_launch_template_version() -> None:
+    plan = second_up({"runnerInstanceType": "c6i.large"})
+    assert plan.touched() == {"runners-job-vm": "update"}
+    assert plan.of("runners-job-vm").keys == ("instanceType",)
+
+
+def test_a_new_runner_release_reinstalls_on_the_manager_in_place() -> None:
+    plan = second_up({"gitlabRunnerVersion": "19.4.2"})
+    assert plan.touched() == {"runners-manager-install": "update"}
+
+
+def test_a_bigger_manager_restarts_only_the_manager() -> None:
+    plan = second_up({"runnerManagerInstanceType": "t3.medium"})
+    assert plan.touched(INSTANCE) == {"runners-manager": "stop-start"}
+    # Its auto-assigned public address changes on a stop: the steps reconnect and re-run in place.
+    assert set(plan.touched(COMMAND).values()) <= {"update"}
+
+
+def test_turning_ebs_optimization_on_replaces_no_running_host() -> None:
+    """Stacks created before `ebsOptimized` was set: the second `up` sets it on none of their hosts."""
+    result = run_twice(before=ADMIN)
+    before = result.before
+    for registration in before.all(INSTANCE):
+        registration.inputs.pop("ebsOptimized", None)  # what those stacks' state holds
+    after = result.after
+    assert all(r.plain_inputs["ebsOptimized"] is True for r in after.all(INSTANCE))
+    assert plan(before, after).touched(INSTANCE) == {}
+
+
+def test_without_the_ignore_it_would_replace_every_host() -> None:
+    """The reason hardened_instance ignores ebsOptimized: aws_instance's ebs_optimized is ForceNew."""
+    result = run_twice(before=ADMIN)
+    for registration in result.before.all(INSTANCE):
+        registration.inputs.pop("ebsOptimized", None)
+    for registration in result.after.all(INSTANCE):
+        registration.ignore_changes = [entry for entry in registration.ignore_changes if entry != "ebsOptimized"]
+    replaced = plan(result.before, result.after).touched(INSTANCE)
+    assert replaced and set(replaced.values()) == {"replace"}

@@ -21,7 +21,6 @@ from components.gitlab_config import (
     FEATURE_FLAG,
     OMNIBUS_CONFIG_PATH,
     ROOT_PASSWORD_SEED,
-    RUNNER_JOB_IMAGE,
     TOKEN_NAME,
     TRUSTED_CA,
     known_hosts_line,
@@ -47,6 +46,12 @@ AWS_DESCRIPTION = re.compile(r"^[a-zA-Z0-9. _\-:/()#,@\[\]+=&;{}!$*]{1,255}$")
 # ---- helpers ----------------------------------------------------------------------------------
 def step(run: ProgramRun, name: str) -> Registration:
     return run.one(STEP, f"gitlab-{name}")
+
+
+def step_script_of(registration: Registration) -> str:
+    """The script a step runs: the `bash -c` argument of its command line."""
+    words = shlex.split(registration.plain_inputs["create"])
+    return words[words.index("bash") + 2]
 
 
 def step_env(registration: Registration) -> dict[str, str]:
@@ -147,7 +152,7 @@ def test_a_new_instance_or_volume_reruns_the_steps(dev) -> None:
     for name in ("install", "seed-admin-token"):
         triggers = step(dev, name).plain_inputs["triggers"]
         assert instance.id in triggers and volume.id in triggers
-    assert instance.id in step(dev, "register-runner").plain_inputs["triggers"]
+    assert instance.id in step(dev, "remove-runner").plain_inputs["triggers"]
     # A new Debian AMI or a changed boot document does not replace the stateful host by itself.
     assert set(instance.ignore_changes) >= {"ami", "userData"}
 
@@ -183,10 +188,8 @@ def test_secrets_reach_the_host_on_stdin_only(dev) -> None:
     assert is_secret_value(seed.inputs["stdin"])
     assert f"token_value = '{secrets['gitlab-admin-token']}'" in plain(seed.inputs["stdin"])
 
-    runner = step(dev, "register-runner")
-    assert is_secret_value(runner.inputs["stdin"])
-    assert plain(runner.inputs["stdin"]) == secrets["runner token"]
-    assert secrets["runner token"].startswith("glrt-")
+    # No runner token reaches the GitLab host: the removal step takes no stdin at all.
+    assert "stdin" not in step(dev, "remove-runner").inputs
 
 
 def test_sensitive_exports_are_secret(dev) -> None:
@@ -259,14 +262,9 @@ def test_images_are_pinned(dev, run_stack) -> None:
     install_env = step_env(step(dev, "install"))
     assert install_env["GITLAB_IMAGE"] == f"gitlab/gitlab-ce:{versions.GITLAB_CE_TAG}" == "gitlab/gitlab-ce:19.4.1-ce.0"
     assert install_env["GITLAB_VERSION"] == "19.4.1"
-    runner_env = step_env(step(dev, "register-runner"))
-    assert runner_env["GITLAB_RUNNER_IMAGE"] == "gitlab/gitlab-runner:alpine-v19.4.1"
-    # The jobs' default image is the Docker client release the app's pipelines use.
-    assert runner_env["RUNNER_JOB_IMAGE"] == versions.DOCKER_CLI_IMAGE == f"docker:{versions.DOCKER_VERSION}-cli"
-    other = run_stack("dev", gitlabImageTag="18.11.9-ce.0", gitlabRunnerImageTag="v18.11.3")
+    other = run_stack("dev", gitlabImageTag="18.11.9-ce.0", gitlabRunnerVersion="18.11.3")
     assert step_env(step(other, "install"))["GITLAB_IMAGE"] == "gitlab/gitlab-ce:18.11.9-ce.0"
     assert step_env(step(other, "install"))["GITLAB_VERSION"] == "18.11.9"
-    assert step_env(step(other, "register-runner"))["GITLAB_RUNNER_IMAGE"] == "gitlab/gitlab-runner:v18.11.3"
     for registration in dev.all(STEP):
         assert ":latest" not in registration.plain_inputs["create"]
 
@@ -456,7 +454,7 @@ def test_token_rotation_keeper_and_expiry_output(dev, run_stack) -> None:
 def test_steps_run_in_order(dev) -> None:
     owner = dev.one("pulumi:providers:gitlab", "gitlab-gitlab-owner")
     assert dev.one("gitlab:index/personalAccessToken:PersonalAccessToken").urn in owner.depends_on
-    install, seed, runner = (step(dev, name) for name in ("install", "seed-admin-token", "register-runner"))
+    install, seed, runner = (step(dev, name) for name in ("install", "seed-admin-token", "remove-runner"))
     attachment = dev.one("aws:ec2/volumeAttachment:VolumeAttachment", "gitlab-data-attachment")
     association = dev.one("aws:ec2/eipAssociation:EipAssociation", "gitlab-eip-association")
     assert {attachment.urn, association.urn} <= set(install.depends_on)
@@ -631,40 +629,43 @@ def test_seed_step_pipes_stdin_to_rails_runner() -> None:
     assert "docker exec -i gitlab gitlab-rails runner -" in script
 
 
-# ---- the runner ----------------------------------------------------------------------------------
-def test_runner_registration_flags() -> None:
-    script = (USERDATA / "gitlab/register-runner.sh").read_text()
-    register = script[script.index("registration=(") : script.index('die "gitlab-runner register failed')]
-    for flag in (
-        "--non-interactive",
-        '--url "https://${GITLAB_HOSTNAME}"',
-        "--tls-ca-file /etc/gitlab-runner/certs/ca.crt",
-        "--executor docker",
-        '--docker-image "$RUNNER_JOB_IMAGE"',
-        "--docker-privileged",
-        "--docker-volumes /certs/client",
-        "--docker-volumes /etc/gitlab-runner/certs/ca.crt:/etc/gitlab-runner/certs/ca.crt:ro",
-        "--docker-volumes /etc/docker/certs.d:/etc/docker/certs.d:ro",
-        '--feature-flags "${flag}:true"',
+# ---- no runner on the GitLab host ------------------------------------------------------------------
+GITLAB_HOST_STEPS = ("install", "seed-admin-token", "remove-runner", "operator-ssh-key")
+
+
+def test_the_gitlab_host_runs_no_runner(dev) -> None:
+    """No step sends a runner token to the GitLab host, registers or starts a runner there."""
+    eip = plain(dev.one("aws:ec2/eip:Eip", "gitlab-eip").state)
+    on_host = [r for r in dev.all(STEP) if r.plain_inputs["connection"]["host"] == eip["publicIp"]]
+    assert sorted(r.name for r in on_host) == sorted(f"gitlab-{name}" for name in GITLAB_HOST_STEPS)
+    runner = dev.one("gitlab:index/userRunner:UserRunner")
+    for registration in on_host:
+        assert runner.urn not in registration.property_dependencies.get("stdin", []), registration.name
+        script = step_script_of(registration)
+        assert "gitlab-runner register" not in script, registration.name
+        assert not any("gitlab-runner" in value for value in step_env(registration).values()), registration.name
+    user_data = dev.one("aws:ec2/instance:Instance", "gitlab-host").plain_inputs["userData"]
+    assert "gitlab-runner" not in user_data
+    assert runner.parent != dev.one("gitops:gitlab:GitLabHost", "gitlab").urn
+
+
+def test_the_old_runner_is_removed_from_existing_hosts(dev) -> None:
+    remove = step(dev, "remove-runner")
+    assert dev.one(STEP, "gitlab-install").urn in remove.depends_on  # Docker and the host are up
+    script = step_script_of(remove)
+    for removal in (
+        'systemctl disable --now --quiet "$UNIT"',
+        "docker rm --force gitlab-runner",
+        'docker ps --all --quiet --filter "label=${LABEL}"',
+        "LABEL=com.gitlab.gitlab-runner.managed=true",
+        '"${HOST_ROOT}/etc/gitlab-runner"',
     ):
-        assert flag in register, flag
-    # The token travels in the environment (CI_SERVER_TOKEN backs --token), never as an argument.
-    assert "--token" not in register
-    assert "--env CI_SERVER_TOKEN" in script
-    assert 'export CI_SERVER_TOKEN="$token"' in script
-    # Idempotent; a new token starts over.
-    assert 'digest="$(printf \'%s\\n\' "$token" "${registration[@]}" | sha256sum' in script
-    assert "/var/run/docker.sock:/var/run/docker.sock" in script
+        assert removal in script, removal
 
 
-def test_registry_ca_reaches_host_docker_and_runner(dev) -> None:
+def test_registry_ca_reaches_host_docker(dev) -> None:
     install = (USERDATA / "gitlab/install.sh").read_text()
     assert 'put_text "${HOST_ROOT}/etc/docker/certs.d/${host}:5050/ca.crt" 0644 "$GITLAB_CA_PEM"' in install
-    runner_env = step_env(step(dev, "register-runner"))
-    assert runner_env["GITLAB_CA_PEM"] == dev.outputs["gitlabCaPem"]
-    assert runner_env["RUNNER_JOB_IMAGE"] == RUNNER_JOB_IMAGE
-    assert runner_env["RUNNER_FEATURE_FLAGS"] == "FF_NETWORK_PER_BUILD"
-    assert runner_env["GITLAB_HOSTNAME"] == hostname(dev)
 
 
 # ---- security group ------------------------------------------------------------------------------
@@ -676,7 +677,14 @@ def _rules(run: ProgramRun) -> list[Registration]:
 def test_security_group_rules(run_stack) -> None:
     admins = ["203.0.113.7/32", "198.51.100.0/24"]
     run = run_stack("dev", adminCidrs=admins)
-    cluster = run.one("aws:ec2/securityGroup:SecurityGroup", "gitops-cluster")
+    groups = {
+        run.one("aws:ec2/securityGroup:SecurityGroup", name).id: role
+        for name, role in (
+            ("gitops-cluster", "cluster"),
+            ("runners-manager-group", "manager"),
+            ("runners-job-vm-group", "jobs"),
+        )
+    }
     seen = set()
     for rule in _rules(run):
         inputs = rule.plain_inputs
@@ -684,10 +692,12 @@ def test_security_group_rules(run_stack) -> None:
         assert inputs["fromPort"] == inputs["toPort"]
         assert AWS_DESCRIPTION.match(inputs["description"]), inputs["description"]
         assert inputs["tags"]["Name"] == rule.name
-        source = inputs.get("cidrIpv4") or ("cluster" if inputs.get("referencedSecurityGroupId") == cluster.id else "?")
+        source = inputs.get("cidrIpv4") or groups.get(inputs.get("referencedSecurityGroupId"), "?")
         seen.add((inputs["fromPort"], source))
     expected = {(port, cidr) for port in (22, 443, 5050, 2222) for cidr in admins}
     expected |= {(443, "cluster"), (5050, "cluster"), (2222, "cluster")}
+    # CI: the runner manager calls the API; job VMs clone, fetch artifacts and use the registry.
+    expected |= {(443, "manager"), (443, "jobs"), (5050, "jobs")}
     assert seen == expected
     assert not any(r.plain_inputs.get("cidrIpv4") == "0.0.0.0/0" for r in _rules(run))
     assert not any(port == 80 for port, _ in seen)
@@ -720,7 +730,7 @@ def test_scripts_pass_shellcheck(script: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("script", ["gitlab/install.sh", "gitlab/seed-admin-token.sh", "gitlab/register-runner.sh"])
+@pytest.mark.parametrize("script", ["gitlab/install.sh", "gitlab/seed-admin-token.sh", "gitlab/remove-runner.sh"])
 def test_steps_as_sent_pass_shellcheck(script: str) -> None:
     """What runs on the host: userdata/lib/common.sh followed by the step (components/remote.py)."""
     result = subprocess.run(

@@ -170,7 +170,7 @@ def test_agentk_runs_as_gitlab_admin_without_rbac_of_its_own_and_trusts_gitlabs_
 
 @pytest.mark.parametrize(("tag", "agentk"), [("18.11.11-ce.0", "v18.11.11"), ("19.2.4-ce.0", "v19.2.4")])
 def test_agentk_follows_the_gitlab_version(run_stack, tag: str, agentk: str) -> None:
-    run = run_stack("dev", gitlabImageTag=tag, gitlabRunnerImageTag="alpine-v19.2.2")
+    run = run_stack("dev", gitlabImageTag=tag)
     assert run.one(CHART).plain_inputs["values"]["image"]["tag"] == agentk
     assert _step_env(run, "gitlab-k8s-agent-connected")["AGENTK_VERSION"] == agentk
 

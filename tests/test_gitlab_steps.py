@@ -675,50 +675,81 @@ def test_a_seeding_program_that_reports_nothing_fails_the_step(host: Host) -> No
     assert "printed no settings_changed line" in result.stderr
 
 
-# ---- register-runner.sh ----------------------------------------------------------------------------
-TOKEN = "glrt-AbCdEfGhIjKlMnOpQrSt"
+# ---- remove-runner.sh ------------------------------------------------------------------------------
+# What the removal step queries and removes, with a Docker whose objects live in $STATE files.
+REMOVAL_DOCKER = r"""#!/bin/sh
+echo "docker $*" >>"$CALLS"
+case "$1 $2" in
+  "container inspect") [ -f "$STATE/runner-container" ] ;;
+  "rm --force")
+    if [ "$3" = gitlab-runner ]; then rm -f "$STATE/runner-container"; else rm -f "$STATE/job-containers"; fi ;;
+  "ps --all") cat "$STATE/job-containers" 2>/dev/null || true ;;
+  "volume ls") cat "$STATE/job-volumes" 2>/dev/null || true ;;
+  "volume rm") rm -f "$STATE/job-volumes" ;;
+  "network ls") cat "$STATE/job-networks" 2>/dev/null || true ;;
+  "network rm") rm -f "$STATE/job-networks" ;;
+  "image ls") cat "$STATE/images" 2>/dev/null || true ;;
+  "image rm")
+    shift 3
+    for image in "$@"; do grep -vxF "$image" "$STATE/images" >"$STATE/images.new"; mv "$STATE/images.new" "$STATE/images"; done ;;
+esac
+"""
+GITLAB_IMAGE = "gitlab/gitlab-ce:19.4.1-ce.0"
+RUNNER_IMAGES = [
+    "gitlab/gitlab-runner:alpine-v19.4.1",
+    "registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:x86_64-v19.4.1",
+]
 
 
-def runner_env(**overrides: str) -> dict[str, str]:
-    env = {
-        "GITLAB_HOSTNAME": HOSTNAME,
-        "GITLAB_RUNNER_IMAGE": "gitlab/gitlab-runner:alpine-v19.4.1",
-        "GITLAB_RUNNER_NAME": "gitops-dev",
-        "RUNNER_JOB_IMAGE": "docker:29.7.2-cli",
-        "RUNNER_FEATURE_FLAGS": "FF_NETWORK_PER_BUILD",
-        "GITLAB_CA_PEM": "-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n",
-    }
-    return {**env, **overrides}
+def host_with_the_old_runner(host: Host) -> Host:
+    """A GitLab host as register-runner.sh left it: unit, container, config, job leftovers, images."""
+    (host.bin / "docker").write_text(REMOVAL_DOCKER)
+    unit = host.root / "etc/systemd/system/gitlab-runner.service"
+    unit.parent.mkdir(parents=True)
+    unit.write_text("[Service]\nExecStart=/usr/bin/docker run --rm --name gitlab-runner gitlab/gitlab-runner\n")
+    (host.root / "etc/gitlab-runner/certs").mkdir(parents=True)
+    (host.root / "etc/gitlab-runner/config.toml").write_text('token = "glrt-old"\n')
+    (host.root / "etc/gitops").mkdir(parents=True)
+    (host.root / "etc/gitops/gitlab-runner.env").write_text("GITLAB_RUNNER_IMAGE=gitlab/gitlab-runner:alpine-v19.4.1\n")
+    (host.root / "etc/gitops/gitlab.env").write_text(f"GITLAB_IMAGE={GITLAB_IMAGE}\n")
+    (host.state / "runner-container").write_text("")
+    (host.state / "job-containers").write_text("3f2a\n9c1d\n")
+    (host.state / "job-volumes").write_text("runner-abc-cache-1\n")
+    (host.state / "job-networks").write_text("runner-abc-network\n")
+    (host.state / "images").write_text("\n".join([GITLAB_IMAGE, *RUNNER_IMAGES]) + "\n")
+    return host
 
 
-def registrations(calls: list[str]) -> list[str]:
-    return [call for call in calls if call.startswith("docker run") and " register " in call]
-
-
-def register(host: Host, **env: str) -> subprocess.CompletedProcess[str]:
-    result = host.run("gitlab/register-runner.sh", runner_env(**env), TOKEN + "\n")
-    # What `gitlab-runner register` would have written.
-    (host.root / "etc/gitlab-runner/config.toml").write_text("concurrent = 1\n")
-    return result
-
-
-def test_the_runner_registers_with_a_network_per_build_and_only_once(host: Host) -> None:
-    result = register(host)
+def test_the_old_runner_is_removed_and_gitlab_is_left_alone(host: Host) -> None:
+    host_with_the_old_runner(host)
+    result = host.run("gitlab/remove-runner.sh", {}, "")
     assert result.returncode == 0, result.stderr
-    [call] = registrations(host.calls())
-    assert "--feature-flags FF_NETWORK_PER_BUILD:true" in call
-    assert "--docker-image docker:29.7.2-cli" in call
-    assert TOKEN not in "\n".join(host.calls()), "the token never appears in an argument list"
-    assert "systemctl restart gitlab-runner.service" in host.calls()
+    calls = host.calls()
+    assert "systemctl disable --now --quiet gitlab-runner.service" in calls
+    assert calls.index("systemctl disable --now --quiet gitlab-runner.service") < calls.index(
+        "docker rm --force gitlab-runner"
+    )
+    assert "docker rm --force --volumes 3f2a 9c1d" in calls
+    assert "docker volume rm --force runner-abc-cache-1" in calls
+    assert "docker network rm runner-abc-network" in calls
+    assert f"docker image rm --force {' '.join(RUNNER_IMAGES)}" in calls
+    assert not (host.root / "etc/systemd/system/gitlab-runner.service").exists()
+    assert not (host.root / "etc/gitlab-runner").exists()
+    assert not (host.root / "etc/gitops/gitlab-runner.env").exists()
+    # GitLab itself: its image, its env file and its container are untouched.
+    assert (host.state / "images").read_text() == GITLAB_IMAGE + "\n"
+    assert (host.root / "etc/gitops/gitlab.env").exists()
+    assert not any(" gitlab " in f" {call} " and call.startswith("docker rm") for call in calls)
+    assert "removed from the GitLab host: the gitlab-runner.service unit, the gitlab-runner container" in result.stderr
 
+
+def test_removing_the_runner_twice_or_from_a_new_host_changes_nothing(host: Host) -> None:
+    host_with_the_old_runner(host)
+    assert host.run("gitlab/remove-runner.sh", {}, "").returncode == 0
     host.clear_calls()
-    assert register(host).returncode == 0
-    assert registrations(host.calls()) == [] and "systemctl restart gitlab-runner.service" not in host.calls()
-
-
-def test_new_registration_options_register_again(host: Host) -> None:
-    assert register(host).returncode == 0
-    host.clear_calls()
-    assert register(host, RUNNER_JOB_IMAGE="docker:29.7.3-cli").returncode == 0
-    [call] = registrations(host.calls())
-    assert "--docker-image docker:29.7.3-cli" in call
+    result = host.run("gitlab/remove-runner.sh", {}, "")
+    assert result.returncode == 0, result.stderr
+    changes = [c for c in host.calls() if c.startswith(("systemctl disable", "docker rm", "docker volume rm"))]
+    changes += [c for c in host.calls() if c.startswith(("docker network rm", "docker image rm"))]
+    assert changes == []
+    assert "no runner on this host: nothing to remove" in result.stderr

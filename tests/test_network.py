@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 
 import pytest
 
+from components.flow_logs import trust_policy, write_policy
 from components.network import subnet_cidrs
 
 TAGGABLE = (
@@ -22,6 +24,10 @@ TAGGABLE = (
     "aws:ec2/keyPair:KeyPair",
     "aws:iam/role:Role",
     "aws:iam/instanceProfile:InstanceProfile",
+    "aws:ec2/launchTemplate:LaunchTemplate",
+    "aws:cloudwatch/logGroup:LogGroup",
+    "aws:ec2/flowLog:FlowLog",
+    "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup",
 )
 
 
@@ -100,3 +106,55 @@ def test_too_many_zones_for_the_region_is_reported(run_stack, monkeypatch) -> No
 )
 def test_subnet_cidrs(vpc: str, count: int, expected: list[str]) -> None:
     assert subnet_cidrs(vpc, count) == expected
+
+
+# ---- scanner findings closed: flow logs, the default security group ----------------------------------
+def test_all_vpc_traffic_is_logged_to_a_log_group_that_expires_it(dev, run_stack) -> None:
+    vpc = dev.one("aws:ec2/vpc:Vpc")
+    group = dev.one("aws:cloudwatch/logGroup:LogGroup")
+    flow_log = dev.one("aws:ec2/flowLog:FlowLog").plain_inputs
+    assert flow_log["vpcId"] == vpc.id
+    assert flow_log["trafficType"] == "ALL"
+    assert flow_log["logDestinationType"] == "cloud-watch-logs"
+    assert flow_log["logDestination"] == group.state["arn"]
+    assert flow_log["maxAggregationInterval"] == 600
+    assert group.plain_inputs["name"] == "/gitops/dev/vpc-flow-logs"
+    assert group.plain_inputs["retentionInDays"] == 365
+    assert "kmsKeyId" not in group.plain_inputs  # CloudWatch Logs' own encryption (README, security model)
+    longer = run_stack("dev", flowLogRetentionDays=731)
+    assert longer.one("aws:cloudwatch/logGroup:LogGroup").plain_inputs["retentionInDays"] == 731
+    # Delivery starts once the role may write.
+    permission = dev.one("aws:iam/rolePolicy:RolePolicy", "gitops-flow-logs-write")
+    assert permission.urn in dev.one("aws:ec2/flowLog:FlowLog").depends_on
+
+
+def test_the_flow_log_role_writes_to_its_log_group_only(dev) -> None:
+    role = dev.one("aws:iam/role:Role", "gitops-flow-logs-role")
+    flow_log = dev.one("aws:ec2/flowLog:FlowLog").plain_inputs
+    assert flow_log["iamRoleArn"] == role.state["arn"]
+    trust = json.loads(role.plain_inputs["assumeRolePolicy"])
+    assert trust == trust_policy("123456789012", "aws", "us-east-1")
+    [statement] = trust["Statement"]
+    assert statement["Principal"] == {"Service": "vpc-flow-logs.amazonaws.com"}
+    assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": "123456789012"}
+    assert statement["Condition"]["ArnLike"] == {"aws:SourceArn": "arn:aws:ec2:us-east-1:123456789012:vpc-flow-log/*"}
+    document = json.loads(dev.one("aws:iam/rolePolicy:RolePolicy", "gitops-flow-logs-write").plain_inputs["policy"])
+    arn = dev.one("aws:cloudwatch/logGroup:LogGroup").state["arn"]
+    assert document == write_policy(arn)
+    writes, describe = document["Statement"]
+    assert writes["Resource"] == [arn, f"{arn}:*"]
+    assert set(writes["Action"]) == {"logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"}
+    assert describe == {
+        "Sid": "FindTheLogGroup",
+        "Effect": "Allow",
+        "Action": ["logs:DescribeLogGroups"],
+        "Resource": "*",
+    }
+
+
+def test_the_vpcs_default_security_group_is_managed_with_no_rule(dev) -> None:
+    default = dev.one("aws:ec2/defaultSecurityGroup:DefaultSecurityGroup").plain_inputs
+    assert default["vpcId"] == dev.one("aws:ec2/vpc:Vpc").id
+    # The provider removes every rule of the default group when it adopts it, then adds these: none.
+    assert "ingress" not in default and "egress" not in default
+    assert default["tags"]["Name"] == "gitops-default-group"

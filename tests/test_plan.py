@@ -45,6 +45,20 @@ COMMAND = "command:remote:Command"
         ("aws:ec2/eipAssociation:EipAssociation", ["instanceId"], {}, "replace"),
         ("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", ["description"], {}, "update"),
         ("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", ["securityGroupId"], {}, "replace"),
+        (INSTANCE, ["ebsOptimized"], {}, "replace"),
+        # The CI fleet: a template change is a new version; the group takes everything but its name.
+        ("aws:ec2/launchTemplate:LaunchTemplate", ["imageId", "userData", "instanceType"], {}, "update"),
+        ("aws:ec2/launchTemplate:LaunchTemplate", ["name"], {}, "replace"),
+        ("aws:autoscaling/group:Group", ["maxSize", "vpcZoneIdentifiers[2]", "launchTemplate.version"], {}, "update"),
+        ("aws:autoscaling/group:Group", ["name"], {}, "replace"),
+        ("aws:iam/rolePolicy:RolePolicy", ["policy"], {}, "update"),
+        ("aws:iam/rolePolicy:RolePolicy", ["role"], {}, "replace"),
+        # Flow logs: every argument but the tags is ForceNew; a log group keeps its data on a new retention.
+        ("aws:ec2/flowLog:FlowLog", ["trafficType"], {}, "replace"),
+        ("aws:ec2/flowLog:FlowLog", ["tags.Name"], {}, "update"),
+        ("aws:cloudwatch/logGroup:LogGroup", ["retentionInDays"], {}, "update"),
+        ("aws:cloudwatch/logGroup:LogGroup", ["name"], {}, "replace"),
+        ("aws:ec2/defaultSecurityGroup:DefaultSecurityGroup", ["vpcId"], {}, "replace"),
         ("gitlab:index/project:Project", ["description"], {}, "update"),  # not modelled: an update
         (INSTANCE, [], {}, "same"),
     ],

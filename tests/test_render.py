@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import kubernetes_validate
@@ -29,11 +30,23 @@ def test_render_writes_every_kind_of_artifact(rendered) -> None:
     assert (out / "resources.md").read_text().startswith(f"# Resources of stack `{stack}`")
     assert (out / "index.md").read_text().startswith(f"# Render of stack `{stack}`")
     workers = 3 if stack == "prod" else 2
-    assert len(list((out / "userdata").glob("*.yaml"))) == 2 + workers  # GitLab, master, workers
+    # GitLab, master, workers, the runner manager, and the CI job VMs' launch template.
+    assert len(list((out / "userdata").glob("*.yaml"))) == 2 + workers + 2
+    assert (out / "userdata" / "runners-job-vm.yaml").read_text().startswith("#cloud-config\n")
     assert (out / "steps" / "gitops-k8s-master-init.sh").exists()
     assert (out / "gitlab" / ".gitlab-ci.yml").exists()
     assert (out / "gitlab" / "kubernetes" / "deployment.yml").exists()
     assert list((out / "kubernetes").glob("*.yaml"))
+
+
+def test_render_shows_the_runner_managers_config_toml(rendered) -> None:
+    stack, out = rendered
+    config = tomllib.loads((out / "runners" / "config.toml").read_text())
+    [runner] = config["runners"]
+    assert runner["executor"] == "docker-autoscaler"
+    assert runner["token"] == "@@RUNNER_TOKEN@@", "the token is never rendered"
+    group = run_fixture_stack(stack, ADMIN).one("aws:autoscaling/group:Group")
+    assert runner["autoscaler"]["plugin_config"]["name"] == group.state["name"]
 
 
 def test_render_never_writes_a_secret(rendered) -> None:

@@ -97,6 +97,7 @@ USER_EDITS = [
     {"adminCidrs": ["198.51.100.0/24", "203.0.113.9/32"], "appCidrs": ["192.0.2.0/24"]},
     {"availabilityZoneCount": 3, "workerCount": 5, "extraTags": ["CostCenter=platform"]},
     {"aws:region": "eu-west-3"},
+    {"runnerMaxInstances": 4, "runnerInstanceType": "c6i.large", "runnerIdleCount": 1, "flowLogRetentionDays": 90},
 ]
 
 
@@ -129,6 +130,9 @@ def _assert_operator_tools_show_it(stack: str, stack_dir: Path, run: ProgramRun)
     report = cost.estimate(run)
     assert report["region"] == (values.get("aws:region") or harness.DEFAULT_REGION)
     instances = sum(line["quantity"] for line in report["lines"] if line["key"].startswith("instance:"))
-    assert instances == 2 + _config_value(run.config["gitops:workerCount"])  # GitLab, control plane, workers
+    # GitLab, control plane, workers, runner manager; the CI job VMs when idle: none.
+    assert instances == 3 + _config_value(run.config["gitops:workerCount"])
+    busy = sum(line["maximum"] for line in report["lines"] if line["key"].startswith("instance:"))
+    assert busy == instances + _config_value(run.config["gitops:runnerMaxInstances"])
     for line in report["lines"]:  # priced, or saying why not: never a silent $0
         assert line["unit_price"] is not None or line["note"], line

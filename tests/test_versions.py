@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = (ROOT / "REFERENCE.md").read_text()
 PINS = {
     "GitLab CE": f"gitlab/gitlab-ce:{versions.GITLAB_CE_TAG}",
-    "GitLab Runner": f"gitlab/gitlab-runner:{versions.GITLAB_RUNNER_TAG}",
+    "GitLab Runner": f"gitlab-runner={versions.GITLAB_RUNNER_VERSION}-1",
+    "fleeting plugin for AWS": f"aws:{versions.FLEETING_PLUGIN_AWS_VERSION}",
     "Docker CLI": versions.DOCKER_CLI_IMAGE,
     "Docker daemon": versions.DOCKER_DIND_IMAGE,
     "curl": versions.CURL_IMAGE,
@@ -56,14 +57,14 @@ def test_no_pin_is_latest_or_floating() -> None:
 def test_config_defaults_come_from_versions() -> None:
     defaults = {key.name: key.default for key in KEYS}
     assert defaults["gitlabImageTag"] == versions.GITLAB_CE_TAG
-    assert defaults["gitlabRunnerImageTag"] == versions.GITLAB_RUNNER_TAG
+    assert defaults["gitlabRunnerVersion"] == versions.GITLAB_RUNNER_VERSION
     assert defaults["fluxVersion"] == versions.FLUX_VERSION
     assert defaults["flannelVersion"] == versions.FLANNEL_VERSION
 
 
 def test_gitlab_and_runner_share_major_and_minor() -> None:
     major, minor, _ = gitlab_version(versions.GITLAB_CE_TAG)
-    assert re.fullmatch(rf"alpine-v{major}\.{minor}\.\d+", versions.GITLAB_RUNNER_TAG)
+    assert re.fullmatch(rf"{major}\.{minor}\.\d+", versions.GITLAB_RUNNER_VERSION)
     assert (major, minor) >= versions.GITLAB_OLDEST_SUPPORTED and major < versions.GITLAB_FIRST_UNSUPPORTED_MAJOR
 
 
@@ -93,17 +94,17 @@ def test_repository_pipeline_uses_the_pinned_images() -> None:
 def test_each_pinned_upgrade_stop_is_a_stop_with_its_runner_and_an_upstream_source(
     stop: tuple[int, int], tags: tuple[str, str]
 ) -> None:
-    image_tag, runner_tag = tags
+    image_tag, runner_version = tags
     assert stop in versions.gitlab_upgrade_stops()
     assert gitlab_version(image_tag)[:2] == stop
-    assert re.fullmatch(rf"alpine-v{stop[0]}\.{stop[1]}\.\d+", runner_tag)
+    assert re.fullmatch(rf"{stop[0]}\.{stop[1]}\.\d+", runner_version)
     # Walked through below the default: never above what the program itself installs.
     assert gitlab_version(image_tag) < gitlab_version(versions.GITLAB_CE_TAG)
     # The README's upgrade section names the pair an operator would set to stop there by hand.
     upgrades = (ROOT / "README.md").read_text().split("## GitLab versions and upgrades", 1)[1]
-    assert f"**{image_tag}**" in upgrades and f"`{runner_tag}`" in upgrades
+    assert f"**{image_tag}**" in upgrades and f"`{runner_version}`" in upgrades
     pinned = _reference_section(1)
-    for pin in (f"gitlab/gitlab-ce:{image_tag}", f"gitlab/gitlab-runner:{runner_tag}"):
+    for pin in (f"gitlab/gitlab-ce:{image_tag}", f"gitlab-runner={runner_version}-1"):
         rows = [line for line in pinned.splitlines() if line.startswith("|") and f"`{pin}`" in line]
         assert rows, f"REFERENCE.md section 1 has no row for the upgrade stop's `{pin}`"
         # An upstream release tag, not third-party pins: the step runs it without anyone choosing it.

@@ -9,8 +9,8 @@ way `make render` does (stand-ins only for values the stack file lacks, which do
 price), and prices what it registers: EC2 instances by type and count, EBS storage by volume type
 (and gp3 IOPS/throughput above the included baseline), public IPv4 addresses (Elastic IPs and
 auto-assigned ones), load balancers (hours plus capacity units at the assumed usage), autoscaling
-groups at their minimum (idle) and maximum size, and usage-priced items (S3, EBS snapshots) at
-their unit price. Anything the table does not price (an instance type, a volume type, a region) is
+groups at their minimum (idle) and maximum size, and usage-priced items (S3, EBS snapshots,
+CloudWatch Logs ingestion and storage) at their unit price. Anything the table does not price (an instance type, a volume type, a region) is
 listed as unpriced and left out of the total, never counted as $0. Data transfer, requests, CPU
 credits and taxes are not included.
 
@@ -218,6 +218,10 @@ def usages(run: ProgramRun) -> list[Usage]:
             found.append(Usage("s3", "S3 Standard storage", "GiB", 0, 0, name))
         elif registration.type in ("aws:ebs/snapshot:Snapshot", "aws:dlm/lifecyclePolicy:LifecyclePolicy"):
             found.append(Usage("snapshot", "EBS snapshot storage", "GiB", 0, 0, name))
+        elif registration.type == "aws:cloudwatch/logGroup:LogGroup":
+            # Billed by what is sent and kept (the VPC's flow logs: vended logs), not by the group.
+            found.append(Usage("logs-ingest", "CloudWatch Logs ingestion", "GB", 0, 0, name))
+            found.append(Usage("logs-storage", "CloudWatch Logs storage", "GB", 0, 0, name))
     return found
 
 
@@ -279,6 +283,7 @@ def price(found: list[Usage], prices: Prices) -> list[Line]:
     for line in lines.values():
         _apply_assumptions(line, prices)
     order = ["instance", "ebs", "ipv4", "nlb", "nlb-lcu", "alb", "alb-lcu", "lb", "s3", "snapshot"]
+    order += ["logs-ingest", "logs-storage"]
     return sorted(lines.values(), key=lambda line: (order.index(line.key.partition(":")[0]), line.key))
 
 
@@ -291,6 +296,11 @@ def _line(usage: Usage, prices: Prices) -> Line:
     hourly_items |= {"alb": "alb_hour", "alb-lcu": "alb_lcu_hour"}
     monthly_items = {"s3": "s3_standard_gib_month", "snapshot": "ebs_snapshot_gib_month"}
     monthly_items |= {"ebs:gp3-iops": "ebs_gp3_iops_month", "ebs:gp3-throughput": "ebs_gp3_throughput_month"}
+    # Priced per unit of use: (tools/prices.yaml item, what one unit is).
+    usage_items = {
+        "logs-ingest": ("cloudwatch_logs_ingest_gb", "GB ingested"),
+        "logs-storage": ("cloudwatch_logs_storage_gb_month", "GB-month"),
+    }
     if kind == "instance":
         hourly = prices.instance_hour.get(detail)
         if hourly is not None:
@@ -307,6 +317,11 @@ def _line(usage: Usage, prices: Prices) -> Line:
         if monthly is not None:
             line.unit_price, line.price_text = monthly, _rate(monthly, f"{usage.unit}-month")
             line.as_of = prices.as_of(monthly_items[usage.key])
+    elif usage.key in usage_items:
+        item, per = usage_items[usage.key]
+        unit_price = prices.item(item)
+        if unit_price is not None:
+            line.unit_price, line.price_text, line.as_of = unit_price, _rate(unit_price, per), prices.as_of(item)
     elif kind == "ebs":
         monthly = prices.item(f"ebs_{detail}_gib_month")
         if monthly is not None:
@@ -323,6 +338,7 @@ def _apply_assumptions(line: Line, prices: Prices) -> None:
     """Usage-priced rows: priced at the table's assumed usage, or listed outside the totals."""
     assumed = {"nlb-lcu": "lb_capacity_units", "alb-lcu": "lb_capacity_units"}
     assumed |= {"s3": "s3_stored_gib", "snapshot": "snapshot_stored_gib"}
+    assumed |= {"logs-ingest": "logs_ingested_gb", "logs-storage": "logs_stored_gb"}
     if line.key not in assumed or line.unit_price is None:
         return
     name = assumed[line.key]
@@ -367,7 +383,7 @@ def _rounded(value: float | None) -> float | None:
 
 def _quantity(value: float, unit: str) -> str:
     number = f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
-    if value == 1 or unit in ("GiB", "IOPS", "MiB/s", "LCU"):
+    if value == 1 or unit in ("GiB", "GB", "IOPS", "MiB/s", "LCU"):
         return f"{number} {unit}"
     return f"{number} {unit}{'es' if unit.endswith('s') else 's'}"
 

@@ -327,16 +327,19 @@ def check_runner(ctx: Context) -> Result:
     if status == "online":
         version = runner.get("version") or "?"
         return passed(f"runner {runner_id} is online (gitlab-runner {version}, last contact {contacted})")
+    # The runner runs on the runner manager (components/runners.py), never on the GitLab host.
+    manager = f"on the runner manager (`ssh admin@{ctx.outputs.get('runnerManagerIp') or '<runnerManagerIp>'}`)"
     fixes = {
-        "never_contacted": "it was created but never registered: re-run the register step "
-        "(`pulumi up --replace '<urn of gitlab-register-runner>'`); on the host: `docker logs gitlab-runner`",
-        "offline": "on the host: `systemctl status gitlab-runner`, `docker logs gitlab-runner` "
+        "never_contacted": "it was created but never configured: re-run the configure step "
+        f"(`pulumi up --replace '<urn of runners-manager-configure>'`); {manager}: `journalctl -u gitlab-runner`",
+        "offline": f"{manager}: `systemctl status gitlab-runner`, `journalctl -u gitlab-runner` "
         "(it must reach GitLab over 443 and trust the stack's CA)",
-        "stale": "it has not contacted GitLab for days: on the host `docker logs gitlab-runner`, then restart it",
+        "stale": f"it has not contacted GitLab for days: {manager} `journalctl -u gitlab-runner`, then "
+        "`sudo systemctl restart gitlab-runner`",
     }
     return failed(
         f"runner {runner_id} is {status} (last contact {contacted})",
-        fixes.get(status, "on the host: `docker logs gitlab-runner`"),
+        fixes.get(status, f"{manager}: `journalctl -u gitlab-runner`"),
     )
 
 

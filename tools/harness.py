@@ -455,6 +455,46 @@ class StackMocks(pulumi_mocks.Mocks):
             "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule",
         ):
             return f"sgr-{short}", state
+        if typ == "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup":
+            # The VPC's own default group, adopted (its id is the VPC's defaultSecurityGroupId).
+            state.update(arn=self._arn("ec2", f"security-group/sg-{short}"), name="default")
+            return f"sg-{short}", state
+        if typ == "aws:ec2/launchTemplate:LaunchTemplate":
+            template_id = f"lt-{short}"
+            state.update(
+                arn=self._arn("ec2", f"launch-template/{template_id}"),
+                name=inputs.get("name") or f"{name}-{short[:7]}",
+                latestVersion=1,
+                defaultVersion=1,
+            )
+            return template_id, state
+        if typ == "aws:autoscaling/group:Group":
+            # Autonamed like every Pulumi resource: <logical name>-<7 random characters>.
+            group_name = inputs.get("name") or f"{name}-{short[:7]}"
+            state.update(
+                name=group_name,
+                arn=self._arn(
+                    "autoscaling",
+                    f"autoScalingGroup:{_digest(name, 'uuid')[:8]}-{_digest(name, 'uuid')[8:12]}-"
+                    f"{_digest(name, 'uuid')[12:16]}-{_digest(name, 'uuid')[16:20]}-"
+                    f"{_digest(name, 'uuid')[20:32]}:autoScalingGroupName/{group_name}",
+                ),
+                desiredCapacity=inputs.get("minSize", 0),
+            )
+            return group_name, state
+        if typ == "aws:cloudwatch/logGroup:LogGroup":
+            group_name = inputs.get("name") or f"{name}-{short[:7]}"
+            # The provider strips the ":*" AWS appends to a log group's ARN.
+            state.update(name=group_name, arn=self._arn("logs", f"log-group:{group_name}"))
+            return group_name, state
+        if typ == "aws:ec2/flowLog:FlowLog":
+            state.update(arn=self._arn("ec2", f"vpc-flow-log/fl-{short}"))
+            return f"fl-{short}", state
+        if typ == "aws:iam/rolePolicy:RolePolicy":
+            # Its id is "<role name>:<policy name>".
+            policy_name = inputs.get("name") or f"{name}-{short[:7]}"
+            state.update(name=policy_name)
+            return f"{inputs.get('role')}:{policy_name}", state
         if typ == "aws:ec2/instance:Instance":
             private_ip = inputs.get("privateIp") or _private_ip(name)
             state.update(
@@ -580,11 +620,27 @@ class StackMocks(pulumi_mocks.Mocks):
             return {"names": zone_names(self.region), "zoneIds": zone_ids(self.region), "id": self.region}
         if token == "aws:ec2/getAmi:getAmi":
             owners = args.args.get("owners") or ["self"]
+            image_ids = [
+                value
+                for item in args.args.get("filters") or []
+                if item.get("name") == "image-id"
+                for value in item.get("values") or []
+            ]
             return {
-                "id": self.newest_ami or f"ami-{_digest('ami', *owners)[:17]}",
+                "id": image_ids[0] if image_ids else self.newest_ami or f"ami-{_digest('ami', *owners)[:17]}",
                 "name": "debian-12-amd64-20261101-2345",
                 "architecture": "x86_64",
+                # Debian's official images boot from /dev/xvda (https://wiki.debian.org/Cloud/AmazonEC2Image).
+                "rootDeviceName": "/dev/xvda",
+                "rootDeviceType": "ebs",
             }
+        if token == "aws:ec2/getInstanceType:getInstanceType":
+            # DescribeInstanceTypes EbsInfo.EbsOptimizedSupport: the Nitro families are EBS-optimized by
+            # default; t2 and other Xen-era types are not (AWS "Amazon EBS-optimized instances").
+            instance_type = str(args.args.get("instanceType", ""))
+            family = instance_type.split(".", 1)[0]
+            support = "unsupported" if family in ("t1", "t2", "m1", "m3", "c1", "c3") else "default"
+            return {"id": instance_type, "instanceType": instance_type, "ebsOptimizedSupport": support}
         if token == "aws:index/getRegion:getRegion":
             return {"name": self.region, "region": self.region, "id": self.region}
         if token == "aws:index/getPartition:getPartition":

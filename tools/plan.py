@@ -39,8 +39,9 @@ Modelled types (everything else: a change is an in-place update):
   but ``earlyRenewalHours``; ``random:*``: every input replaces (``RequiresReplace`` on all).
 * ``gitlab:index/clusterAgent``, ``gitlab:index/clusterAgentToken``: every input replaces.
 * ``aws:ec2/eipAssociation``, ``aws:ec2/keyPair``, ``aws:ec2/subnet``, ``aws:ec2/securityGroup``,
-  ``aws:vpc/securityGroupIngressRule`` and the IAM role/profile: their ``ForceNew`` fields, listed
-  in ``REPLACE_ON_CHANGE`` below.
+  ``aws:vpc/securityGroupIngressRule``, the IAM role/profile/role policy, the CI fleet's launch
+  template and Auto Scaling group, and the flow logs' log group and flow log: their ``ForceNew``
+  fields (terraform-provider-aws), listed in ``REPLACE_ON_CHANGE`` below.
 """
 
 from __future__ import annotations
@@ -88,6 +89,21 @@ REPLACE_ON_CHANGE: dict[str, frozenset[str]] = {
     # replaces them; deleting a token revokes it.
     "gitlab:index/clusterAgent:ClusterAgent": frozenset({ALL}),
     "gitlab:index/clusterAgentToken:ClusterAgentToken": frozenset({ALL}),
+    "aws:iam/rolePolicy:RolePolicy": frozenset({"name", "namePrefix", "role"}),
+    # The CI fleet (components/runners.py): any other change to a launch template makes a new version
+    # (ec2_launch_template.go), and the group takes everything else through UpdateAutoScalingGroup,
+    # with no instance refresh unless one is configured (autoscaling/group.go resourceGroupUpdate).
+    "aws:ec2/launchTemplate:LaunchTemplate": frozenset({"name", "namePrefix"}),
+    "aws:autoscaling/group:Group": frozenset({"name", "namePrefix", "initialLifecycleHooks"}),
+    # Flow logs (components/flow_logs.py): every argument of aws_flow_log but its tags is ForceNew.
+    "aws:cloudwatch/logGroup:LogGroup": frozenset({"name", "namePrefix", "logGroupClass"}),
+    "aws:ec2/flowLog:FlowLog": frozenset(
+        """
+        deliverCrossAccountRole destinationOptions eniId iamRoleArn logDestination logDestinationType logFormat
+        logGroupName maxAggregationInterval subnetId trafficType transitGatewayAttachmentId transitGatewayId vpcId
+        """.split()
+    ),
+    "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup": frozenset({"vpcId"}),
 }
 # Inputs applied by stopping and starting the instance (ModifyInstanceAttribute needs it stopped).
 STOP_START: dict[str, frozenset[str]] = {INSTANCE: frozenset({"userData", "userDataBase64", "instanceType"})}

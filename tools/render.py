@@ -10,9 +10,10 @@ earlier render survives. Writes, under it:
 
     index.md                 the stack, every config value and where it came from, stand-ins, files
     resources.md             every resource with its key settings, in registration order
-    userdata/<instance>.yaml each EC2 instance's cloud-init user data
+    userdata/<instance>.yaml each EC2 instance's (and launch template's) cloud-init user data
     steps/<command>.sh       the script each remote step runs over SSH (common.sh + the step)
     steps/<command>.env      the non-secret parameters it receives on its command line
+    runners/config.toml      the runner manager's config.toml (the token stays a placeholder)
     kubernetes/<name>.yaml   every Kubernetes object the program applies (custom resources included)
     charts/<name>.yaml       every Helm chart it installs: chart, pinned version, repository, values
     gitlab/<path>            every file seeded into the GitLab project (.gitlab-ci.yml included)
@@ -27,6 +28,7 @@ only a real `pulumi preview`/`up` writes it, from the stack's own CA.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import shlex
 import shutil
@@ -68,6 +70,8 @@ KEY_SETTINGS = {
         "rootBlockDevice",
     ),
     "aws:ebs/volume:Volume": ("availabilityZone", "size", "type", "encrypted"),
+    "aws:ec2/launchTemplate:LaunchTemplate": ("instanceType", "imageId", "metadataOptions", "blockDeviceMappings"),
+    "aws:autoscaling/group:Group": ("minSize", "maxSize", "protectFromScaleIn", "suspendedProcesses"),
     "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": (
         "securityGroupId",
         "ipProtocol",
@@ -231,10 +235,15 @@ def render(run: ProgramRun, out: Path, origin: ConfigOrigin | None = None) -> li
         name = _safe_name(registration.name)
         if registration.type == "aws:ec2/instance:Instance" and "userData" in inputs:
             write(f"userdata/{name}.yaml", plain(inputs["userData"]))
+        elif registration.type == "aws:ec2/launchTemplate:LaunchTemplate" and "userData" in inputs:
+            # Launch templates take user data base64-encoded; the render shows what the VM reads.
+            write(f"userdata/{name}.yaml", base64.b64decode(plain(inputs["userData"])).decode())
         elif registration.type == "command:remote:Command" and "create" in inputs:
             env, script = _step_parts(plain(inputs["create"]))
             write(f"steps/{name}.sh", script)
             write(f"steps/{name}.env", "".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(env.items())))
+            if "RUNNER_CONFIG_TOML" in env:
+                write("runners/config.toml", env["RUNNER_CONFIG_TOML"])
         elif registration.type == "kubernetes:helm.sh/v4:Chart":
             chart = {k: v for k, v in _redacted(inputs).items() if not k.startswith("__")}
             write(f"charts/{name}.yaml", yaml.safe_dump(chart, sort_keys=False))

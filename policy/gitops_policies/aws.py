@@ -13,7 +13,8 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
-from pulumi_policy import Severity
+from pulumi_policy import PolicyResource, Severity, StackValidationArgs
+from pulumi_policy.proxy import UnknownValueError
 
 from .common import (
     EGRESS_RULE,
@@ -37,13 +38,22 @@ from .common import (
     items,
     network,
     resource_policy,
+    stack_policy,
     string_list,
     truthy,
 )
 
 INSTANCE = "aws:ec2/instance:Instance"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+AUTOSCALING_GROUP = "aws:autoscaling/group:Group"
 VOLUME = "aws:ebs/volume:Volume"
+VPC = "aws:ec2/vpc:Vpc"
+FLOW_LOG = "aws:ec2/flowLog:FlowLog"
+DEFAULT_SECURITY_GROUP = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+# What an Auto Scaling group launches from a launch template must be tagged by the template itself:
+# provider default tags do not reach those resources (pulumi-aws ec2/launch_template.py).
+LAUNCHED_RESOURCE_TYPES = ("instance", "volume")
 
 # Types this product creates (or may) that accept tags; any other AWS resource given a `tags`
 # property is checked too.
@@ -61,6 +71,10 @@ TAGGABLE = frozenset(
         EGRESS_RULE,
         INSTANCE,
         LAUNCH_TEMPLATE,
+        AUTOSCALING_GROUP,
+        FLOW_LOG,
+        DEFAULT_SECURITY_GROUP,
+        LOG_GROUP,
         "aws:ec2/eip:Eip",
         VOLUME,
         "aws:ec2/keyPair:KeyPair",
@@ -464,10 +478,6 @@ def iam_least_privilege(subject: Subject) -> Iterator[str]:
 # --------------------------------------------------------------------------------------------
 # GitLab data and tags
 # --------------------------------------------------------------------------------------------
-def _tag(props: Mapping[str, Any], key: str) -> Any:
-    return get(props, "tags", key)
-
-
 @resource_policy(
     name="aws-gitlab-data-survives-instance",
     description="The GitLab data volume is a separate, protected aws.ebs.Volume, and no instance carries data "
@@ -513,10 +523,35 @@ def _provider_default_tags(provider_props: Mapping[str, Any]) -> Mapping[str, An
     return cast(Mapping[str, Any], tags) if is_mapping(tags) else {}
 
 
+def _tag(props: Any, key: str) -> Any:
+    """A tag's value, reading only that tag (another may be unknown during preview). An Auto Scaling
+    group's tags are a list of {key, value, propagateAtLaunch}, not a map."""
+    if is_list(get(props, "tags")):
+        for tag in items(get(props, "tags")):
+            if get(tag, "key") == key:
+                return get(tag, "value")
+        return None
+    value = get(props, "tags", key)
+    return get(props, "tagsAll", key) if value is None else value
+
+
+def _missing(props: Any, required: list[str], defaults: Mapping[str, Any]) -> list[str]:
+    missing = []
+    for key in required:
+        value = _tag(props, key)
+        if value is None:
+            value = get(defaults, key)
+        if not (isinstance(value, str) and value.strip()):
+            missing.append(key)
+    return missing
+
+
 @resource_policy(
     name="aws-required-tags",
-    description="Every taggable AWS resource carries the Project, Stack, ManagedBy and Name tags.",
-    remediation="tag through StackConfig.tags(name) (components/config.py), which sets all four.",
+    description="Every taggable AWS resource carries the Project, Stack, ManagedBy and Name tags, and so do "
+    "the instances and volumes a launch template launches.",
+    remediation="tag through StackConfig.tags(name) (components/config.py), which sets all four; give launch "
+    "templates tag_specifications for instance and volume with the same tags.",
     resource_types=None,
     config={
         "requiredTags": string_list(
@@ -531,17 +566,80 @@ def required_tags(subject: Subject) -> Iterator[str]:
     if subject.resource_type not in TAGGABLE and not has(subject.props, "tags"):
         return
     defaults = _provider_default_tags(subject.provider_props)
-    missing = []
-    for key in subject.config["requiredTags"]:
-        value = get(subject.props, "tags", key)
-        if value is None:
-            value = get(subject.props, "tagsAll", key)
-        if value is None:
-            value = get(defaults, key)
-        if not (isinstance(value, str) and value.strip()):
-            missing.append(key)
+    required = list(subject.config["requiredTags"])
+    missing = _missing(subject.props, required, defaults)
     if missing:
         yield f"{subject.name} lacks the tag(s) {', '.join(missing)}."
+    if subject.resource_type == LAUNCH_TEMPLATE:
+        specifications = {get(spec, "resourceType"): spec for spec in items(get(subject.props, "tagSpecifications"))}
+        for kind in LAUNCHED_RESOURCE_TYPES:
+            if kind not in specifications:
+                yield f"{subject.name} tags no {kind} it launches (tagSpecifications has no resourceType {kind!r})."
+            elif missing := _missing(specifications[kind], required, {}):
+                yield f"the {kind}s {subject.name} launches lack the tag(s) {', '.join(missing)}."
+
+
+# --------------------------------------------------------------------------------------------
+# The VPC itself
+# --------------------------------------------------------------------------------------------
+def _known_value(props: Any, *path: str) -> Any:
+    try:
+        return get(props, *path)
+    except UnknownValueError:
+        return None
+
+
+def _depends_on(resource: PolicyResource, prop: str, urn: str) -> bool:
+    return any(dependency.urn == urn for dependency in resource.property_dependencies.get(prop, []))
+
+
+@stack_policy(
+    name="aws-vpc-flow-logs-and-closed-default-group",
+    description="Every VPC the stack creates records all its traffic in flow logs (to a log group that expires "
+    "them, or to S3) and manages its default security group with no rule (AWS's default admits the group itself "
+    "and allows all egress).",
+    remediation="build the VPC with components/network.py Network: components/flow_logs.py vpc_flow_logs "
+    "(traffic_type ALL, a log group with retention_in_days) and aws.ec2.DefaultSecurityGroup(vpc_id=...) with "
+    "no ingress or egress.",
+    severity=Severity.MEDIUM,
+)
+def vpc_flow_logs_and_closed_default_group(
+    args: StackValidationArgs, _config: Mapping[str, Any]
+) -> Iterator[tuple[str, str | None]]:
+    resources = list(args.resources)
+    for vpc in (r for r in resources if r.resource_type == VPC):
+        flow_logs = [r for r in resources if r.resource_type == FLOW_LOG and _depends_on(r, "vpcId", vpc.urn)]
+        if not any(_known_value(f.props, "trafficType") in ("ALL", None) for f in flow_logs):
+            yield (
+                f"VPC {vpc.name} has no flow log of ALL its traffic: rejected and accepted connections go unrecorded.",
+                vpc.urn,
+            )
+        for flow_log in flow_logs:
+            if _known_value(flow_log.props, "logDestinationType") not in (None, "cloud-watch-logs"):
+                continue
+            for group in flow_log.property_dependencies.get("logDestination", []):
+                if group.resource_type == LOG_GROUP and not _known_value(group.props, "retentionInDays"):
+                    yield (
+                        f"log group {group.name} of flow log {flow_log.name} keeps flow logs forever "
+                        "(retentionInDays unset or 0): storage grows without end.",
+                        group.urn,
+                    )
+        defaults = [
+            r for r in resources if r.resource_type == DEFAULT_SECURITY_GROUP and _depends_on(r, "vpcId", vpc.urn)
+        ]
+        if not defaults:
+            yield (
+                f"VPC {vpc.name}'s default security group is not managed: AWS creates it admitting its own members "
+                "and allowing all egress, for any instance launched without a group.",
+                vpc.urn,
+            )
+        for group in defaults:
+            rules = [direction for direction in ("ingress", "egress") if items(_known_value(group.props, direction))]
+            if rules:
+                yield (
+                    f"default security group {group.name} of VPC {vpc.name} has {' and '.join(rules)} rules.",
+                    group.urn,
+                )
 
 
 POLICIES = [
@@ -558,3 +656,4 @@ POLICIES = [
     gitlab_data_survives_instance,
     required_tags,
 ]
+STACK_POLICIES = [vpc_flow_logs_and_closed_default_group]

@@ -98,9 +98,25 @@ def launch_template(name: str = "gitops-worker", **patch: Any) -> Resource:
         "userData": base64.b64encode(PUBLIC_USER_DATA.encode()).decode(),
         "metadataOptions": {"httpEndpoint": "enabled", "httpTokens": "required"},
         "blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {"volumeSize": 30, "encrypted": "true"}}],
+        "tagSpecifications": [
+            {"resourceType": kind, "tags": tags(f"{name}-vm")} for kind in ("instance", "volume", "network-interface")
+        ],
         "tags": tags(name),
     }
     return Resource("aws:ec2/launchTemplate:LaunchTemplate", name, merge(inputs, patch))
+
+
+def autoscaling_group(name: str = "runners-job-vms", **patch: Any) -> Resource:
+    """An Auto Scaling group as components/runners.py registers it: its tags are a list."""
+    inputs = {
+        "minSize": 0,
+        "maxSize": 2,
+        "protectFromScaleIn": True,
+        "suspendedProcesses": ["AZRebalance"],
+        "launchTemplate": {"id": "lt-0123456789abcdef0", "version": "1"},
+        "tags": [{"key": key, "value": value, "propagateAtLaunch": False} for key, value in tags(name).items()],
+    }
+    return Resource("aws:autoscaling/group:Group", name, merge(inputs, patch))
 
 
 def volume(name: str = "gitops-gitlab-data", *, protect: bool = True, **patch: Any) -> Resource:
@@ -191,6 +207,35 @@ def policy_attachment(name: str, policy_arn: str) -> Resource:
 def vpc(name: str = "gitops-vpc", **patch: Any) -> Resource:
     inputs = {"cidrBlock": "10.42.0.0/16", "enableDnsSupport": True, "enableDnsHostnames": True, "tags": tags(name)}
     return Resource("aws:ec2/vpc:Vpc", name, merge(inputs, patch))
+
+
+def vpc_baseline(network: Resource, *, retention: int | None = 365, **default_group: Any) -> list[Resource]:
+    """What components/network.py adds to its VPC: flow logs to a log group that expires them, and the
+    default security group taken over with no rule (``default_group`` patches it, e.g. ingress=[...])."""
+    group_inputs: dict[str, Any] = {"name": "/gitops/dev/vpc-flow-logs", "tags": tags("gitops-flow-logs")}
+    if retention is not None:
+        group_inputs["retentionInDays"] = retention
+    log_group = Resource("aws:cloudwatch/logGroup:LogGroup", "gitops-flow-logs", group_inputs)
+    flow_log = Resource(
+        "aws:ec2/flowLog:FlowLog",
+        "gitops-flow-log",
+        {
+            "vpcId": "vpc-df1325bf6c71d0731",
+            "trafficType": "ALL",
+            "logDestinationType": "cloud-watch-logs",
+            "logDestination": "arn:aws:logs:us-east-1:123456789012:log-group:/gitops/dev/vpc-flow-logs",
+            "iamRoleArn": "arn:aws:iam::123456789012:role/gitops-flow-logs-role-1a2b3c4",
+            "tags": tags("gitops-flow-log"),
+        },
+        property_dependencies={"vpcId": [network.urn], "logDestination": [log_group.urn]},
+    )
+    default = Resource(
+        "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup",
+        "gitops-default-group",
+        merge({"vpcId": "vpc-df1325bf6c71d0731", "tags": tags("gitops-default-group")}, default_group),
+        property_dependencies={"vpcId": [network.urn]},
+    )
+    return [log_group, flow_log, default]
 
 
 def aws_provider(name: str = "tagged", default_tags: dict[str, str] | None = None) -> Resource:

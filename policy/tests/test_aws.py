@@ -29,6 +29,13 @@ CASES = [
     ),
     Case(
         "aws-ec2-imdsv2-required",
+        "job-vm-template-allowing-imdsv1",
+        bad=[r.launch_template("runners-job-vm", metadataOptions={"httpTokens": "optional"})],
+        expect="httpTokens is 'optional'",
+        good=[r.launch_template("runners-job-vm")],
+    ),
+    Case(
+        "aws-ec2-imdsv2-required",
         "launch-template-without-metadata-options",
         bad=[r.launch_template(metadataOptions=None)],
         expect="httpTokens is None",
@@ -341,9 +348,75 @@ CASES = [
     Case(
         "aws-required-tags",
         "vpc-without-managed-by",
-        bad=[r.vpc(tags={"ManagedBy": None})],
+        bad=[r.vpc(tags={"ManagedBy": None}), *r.vpc_baseline(r.vpc())],
         expect="lacks the tag(s) ManagedBy",
-        good=[r.vpc()],
+        good=[r.vpc(), *r.vpc_baseline(r.vpc())],
+    ),
+    Case(
+        "aws-required-tags",
+        "job-vms-launched-untagged",
+        bad=[r.launch_template("runners-job-vm", tagSpecifications=None)],
+        expect="runners-job-vm tags no instance it launches",
+        good=[r.launch_template("runners-job-vm")],
+    ),
+    Case(
+        "aws-required-tags",
+        "job-vm-volumes-without-stack",
+        bad=[
+            r.launch_template(
+                "runners-job-vm",
+                tagSpecifications=[
+                    {"resourceType": "instance", "tags": r.tags("runners-job-vm")},
+                    {"resourceType": "volume", "tags": {"Name": "runners-job-vm"}},
+                ],
+            )
+        ],
+        expect="the volumes runners-job-vm launches lack the tag(s) Project, Stack, ManagedBy",
+        good=[r.launch_template("runners-job-vm")],
+    ),
+    Case(
+        "aws-required-tags",
+        "autoscaling-group-tag-list-without-project",
+        bad=[
+            r.autoscaling_group(
+                tags=[
+                    {"key": k, "value": v, "propagateAtLaunch": False} for k, v in r.tags("x").items() if k != "Project"
+                ]
+            )
+        ],
+        expect="runners-job-vms lacks the tag(s) Project",
+        good=[r.autoscaling_group()],
+    ),
+    # --- the VPC ---------------------------------------------------------------------------
+    Case(
+        "aws-vpc-flow-logs-and-closed-default-group",
+        "vpc-without-flow-logs-or-managed-default-group",
+        bad=[r.vpc()],
+        expect="VPC gitops-vpc has no flow log of ALL its traffic",
+        good=[r.vpc(), *r.vpc_baseline(r.vpc())],
+    ),
+    Case(
+        "aws-vpc-flow-logs-and-closed-default-group",
+        "default-group-left-open",
+        bad=[
+            r.vpc(),
+            *r.vpc_baseline(
+                r.vpc(),
+                ingress=[{"protocol": "-1", "fromPort": 0, "toPort": 0, "self": True, "description": "AWS default"}],
+                egress=[
+                    {"protocol": "-1", "fromPort": 0, "toPort": 0, "cidrBlocks": ["0.0.0.0/0"], "description": "x"}
+                ],
+            ),
+        ],
+        expect="default security group gitops-default-group of VPC gitops-vpc has ingress and egress rules",
+        good=[r.vpc(), *r.vpc_baseline(r.vpc())],
+    ),
+    Case(
+        "aws-vpc-flow-logs-and-closed-default-group",
+        "flow-logs-kept-forever",
+        bad=[r.vpc(), *r.vpc_baseline(r.vpc(), retention=None)],
+        expect="log group gitops-flow-logs of flow log gitops-flow-log keeps flow logs forever",
+        good=[r.vpc(), *r.vpc_baseline(r.vpc(), retention=90)],
     ),
     Case(
         "aws-required-tags",

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Boot script of the GitLab host, run once by cloud-init (runcmd): Docker Engine, nothing else.
-# GitLab, its runner and every secret arrive later over SSH (components/gitlab_host.py,
-# userdata/gitlab/install.sh, seed-admin-token.sh, register-runner.sh).
+# Boot script of the GitLab host and of every CI job VM, run once by cloud-init (runcmd): Docker
+# Engine, nothing else. On the GitLab host, GitLab and every secret arrive later over SSH
+# (components/gitlab_host.py, userdata/gitlab/install.sh, seed-admin-token.sh); a job VM gets its
+# jobs from the runner manager, through this Docker (components/runner_config.py).
 #
 # Docker's apt repository rather than Debian's docker.io: bookworm ships Engine 20.10 (API 1.41),
-# end of life upstream, while the runner's docker executor and the jobs' docker:dind are current.
+# end of life upstream, while the runner's docker executor (and dial-stdio, which needs the docker
+# CLI on the VM) and the jobs' docker:dind are current.
 # The repository key is fetched over HTTPS and accepted only with the fingerprint Docker publishes
 # (docs.docker.com/engine/install/debian); the engine is pinned to one major version.
 set -euo pipefail
@@ -31,7 +33,7 @@ docker_running() {
   docker info >/dev/null 2>&1
 }
 
-# The Elastic IP is associated moments after the instance starts: until then there is no route out.
+# The GitLab host's Elastic IP is associated moments after it starts: until then there is no route out.
 wait_until 600 "a route to download.docker.com (Elastic IP association)" reachable download.docker.com
 
 apt_get update
