@@ -279,7 +279,9 @@ def test_switching_from_certificate_to_agent_creates_the_agent_then_deletes_the_
     touched = plan.touched()
     assert plan.touched(INSTANCE) == {}, "nothing running on a node is replaced or restarted"
     assert {name for name, action in touched.items() if action == "create"} == AGENT_OBJECTS
-    assert {name for name, action in touched.items() if action == "delete"} == CERTIFICATE_OBJECTS
+    # Push mode's deploy job now goes through GitLab's k8s proxy: the job VMs lose their way to 6443.
+    job_vm_rule = {"runners-cluster-api-from-job-vms"} if delivery == "push" else set()
+    assert {name for name, action in touched.items() if action == "delete"} == CERTIFICATE_OBJECTS | job_vm_rule
     assert not [name for name, action in touched.items() if action in ("replace", "stop-start")]
     chart = next(c for c in plan.changes.values() if c.name == "gitlab-k8s-agentk")
     assert chart.action == "create"
@@ -305,7 +307,8 @@ def test_switching_back_to_certificate_restores_the_token_and_cluster_and_remove
     plan = result.plan
     touched = plan.touched()
     assert plan.touched(INSTANCE) == {}
-    assert {name for name, action in touched.items() if action == "create"} == CERTIFICATE_OBJECTS
+    job_vm_rule = {"runners-cluster-api-from-job-vms"} if delivery == "push" else set()
+    assert {name for name, action in touched.items() if action == "create"} == CERTIFICATE_OBJECTS | job_vm_rule
     assert {name for name, action in touched.items() if action == "delete"} == AGENT_OBJECTS
     assert next(c for c in plan.changes.values() if c.name == "gitlab-k8s-agentk").action == "delete"
     # The seeding step turns local requests and the flag on (and waits out GitLab's caches) before

@@ -124,9 +124,15 @@ def test_the_app_pipelines_dind_service_is_on_the_privileged_allow_list() -> Non
 
     allowed = runner_config.PRIVILEGED_SERVICES
     assert any(fnmatchcase(versions.DOCKER_DIND_IMAGE, pattern) for pattern in allowed)
-    for pipeline in (Path(__file__).resolve().parents[1] / "apps/shark-app/ci").glob("*.gitlab-ci.yml"):
-        services = yaml.safe_load(pipeline.read_text())[".docker"]["services"]
-        assert services == ["@@DOCKER_DIND_IMAGE@@"], pipeline.name
+    pipelines = sorted((Path(__file__).resolve().parents[1] / "apps/shark-app/ci").glob("*.gitlab-ci.yml"))
+    assert {"pull.gitlab-ci.yml", "push.gitlab-ci.yml"} <= {pipeline.name for pipeline in pipelines}
+    for pipeline in pipelines:
+        # Every service any job (or template) of every pipeline part starts: only the pinned dind.
+        jobs = yaml.safe_load(pipeline.read_text())
+        for job_name, job in jobs.items():
+            if isinstance(job, dict) and "services" in job:
+                assert job["services"] == ["@@DOCKER_DIND_IMAGE@@"], f"{pipeline.name}: {job_name}"
+    assert yaml.safe_load((pipelines[0].parent / "pull.gitlab-ci.yml").read_text())[".docker"]["services"]
     for other in ("docker:29.7.2-cli", "alpine:3.22", "evil/docker:29-dind", "registry.example.com/docker:29-dind"):
         assert not any(fnmatchcase(other, pattern) for pattern in allowed), other
 
