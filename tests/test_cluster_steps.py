@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shlex
 import socket
 import subprocess
 from pathlib import Path
@@ -77,6 +78,50 @@ def test_long_waits_print_a_heartbeat_at_least_every_interval(tmp_path: Path) ->
     assert result.returncode == 1
     assert "still waiting for a door" in result.stderr
     assert "timed out after 3s waiting for a door" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# Steps whose stdout the program reads: the value alone, whatever the commands print
+# ------------------------------------------------------------------------------------------------
+def test_every_step_whose_stdout_the_program_reads_sends_everything_else_to_stderr(dev, prod) -> None:
+    """pulumi-command keeps stdout as it is, and the program parses it strictly (a version, a date)."""
+    reading = {
+        shlex.split(step.plain_inputs["create"])[2].removeprefix("STEP_NAME=")
+        for run in (dev, prod)
+        for step in run.all("command:remote:Command")
+        if step.state.get("stdout")  # the harness answers only the steps whose stdout is read
+    }
+    assert reading == {
+        "cluster/kubeadm-version.sh",
+        "cluster/control-plane-upgrade.sh",
+        "cluster/certificates.sh",
+        "gitlab/seed-admin-token.sh",
+    }
+    for script in [*reading, "cluster/renew-certificates.sh"]:
+        body = (ROOT / "userdata" / script).read_text()
+        commands = [line for line in body.splitlines() if line.strip() and not line.startswith("#")]
+        assert commands[:2] == ["set -euo pipefail", "stdout_is_the_result"], script
+
+
+def test_apt_and_kubeadm_output_never_reaches_the_upgrade_steps_stdout(host: StubHost) -> None:
+    """The stubs print what apt-get, dpkg, kubeadm and kubectl print; stdout is the version alone."""
+    host.kubernetes(server="v1.36.5").packages("1.36.5-1.1", "1.36.9-1.1", "1.37.2-1.1")
+    patch = upgrade(host, TARGET_MINOR="1.36", TARGET_VERSION="1.36.9")
+    assert patch.returncode == 0, patch.stderr
+    assert patch.stdout == "v1.36.9\n"
+    assert "Setting up kubeadm (1.36.9-1.1)" in patch.stderr and "[upgrade/successful]" in patch.stderr
+    minor = upgrade(host, TARGET_MINOR="1.37")
+    assert minor.returncode == 0, minor.stderr
+    assert minor.stdout == "v1.37.2\n"
+    assert kubeadm.kubernetes_version(minor.stdout, "the upgrade step") == "v1.37.2"
+
+
+def test_the_kubeadm_version_step_prints_the_version_alone(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5")
+    host.stub("cloud-init", 'echo "status: done"\n')
+    result = host.run("cluster/kubeadm-version.sh")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "v1.36.5\n"
 
 
 # ------------------------------------------------------------------------------------------------

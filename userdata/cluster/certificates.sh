@@ -5,8 +5,10 @@
 # clusterCertificatesExpireAt output). CHECK_DAY changes daily: the first `pulumi up` of a day
 # checks again. Idempotent: files are rewritten only when they differ.
 # Parameters: RENEW_BEFORE_DAYS, RENEWAL_PROGRAM (common.sh + renew-certificates.sh), CHECK_DAY.
+# stdout: the expiry alone (the program parses it strictly); everything else goes to stderr.
 # Runs with userdata/lib/common.sh in front (components/remote.py).
 set -euo pipefail
+stdout_is_the_result
 require_env RENEW_BEFORE_DAYS RENEWAL_PROGRAM CHECK_DAY
 ROOT="${FS_ROOT:-}"
 PROGRAM=/usr/local/lib/gitops/renew-kubeadm-certificates
@@ -42,4 +44,5 @@ WantedBy=timers.target"
 systemctl daemon-reload
 systemctl enable --now "${UNIT}.timer" >&2
 log "timer ${UNIT}.timer active; checking now (${CHECK_DAY})"
-RENEW_BEFORE_DAYS="$RENEW_BEFORE_DAYS" "${ROOT}${PROGRAM}"
+expiry="$(RENEW_BEFORE_DAYS="$RENEW_BEFORE_DAYS" "${ROOT}${PROGRAM}")"
+result "$expiry"

@@ -10,9 +10,12 @@
 # to the target, `kubeadm upgrade plan`, `kubeadm upgrade apply` (which also renews this node's
 # certificates), drain, kubelet/kubectl, restart the kubelet, Ready, uncordon.
 # Idempotent and resumable: each phase checks what already runs (API server, kubelet, cordon).
+# stdout: the version alone (the kubernetesVersion output, parsed strictly); apt's and kubeadm's
+# progress goes to stderr.
 # Parameters: NODE_NAME, TARGET_MINOR, TARGET_VERSION (may be empty), DRAIN_TIMEOUT_SECONDS,
 # TIMEOUT_SECONDS. Runs with userdata/lib/common.sh and userdata/cluster/packages.sh in front.
 set -euo pipefail
+stdout_is_the_result
 require_env NODE_NAME TARGET_MINOR DRAIN_TIMEOUT_SECONDS TIMEOUT_SECONDS
 export KUBECONFIG=/etc/kubernetes/admin.conf
 DRAINED_FOR=gitops/drained-for-upgrade # annotation: we cordoned this node, we uncordon it
@@ -81,4 +84,4 @@ if [[ -n "$(node_field "{.metadata.annotations.${DRAINED_FOR}}")" ]]; then
   kubectl annotate node "$NODE_NAME" "${DRAINED_FOR}-" >&2
 fi
 log "the control plane runs ${target}"
-printf '%s\n' "$target"
+result "$target"

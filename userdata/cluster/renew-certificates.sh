@@ -8,8 +8,9 @@
 # move it back (kubernetes.io "Certificate Management with kubeadm", manual certificate renewal).
 # Installed by certificates.sh as /usr/local/lib/gitops/renew-kubeadm-certificates (common.sh in
 # front); run daily by gitops-kubeadm-certs.timer and by each run of that step. Idempotent.
-# Parameters: RENEW_BEFORE_DAYS.
+# Parameters: RENEW_BEFORE_DAYS. stdout: the expiry alone; kubeadm's output goes to stderr.
 set -euo pipefail
+stdout_is_the_result
 require_env RENEW_BEFORE_DAYS
 ROOT="${FS_ROOT:-}"
 MANIFESTS="${ROOT}/etc/kubernetes/manifests"
@@ -61,4 +62,4 @@ if ((left < RENEW_BEFORE_DAYS * 86400)); then
   read -r left expiry name <<<"$(earliest)"
 fi
 log "first certificate to expire: ${name}, ${expiry} ($((left / 86400)) days)"
-printf '%s\n' "$expiry"
+result "$expiry"

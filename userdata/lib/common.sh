@@ -13,6 +13,18 @@ die() {
   exit 1
 }
 
+# A step whose stdout the program reads (a version, a date: pulumi-command keeps stdout as it is)
+# calls `stdout_is_the_result` before anything else. From then on everything the step and the
+# commands it runs print goes to stderr (apt-get, dpkg and kubeadm print their progress on stdout),
+# and only `result VALUE` writes to the step's stdout, kept on file descriptor 3.
+stdout_is_the_result() {
+  exec 3>&1 1>&2
+}
+
+result() {
+  printf '%s\n' "$*" >&3
+}
+
 # A line at least this often during long waits: the operator sees progress, and middleboxes that
 # cut idle connections (NAT gateways, proxies: typically 350 s or more) never see a silent SSH session.
 HEARTBEAT_SECONDS="${HEARTBEAT_SECONDS:-60}"
