@@ -774,3 +774,26 @@ def test_manifests_parked_by_an_interrupted_renewal_are_put_back_first(control_p
     assert result.returncode == 0, result.stderr
     assert (control_plane.root / "etc/kubernetes/manifests/etcd.yaml").exists()
     assert "moved back" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        "echo 'error: unable to read the kubeadm configuration' >&2; exit 1",  # the check itself fails
+        "echo '{}'",  # no certificate listed
+        # A future output API that renamed a field: unknown, so nothing is assumed.
+        """echo '{"certificates": [{"name": "apiserver", "expirationDate": "2027-01-01T00:00:00Z", "residualTimeSeconds": 5}]}'""",
+    ],
+)
+def test_an_expiry_check_that_fails_renews_nothing_and_restarts_nothing(control_plane: StubHost, check: str) -> None:
+    control_plane.stub("kubeadm", f'[ "$1 $2" = "certs check-expiration" ] && {{ {check}; }}\nexit 0\n')
+    moves = control_plane.root / "moves"
+    control_plane.stub("mv", f'echo "$*" >>"{moves}"\nexec /bin/mv "$@"\n')
+    result = certificates(control_plane)
+    assert result.returncode == 1
+    assert "could not read the certificates' expiry" in result.stderr
+    assert "nothing renewed, nothing restarted" in result.stderr
+    assert result.stdout == ""
+    assert not [call for call in control_plane.calls("kubeadm") if "renew" in call]
+    assert control_plane.calls("mv", "crictl") == []
+    assert len(list((control_plane.root / "etc/kubernetes/manifests").iterdir())) == 4
