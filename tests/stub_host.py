@@ -53,6 +53,9 @@ case "$1 $2" in
   "upgrade apply")
     echo "[upgrade] Running cluster health checks"
     cp "$STATE/kubeadm" "$STATE/server"
+    # cut: the API server was swapped, then the run stopped (Ctrl-C, a dropped SSH session)
+    [ "$(cat "$STATE/apply" 2>/dev/null)" = cut ] && { rm -f "$STATE/apply"; echo "context canceled" >&2; exit 1; }
+    echo "[upgrade/addons] Applied essential addon: kube-proxy"
     echo "[upgrade/successful] SUCCESS! Your cluster was upgraded to \"$3\". Enjoy!" ;;
   "upgrade node") echo "[upgrade] Reading configuration from the cluster..."; echo "[upgrade] The configuration for this node was successfully updated!" ;;
   "certs check-expiration") cat "$STATE/expiration.json" ;;

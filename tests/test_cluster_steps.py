@@ -609,6 +609,50 @@ def test_an_interrupted_upgrade_resumes_with_the_kubelet(host: StubHost) -> None
     assert drain < restart < uncordon
 
 
+def test_an_apply_cut_after_the_api_server_was_swapped_is_applied_again(host: StubHost) -> None:
+    """The API server runs the target, the rest of the control plane may not: the marker decides."""
+    host.kubernetes(server="v1.36.5").packages("1.37.2-1.1").set(apply="cut")
+    cut = upgrade(host, TARGET_MINOR="1.37")
+    assert cut.returncode == 1
+    assert host.get("server") == "v1.37.2"  # what `kubectl version` now says
+    marker = host.root / "etc/gitops/kubernetes-upgrade-to"
+    assert marker.read_text() == "v1.37.2\n"
+
+    host.clear_calls()
+    resumed = upgrade(host, TARGET_MINOR="1.37")
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout == "v1.37.2\n"
+    assert "finishing the interrupted upgrade of the control plane to v1.37.2" in resumed.stderr
+    applies = [call for call in host.calls("kubeadm") if call.startswith("kubeadm upgrade")]
+    assert applies == ["kubeadm upgrade apply v1.37.2 --yes"]
+    apply, restart = positions(host.calls("kubeadm", "systemctl"), "kubeadm upgrade apply", "systemctl restart kubelet")
+    assert apply < restart
+    assert not marker.exists()
+
+    host.clear_calls()
+    assert upgrade(host, TARGET_MINOR="1.37").returncode == 0
+    assert not [call for call in host.calls("kubeadm") if call.startswith("kubeadm upgrade")]
+
+
+def test_an_interrupted_upgrade_is_finished_to_its_own_target_before_another_is_started(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5", kubeadm="v1.37.2").packages("1.37.2-1.1", "1.37.3-1.1")
+    marker = host.root / "etc/gitops/kubernetes-upgrade-to"
+    marker.parent.mkdir(parents=True)
+    marker.write_text("v1.37.2\n")
+    # A newer patch was published since: the interrupted apply still finishes at v1.37.2.
+    result = upgrade(host, TARGET_MINOR="1.37")
+    assert result.returncode == 0, result.stderr
+    assert "kubeadm upgrade apply v1.37.2 --yes" in host.calls("kubeadm")
+    # Another target while one is unfinished is refused before anything changes.
+    marker.write_text("v1.37.2\n")
+    host.clear_calls()
+    refused = upgrade(host, TARGET_MINOR="1.38")
+    assert refused.returncode == 1
+    assert "an upgrade of master to v1.37.2 was interrupted and must be finished first" in refused.stderr
+    assert "set kubernetesVersion to 1.37 and kubernetesPatch to 1.37.2" in refused.stderr
+    assert [call for call in host.calls() if call.startswith(("apt-get", "kubeadm", "kubectl drain"))] == []
+
+
 def test_a_node_an_operator_cordoned_stays_cordoned(host: StubHost) -> None:
     host.kubernetes(server="v1.36.5").packages("1.36.8-1.1").set(unschedulable="true")
     result = upgrade(host, TARGET_MINOR="1.36", TARGET_VERSION="1.36.8")
