@@ -8,11 +8,13 @@ second run does nothing.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import re
 import shlex
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -614,7 +616,7 @@ def test_an_apply_cut_after_the_api_server_was_swapped_is_applied_again(host: St
     host.kubernetes(server="v1.36.5").packages("1.37.2-1.1").set(apply="cut")
     cut = upgrade(host, TARGET_MINOR="1.37")
     assert cut.returncode == 1
-    assert host.get("server") == "v1.37.2"  # what `kubectl version` now says
+    assert host.get("server").strip() == "v1.37.2"  # what `kubectl version` now says
     marker = host.root / "etc/gitops/kubernetes-upgrade-to"
     assert marker.read_text() == "v1.37.2\n"
 
@@ -841,3 +843,36 @@ def test_an_expiry_check_that_fails_renews_nothing_and_restarts_nothing(control_
     assert not [call for call in control_plane.calls("kubeadm") if "renew" in call]
     assert control_plane.calls("mv", "crictl") == []
     assert len(list((control_plane.root / "etc/kubernetes/manifests").iterdir())) == 4
+
+
+@pytest.fixture
+def kubeadm_lock(host: StubHost) -> Iterator[None]:
+    """Another kubeadm program (the renewal timer, an upgrade) holds the control plane's lock."""
+    path = host.root / "run/gitops-kubeadm.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield
+
+
+def test_a_renewal_waits_for_an_upgrade_in_progress_and_moves_nothing(control_plane: StubHost, kubeadm_lock) -> None:
+    control_plane.set(**{"expiration.json": expiration(20, "2026-12-20T10:00:00Z")})
+    parked = control_plane.root / "etc/kubernetes/manifests-restarting"
+    parked.mkdir()
+    (parked / "kube-apiserver.yaml").write_text("new manifest being written by kubeadm\n")
+    result = control_plane.run(
+        "cluster/renew-certificates.sh",
+        {"RENEW_BEFORE_DAYS": "30", "LOCK_WAIT_SECONDS": "1", "FILE_CHECK_SECONDS": "0"},
+    )
+    assert result.returncode == 1
+    assert "still holds" in result.stderr and "nothing was changed" in result.stderr
+    assert control_plane.calls("kubeadm", "crictl") == []
+    assert (parked / "kube-apiserver.yaml").exists()  # not moved over anything
+
+
+def test_an_upgrade_waits_for_a_renewal_in_progress(host: StubHost, kubeadm_lock) -> None:
+    host.kubernetes(server="v1.36.5").packages("1.37.2-1.1")
+    result = upgrade(host, TARGET_MINOR="1.37", LOCK_WAIT_SECONDS="1")
+    assert result.returncode == 1
+    assert "the certificate renewal on this control plane" in result.stderr
+    assert [call for call in host.calls() if call.startswith(("apt-get", "kubeadm", "kubectl"))] == []

@@ -33,6 +33,9 @@ node_ready() { [[ "$(node_field '{.status.conditions[?(@.type=="Ready")].status}
 kubelet_at() { [[ "$(node_field '{.status.nodeInfo.kubeletVersion}')" == "$1" ]]; }
 ready_at_target() { node_ready && kubelet_at "$target"; }
 
+# One kubeadm at a time on this host: the certificate renewal (its daily timer) parks and restores
+# the static pod manifests that `kubeadm upgrade apply` replaces.
+hold_lock "${FS_ROOT:-}/run/gitops-kubeadm.lock" "the certificate renewal on this control plane"
 wait_until "$TIMEOUT_SECONDS" "the API server" server_version >/dev/null
 running="$(server_version)"
 IFS=. read -r run_major run_minor run_patch <<<"${running#v}"

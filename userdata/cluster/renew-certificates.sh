@@ -17,6 +17,9 @@ MANIFESTS="${ROOT}/etc/kubernetes/manifests"
 PARKED="${ROOT}/etc/kubernetes/manifests-restarting" # outside the directory the kubelet watches
 FILE_CHECK_SECONDS="${FILE_CHECK_SECONDS:-20}"       # KubeletConfiguration fileCheckFrequency default
 export KUBECONFIG=/etc/kubernetes/admin.conf
+# One kubeadm at a time on this host: the daily timer, the certificates step and the upgrade step
+# (control-plane-upgrade.sh) all move or rewrite the static pod manifests.
+hold_lock "${ROOT}/run/gitops-kubeadm.lock" "another kubeadm run on this control plane (an upgrade or a renewal)"
 
 # A run interrupted while the static pods were parked put them back first.
 unpark() {

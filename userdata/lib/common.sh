@@ -91,6 +91,20 @@ wait_until() {
   done
 }
 
+# hold_lock FILE DESCRIPTION: an exclusive lock (flock(1), util-linux) on FILE until the step ends,
+# for programs that must not run at the same time on a host (kubeadm's certificate renewal and its
+# upgrade both move the control plane's static pod manifests). Waits, bounded and with a heartbeat,
+# while another holds it.
+hold_lock() {
+  local file="$1" description="$2" wait="${LOCK_WAIT_SECONDS:-3600}"
+  install -d -m 0755 "$(dirname "$file")"
+  exec {GITOPS_LOCK_FD}>"$file"
+  flock --nonblock "$GITOPS_LOCK_FD" && return 0
+  log "waiting for ${description} to finish (lock ${file})"
+  with_heartbeat "waiting for ${description} (lock ${file})" flock --wait "$wait" "$GITOPS_LOCK_FD" ||
+    die "${description} still holds ${file} after ${wait}s; nothing was changed"
+}
+
 # retry ATTEMPTS COMMAND...: for network calls that may fail transiently (apt, downloads).
 retry() {
   local attempts="$1" n=1
