@@ -120,7 +120,7 @@ def upgrade_workers(
             private_key=ssh.private_key_openssh,
             script="cluster/worker-upgrade.sh",
             libs=PACKAGES,
-            env={"KUBERNETES_VERSION": version},
+            env={"NODE_NAME": worker.name, "KUBERNETES_VERSION": version},
             triggers=[worker.instance.id],
             opts=pulumi.ResourceOptions(parent=parent, depends_on=[drain]),
         )

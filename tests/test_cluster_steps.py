@@ -670,7 +670,7 @@ def test_a_worker_is_drained_upgraded_then_uncordoned_once_ready_at_the_new_vers
     host.kubernetes(server="v1.37.2", kubelet="v1.36.5", kubeadm="v1.36.5").packages("1.37.2-1.1")
     steps = [
         ("cluster/worker-upgrade-drain.sh", {**WORKER, "DRAIN_TIMEOUT_SECONDS": "600"}, []),
-        ("cluster/worker-upgrade.sh", {"KUBERNETES_VERSION": "v1.37.2"}, PACKAGES),
+        ("cluster/worker-upgrade.sh", WORKER, PACKAGES),
         ("cluster/worker-upgrade-uncordon.sh", {**WORKER, "TIMEOUT_SECONDS": "5"}, []),
     ]
     for script, env, libs in steps:
@@ -698,6 +698,23 @@ def test_a_worker_is_drained_upgraded_then_uncordoned_once_ready_at_the_new_vers
         for call in host.calls()
         if call.startswith(("kubectl drain", "kubectl uncordon", "apt-get", "kubeadm upgrade"))
     ]
+
+
+def test_a_run_cut_between_the_kubelet_install_and_its_restart_restarts_it(host: StubHost) -> None:
+    """The new kubelet is on disk, the old one still runs (the Node reports it): restart it."""
+    host.kubernetes(server="v1.37.2", kubelet="v1.37.2", kubeadm="v1.37.2").packages("1.37.2-1.1")
+    host.set(node_kubelet="v1.36.5")
+    result = host.run("cluster/worker-upgrade.sh", WORKER, libs=PACKAGES)
+    assert result.returncode == 0, result.stderr
+    assert "systemctl restart kubelet" in host.calls("systemctl")
+    assert host.get("node_kubelet").strip() == "v1.37.2"
+    # The control plane's own kubelet, likewise, then Ready at the target and uncordoned.
+    host.set(node_kubelet="v1.36.5", annotation="v1.37.2", unschedulable="true")
+    host.clear_calls()
+    result = upgrade(host, TARGET_MINOR="1.37")
+    assert result.returncode == 0, result.stderr
+    restart, uncordon = positions(host.calls("systemctl", "kubectl"), "systemctl restart kubelet", "kubectl uncordon")
+    assert restart < uncordon
 
 
 def test_the_uncordon_waits_for_the_new_kubelet_to_be_ready(host: StubHost) -> None:

@@ -101,7 +101,9 @@ if [[ "$running" != "$target" || -n "$started" ]]; then
   with_heartbeat "upgrading the control plane to ${target}" kubeadm upgrade apply "$target" --yes >&2
   rm -f "$MARKER"
 fi
-if [[ "$(installed_version kubelet)" != "$target" ]]; then
+# The running kubelet decides, not the installed package: a run cut between the install and the
+# restart leaves the new binary on disk under the old process.
+if [[ "$(installed_version kubelet)" != "$target" ]] || ! kubelet_at "$target"; then
   drain_for_upgrade
   log "kubelet and kubectl to ${target}"
   packages kubeadm kubelet kubectl
