@@ -655,6 +655,23 @@ def test_an_interrupted_upgrade_is_finished_to_its_own_target_before_another_is_
     assert [call for call in host.calls() if call.startswith(("apt-get", "kubeadm", "kubectl drain"))] == []
 
 
+def test_a_version_missing_from_the_repository_fails_by_name_before_any_install(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5").packages("1.36.5-1.1")
+    result = upgrade(host, TARGET_MINOR="1.36", TARGET_VERSION="1.36.9")
+    assert result.returncode == 1
+    assert "no kubeadm 1.36.9 package in the configured repositories" in result.stderr
+    assert not [call for call in host.calls("apt-get") if " install " in call]
+    # A joining worker, likewise, when the cluster runs a version the repository no longer lists.
+    host.clear_calls()
+    api_stub(host, "v1.36.9")
+    result = host.run(
+        "cluster/worker-join.sh", {"API_SERVER_ENDPOINT": "10.42.0.10:6443"}, libs=PACKAGES, stdin=join_bundle()
+    )
+    assert result.returncode == 1
+    assert "no kubeadm 1.36.9 package in the configured repositories" in result.stderr
+    assert not [call for call in host.calls("apt-get") if " install " in call]
+
+
 def test_a_node_an_operator_cordoned_stays_cordoned(host: StubHost) -> None:
     host.kubernetes(server="v1.36.5").packages("1.36.8-1.1").set(unschedulable="true")
     result = upgrade(host, TARGET_MINOR="1.36", TARGET_VERSION="1.36.8")

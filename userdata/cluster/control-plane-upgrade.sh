@@ -72,9 +72,11 @@ else
 fi
 
 packages() { # packages PACKAGE...: at the target version, from the target's repository
-  local version="${target#v}"
+  local version="${target#v}" deb
   use_kubernetes_minor "${version%.*}"
-  install_kubernetes "$(kubernetes_deb_version "$version")" "$@"
+  # Not inside the argument list: there a missing package's `die` would end only the substitution.
+  deb="$(kubernetes_deb_version "$version")"
+  install_kubernetes "$deb" "$@"
 }
 
 drain_for_upgrade() {

@@ -59,7 +59,8 @@ if [[ "$(installed_version kubeadm)" != "$version" || "$(installed_version kubel
   log "moving kubelet/kubeadm/kubectl to the cluster's ${version}"
   minor="${version#v}"
   use_kubernetes_minor "${minor%.*}"
-  install_kubernetes "$(kubernetes_deb_version "${version#v}")" kubelet kubeadm kubectl
+  deb="$(kubernetes_deb_version "${version#v}")" # fails here, by name, when the repository lacks it
+  install_kubernetes "$deb" kubelet kubeadm kubectl
 fi
 wait_until 900 "bootstrap token ${token_id} to be valid" token_valid
 
