@@ -518,6 +518,25 @@ def test_a_node_joined_to_a_former_control_plane_is_reset_and_its_cni_state_clea
     assert not cni.exists()
 
 
+@pytest.mark.parametrize("leftover", ["etc/kubernetes/pki/ca.crt", "etc/kubernetes/bootstrap-kubelet.conf"])
+def test_a_join_that_failed_half_way_is_reset_before_the_next_attempt(host: StubHost, leftover: str) -> None:
+    """A join cut after its TLS bootstrap left files the next join's preflight refuses."""
+    host.kubernetes(server="v1.36.5")
+    api_stub(host, "v1.36.5")
+    host.stub("ip", '[ "$1 $2" = "link show" ] && exit 0\nexit 0\n')
+    (host.root / leftover).parent.mkdir(parents=True, exist_ok=True)
+    (host.root / leftover).write_text("left by the failed join\n")
+    result = host.run(
+        "cluster/worker-join.sh", {"API_SERVER_ENDPOINT": "10.42.0.10:6443"}, libs=PACKAGES, stdin=join_bundle()
+    )
+    assert result.returncode == 0, result.stderr
+    assert "an earlier join did not finish" in result.stderr
+    reset, cni0, join = positions(
+        host.calls("kubeadm", "ip"), "kubeadm reset --force", "ip link delete cni0", "kubeadm join"
+    )
+    assert reset < cni0 < join
+
+
 # ------------------------------------------------------------------------------------------------
 # Upgrades
 # ------------------------------------------------------------------------------------------------
