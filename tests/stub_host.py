@@ -43,7 +43,15 @@ case "$*" in
     echo "node/$2 drained" ;;
   "uncordon "*) rm -f "$STATE/unschedulable"; echo "node/$2 uncordoned" ;;
   "delete node "*) sed -i "/^$3\$/d" "$STATE/nodes"; echo "node \"$3\" deleted" ;;
-  "apply "*) cat >"$STATE/applied"; echo "secret/bootstrap-token-abc123 serverside-applied" ;;
+  "apply "*)
+    file=-; previous=""
+    for arg in "$@"; do [ "$previous" = -f ] && file="$arg"; previous="$arg"; done
+    if [ "$file" = - ]; then cat >"$STATE/applied"; else cat "$file" >"$STATE/applied"; stat -c %a "$file" >"$STATE/applied_mode"; fi
+    # apply_fails=N: the first N attempts fail (an API server that is restarting)
+    fails="$(state apply_fails)"
+    if [ -n "$fails" ] && [ "$fails" -gt 0 ]; then echo $((fails - 1)) >"$STATE/apply_fails"; echo "error: the server is currently unable to handle the request" >&2; exit 1; fi
+    [ -s "$STATE/applied" ] || { echo "error: no objects passed to apply" >&2; exit 1; }
+    echo "secret/bootstrap-token-abc123 serverside-applied" ;;
 esac
 """
 KUBEADM = r"""

@@ -394,6 +394,18 @@ def test_admission_renews_the_token_by_server_side_apply_and_waits_for_the_node(
     assert "timed out after 1s waiting for worker worker1 to join and be Ready" in result.stderr
 
 
+def test_a_retried_token_renewal_sends_the_whole_manifest_each_time(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5").set(apply_fails="2")
+    result = host.run("cluster/admit-worker.sh", ADMIT, stdin=TOKEN + "\n")
+    assert result.returncode == 0, result.stderr
+    applies = [call for call in host.calls("kubectl") if call.startswith("kubectl apply")]
+    assert len(applies) == 3
+    assert yaml.safe_load(host.get("applied"))["metadata"]["name"] == "bootstrap-token-abc123"
+    assert host.get("applied_mode").strip() == "600", "only root reads the file that holds the token"
+    manifest = applies[-1].rsplit(" ", 1)[1]
+    assert not Path(manifest).exists(), "the file holding the token is removed"
+
+
 def test_admission_rejects_a_malformed_token_without_printing_it(host: StubHost) -> None:
     host.kubernetes(server="v1.36.5")
     result = host.run("cluster/admit-worker.sh", ADMIT, stdin="ABC123.0123456789abcdef\n")
