@@ -432,14 +432,29 @@ def test_removal_drains_then_deletes_the_node_and_then_does_nothing(host: StubHo
     assert [call for call in host.calls("kubectl") if "drain" in call or "delete" in call] == []
 
 
-def test_a_dead_api_server_cannot_drain_and_does_not_hold_the_instance(host: StubHost) -> None:
+def test_an_api_server_that_does_not_answer_fails_the_removal_and_keeps_the_instance(host: StubHost) -> None:
+    """A control plane that just rebooted answers within minutes: never let a worker go undrained."""
     host.kubernetes(server="v1.36.5").set(nodes="worker3\n", api="down")
     result = host.run(
         "cluster/remove-worker.sh", {"NODE_NAME": "worker3", "DRAIN_TIMEOUT_SECONDS": "5", "API_TIMEOUT_SECONDS": "1"}
     )
-    assert result.returncode == 0, result.stderr
-    assert "cannot be drained; its instance goes anyway" in result.stderr
+    assert result.returncode == 1
+    assert "can be neither drained nor deleted from the cluster; its instance is left alone" in result.stderr
+    assert "When the control plane cannot be reached" in result.stderr
     assert not [call for call in host.calls("kubectl") if call.startswith(("kubectl drain", "kubectl delete"))]
+
+
+@pytest.mark.parametrize("ready", ["Unknown", "False", ""])
+def test_a_dead_worker_is_not_drained_its_node_is_deleted(host: StubHost, ready: str) -> None:
+    """No kubelet confirms a pod's deletion there: a drain would wait on Terminating pods for ever."""
+    host.kubernetes(server="v1.36.5").set(nodes="master\nworker3\n", ready=ready)
+    env = {"NODE_NAME": "worker3", "DRAIN_TIMEOUT_SECONDS": "600", "NOT_READY_GRACE_SECONDS": "1"}
+    result = host.run("cluster/remove-worker.sh", env)
+    assert result.returncode == 0, result.stderr
+    assert "is not Ready (its kubelet does not report)" in result.stderr
+    assert not [call for call in host.calls("kubectl") if call.startswith("kubectl drain")]
+    assert "kubectl delete node worker3 --ignore-not-found" in host.calls("kubectl")
+    assert host.get("nodes") == "master\n"
 
 
 def test_a_drain_that_cannot_finish_keeps_the_node_and_fails(host: StubHost) -> None:
