@@ -122,7 +122,8 @@ def upgrade_workers(
             libs=PACKAGES,
             env={"NODE_NAME": worker.name, "KUBERNETES_VERSION": version},
             triggers=[worker.instance.id],
-            opts=pulumi.ResourceOptions(parent=parent, depends_on=[drain]),
+            # Never alongside the worker's material step, which may restart containerd.
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=[drain, worker.material]),
         )
         uncordon = remote_step(
             f"{name}-{worker.name}-upgrade-uncordon",

@@ -101,6 +101,19 @@ def test_a_kubernetes_minor_upgrade_stops_no_instance_and_runs_the_upgrade_steps
     assert result.after.outputs["kubernetesVersion"] == "v1.37.5"
 
 
+def test_an_upgrade_and_a_new_registry_in_one_up_run_one_after_the_other_on_each_node() -> None:
+    """The material step may restart containerd: a node's upgrade never runs alongside it."""
+    result = run_twice(before=ADMIN, after={"kubernetesVersion": "1.37", "gitlabHostname": "gitlab.example.com"})
+    after, plan = result.after, result.plan
+    for worker in ("worker1", "worker2"):
+        upgrade = after.one(COMMAND, f"{K8S}-{worker}-upgrade")
+        assert after.one(COMMAND, f"{K8S}-{worker}-config").urn in upgrade.depends_on
+        assert plan.position("update", f"{K8S}-{worker}-config") < plan.position("update", f"{K8S}-{worker}-upgrade")
+    # The Kubernetes provider is used only after the certificates step, which may restart the API server.
+    provider = after.one("pulumi:providers:kubernetes", f"{K8S}-provider")
+    assert after.one(COMMAND, f"{K8S}-master-certificates").urn in provider.depends_on
+
+
 def test_a_patch_upgrade_takes_the_same_path() -> None:
     plan = second_up({"kubernetesPatch": "1.36.9"})
     assert plan.touched(INSTANCE) == {}
