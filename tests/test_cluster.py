@@ -652,12 +652,18 @@ def test_kubernetes_version_rejects(stdout: str) -> None:
         kubeadm.kubernetes_version(stdout, "a step")
 
 
+def test_no_step_asks_sshd_to_accept_the_previous_output_as_environment() -> None:
+    """Debian's sshd accepts LANG and LC_* only: pulumi-command's default would warn on every re-run."""
+    steps = run_cluster().all("command:remote:Command")
+    assert steps and {step.plain_inputs.get("addPreviousOutputInEnv") for step in steps} == {False}
+
+
 def test_certificate_expiry_is_an_output_and_checked_daily() -> None:
     run = run_cluster()
     step = run.named(f"{NAME}-master-certificates")
     env = step_env(step)
     assert env["RENEW_BEFORE_DAYS"] == "30"
-    assert env["CHECK_DAY"] == datetime.datetime.now(datetime.UTC).date().isoformat()
+    assert step.plain_inputs["triggers"][-1] == datetime.datetime.now(datetime.UTC).date().isoformat()
     assert env["RENEWAL_PROGRAM"] == step_script("cluster/renew-certificates.sh")
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", run.outputs["clusterCertificatesExpireAt"])
     with pytest.raises(ProgramError, match="not an expiry date"):

@@ -829,7 +829,6 @@ def certificates(host: StubHost) -> subprocess.CompletedProcess[str]:
     env = {
         "RENEW_BEFORE_DAYS": "30",
         "RENEWAL_PROGRAM": step_script("cluster/renew-certificates.sh"),
-        "CHECK_DAY": "2026-11-30",
         "FILE_CHECK_SECONDS": "0",
     }
     return host.run("cluster/certificates.sh", env)

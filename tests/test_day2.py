@@ -214,7 +214,10 @@ def test_certificates_are_checked_again_on_the_first_up_of_a_day() -> None:
     mocks.keep_deployed(monday)
     with clock.frozen(datetime.date(2027, 3, 2)):
         tuesday = run_fixture_stack("dev", overrides, mocks=mocks)
-    assert plan(monday, tuesday).touched() == {f"{K8S}-master-certificates": "update"}
+    daily = plan(monday, tuesday)
+    assert daily.touched() == {f"{K8S}-master-certificates": "replace"}
+    # The preview shows one value, the day, not the command text.
+    assert daily.of(f"{K8S}-master-certificates").keys == ("triggers[2]",)
 
 
 @pytest.mark.parametrize("count", [1, 3])
