@@ -147,6 +147,8 @@ class KubeadmCluster(pulumi.ComponentResource):
         self.provider = k8s.Provider(
             f"{name}-provider",
             kubeconfig=self.kubeconfig,
+            # Replace the provider (and every object it manages) only for another cluster.
+            cluster_identifier=pki.ca_public_key_pem.apply(lambda pem: kubeadm.cluster_identifier(name, pem)),
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[control_plane.ready, gate, *(w.membership for w in workers), *upgraded, certificates],

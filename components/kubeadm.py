@@ -65,6 +65,20 @@ def ca_cert_hash(ca_pem: str) -> str:
     return "sha256:" + hashlib.sha256(spki).hexdigest()
 
 
+def cluster_identifier(cluster_name: str, ca_public_key_pem: str) -> str:
+    """What the Kubernetes provider calls this cluster (its ``clusterIdentifier``): the CA's key.
+
+    pulumi-kubernetes replaces a provider, and with it every object it manages, when this value
+    changes, and never otherwise (provider.go DiffConfig). Without it a preview in which the
+    kubeconfig is unknown (the yearly re-issue of the admin certificate) shows every object
+    replaced. The cluster CA's public key identifies the cluster for as long as its nodes pin it
+    (caCertHashes), and, unlike the CA certificate, is never re-issued.
+    """
+    key = serialization.load_pem_public_key(ca_public_key_pem.encode())
+    spki = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return f"kubeadm:{cluster_name}:sha256:{hashlib.sha256(spki).hexdigest()}"
+
+
 KUBERNETES_VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
 
 

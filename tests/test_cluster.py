@@ -252,6 +252,14 @@ def test_join_pin_equals_openssl_over_the_ca_public_key(cluster: ProgramRun) -> 
         assert document["discovery"]["bootstrapToken"]["caCertHashes"] == [f"sha256:{digest}"]
 
 
+def test_the_kubernetes_provider_names_the_cluster_by_the_key_its_nodes_pin() -> None:
+    """clusterIdentifier: the provider is replaced only for another cluster (another CA key)."""
+    run = run_cluster()
+    ca_hash = kubeadm.ca_cert_hash(run.one("tls:index/selfSignedCert:SelfSignedCert", f"{NAME}-ca").state["certPem"])
+    provider = run.one("pulumi:providers:kubernetes", f"{NAME}-provider").plain_inputs
+    assert provider["clusterIdentifier"] == f"kubeadm:{NAME}:{ca_hash}"
+
+
 def test_ca_cert_hash_matches_openssl_for_an_ecdsa_ca_too() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes")])

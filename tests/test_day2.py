@@ -255,3 +255,19 @@ def test_a_pre_upgrade_hook_runs_before_the_control_plane_is_upgraded() -> None:
     assert hooked == ["1.36"]
     snapshot_urn = run.one("test:index:Snapshot", "etcd-snapshot").urn
     assert snapshot_urn in run.one(COMMAND, f"{K8S}-master-upgrade").depends_on
+
+
+def test_the_yearly_admin_certificate_reissue_previews_no_kubernetes_object_replaced() -> None:
+    """`pulumi up` in the admin certificate's last 30 days re-issues it (early_renewal_hours).
+
+    In that preview the kubeconfig is unknown, and pulumi-kubernetes replaces a provider whose
+    kubeconfig it cannot compare, with every object it manages, unless an unchanged
+    clusterIdentifier says it is the same cluster (provider.go DiffConfig).
+    """
+    for preview in (False, True):
+        result = run_twice(before=ADMIN, replace=[f"{K8S}-admin-cert"], preview=preview)
+        touched = result.plan.touched()
+        assert touched[f"{K8S}-provider"] == "update", preview
+        assert {name for name, action in touched.items() if action == "replace"} == {f"{K8S}-admin-cert"}
+        kubernetes = {r.name for r in result.after.registrations if r.type.startswith("kubernetes:") and r.custom}
+        assert kubernetes and not kubernetes & set(touched), preview
