@@ -7,6 +7,7 @@ change) and states what the second `up` would execute, with each provider's upda
 from __future__ import annotations
 
 import datetime
+import json
 import shlex
 from collections.abc import Iterator
 
@@ -19,6 +20,7 @@ from components.config import load_config
 from components.hosts import SshAccess
 from components.network import Network, NetworkArgs
 from tests.conftest import ADMIN
+from tools import migration
 from tools.harness import FIXTURE_STACKS, StackMocks, run_fixture_stack, run_function
 from tools.plan import INSTANCE, Plan, plan, run_twice
 
@@ -271,3 +273,45 @@ def test_the_yearly_admin_certificate_reissue_previews_no_kubernetes_object_repl
         assert {name for name, action in touched.items() if action == "replace"} == {f"{K8S}-admin-cert"}
         kubernetes = {r.name for r in result.after.registrations if r.type.startswith("kubernetes:") and r.custom}
         assert kubernetes and not kubernetes & set(touched), preview
+
+
+# ------------------------------------------------------------------------------------------------
+# A stack deployed before Day 2 (main at fdc93c5, right before issue 13) moves onto this program
+# ------------------------------------------------------------------------------------------------
+DEPLOYED_BEFORE_DAY_2 = FIXTURE_STACKS.parent / "deployed" / "fdc93c5-dev.jsonl"
+
+
+def test_a_stack_deployed_before_day_2_moves_onto_this_program_without_replacing_anything_running() -> None:
+    """What the first `up` with this program does to a dev stack deployed by fdc93c5.
+
+    Run A is that commit's own program, recorded by tools/migration.py; run B is today's, answered
+    with what A made wherever its inputs did not change (certificates, keys, instances).
+    """
+    before = migration.load(DEPLOYED_BEFORE_DAY_2)
+    after = migration.comparable(run_fixture_stack("dev", before.config, mocks=migration.deployed_mocks(before)))
+    for preview in (False, True):
+        moved = plan(before, after, preview=preview)
+        assert moved.errors == []
+        # No instance replaced or stopped: the control plane joins its new security group in place.
+        assert moved.touched(INSTANCE) == {f"{K8S}-master": "update"}
+        assert moved.of(f"{K8S}-master").keys == ("vpcSecurityGroupIds",)
+        # Only steps are replaced (they run again, idempotent); the retired steps and the etcd rule
+        # (one control plane: no etcd peer) go; no step that was replaced or removed had a delete.
+        replaced, deleted = moved.with_action("replace"), moved.with_action("delete")
+        assert {moved.of(name).type for name in replaced} == {COMMAND}
+        assert deleted == [f"{K8S}-etcd-from-cluster", f"{K8S}-join-token", f"{K8S}-nodes-ready"]
+        for name in replaced + deleted[1:]:
+            assert not before.one(COMMAND, name).inputs.get("delete"), name
+        # Every Kubernetes object stays; the provider only learns which cluster it manages.
+        assert moved.of(f"{K8S}-provider").action == "update"
+        assert moved.of(f"{K8S}-provider").keys == ("clusterIdentifier",)
+        kubernetes = {r.name for r in after.registrations if r.type.startswith("kubernetes:") and r.custom}
+        assert kubernetes and not kubernetes & set(moved.touched()), preview
+
+
+def test_the_recorded_stack_holds_no_private_key() -> None:
+    text = DEPLOYED_BEFORE_DAY_2.read_text()
+    assert "PRIVATE KEY" not in text
+    assert "<private key gitops-k8s-ca-key privateKeyPem>" in text  # replaced, not dropped
+    for line in text.splitlines():
+        assert not migration.any_string(json.loads(line), migration.leaks_a_private_key)
