@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import shlex
 from collections.abc import Iterator
 
@@ -315,3 +316,21 @@ def test_the_recorded_stack_holds_no_private_key() -> None:
     assert "<private key gitops-k8s-ca-key privateKeyPem>" in text  # replaced, not dropped
     for line in text.splitlines():
         assert not migration.any_string(json.loads(line), migration.leaks_a_private_key)
+
+
+def test_a_new_worker_type_changes_no_running_worker_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """The preview shows nothing for workerInstanceType (ignored): the program warns instead."""
+    with caplog.at_level(logging.WARNING):
+        plan = second_up({"workerInstanceType": "t3.large"})
+    assert plan.touched() == {}
+    warnings = [
+        record.getMessage() for record in caplog.records if "workerInstanceType is t3.large" in record.getMessage()
+    ]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("worker1 runs t3.medium; workerInstanceType is t3.large.")
+    assert "new and replaced workers get the new one" in warnings[0]
+    # No warning while the type and the configuration agree.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        second_up()
+    assert not [record for record in caplog.records if "workerInstanceType" in record.getMessage()]
