@@ -345,3 +345,26 @@ def test_make_says_which_python_is_needed_before_pip_runs(tmp_path: Path) -> Non
     assert "Python 3.11 or newer is needed" in result.stderr and "Python 3.10.12" in result.stderr
     assert "make PYTHON=python3.11" in result.stderr
     assert not venv.exists(), "no venv (and no pip run) with the wrong Python"
+
+
+# ---- Day 2 advice that would destroy something ---------------------------------------------------
+def _section(title: str) -> str:
+    return (ROOT / "README.md").read_text().split(title, 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_readme_never_advises_replacing_the_control_plane() -> None:
+    """A new control plane runs kubeadm init on an empty etcd: there is no restore path yet."""
+    readme = (ROOT / "README.md").read_text()
+    for snippet in _shell_snippets(readme):
+        if "--replace" in snippet:
+            assert "gitops-k8s-master" not in snippet, snippet
+    refusals = _section("### What the program refuses, and why")
+    assert "no supported way\n  to replace the control plane today" in refusals
+    assert "before kubeadm changes anything" in refusals
+
+
+def test_the_step_rerun_advice_excludes_the_membership_steps() -> None:
+    """Replacing a -membership step runs its delete: the worker is drained and its Node deleted."""
+    troubleshooting = _section("## Troubleshooting")
+    (advice,) = [item for item in troubleshooting.split("\n- ") if "To re-run a step that succeeded" in item]
+    assert "except a `gitops-k8s-workerN-membership`\n  step" in advice
