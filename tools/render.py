@@ -13,6 +13,8 @@ earlier render survives. Writes, under it:
     userdata/<instance>.yaml each EC2 instance's cloud-init user data
     steps/<command>.sh       the script each remote step runs over SSH (common.sh + the step)
     steps/<command>.env      the non-secret parameters it receives on its command line
+    steps/<command>.delete.sh, .delete.env   the same for a step's `delete` (a worker's drain),
+                             which runs when the step is removed or replaced
     kubernetes/<name>.yaml   every Kubernetes object the program applies (custom resources included)
     gitlab/<path>            every file seeded into the GitLab project (.gitlab-ci.yml included)
     outputs.json             the stack outputs, secrets redacted
@@ -231,9 +233,13 @@ def render(run: ProgramRun, out: Path, origin: ConfigOrigin | None = None) -> li
         if registration.type == "aws:ec2/instance:Instance" and "userData" in inputs:
             write(f"userdata/{name}.yaml", plain(inputs["userData"]))
         elif registration.type == "command:remote:Command" and "create" in inputs:
-            env, script = _step_parts(plain(inputs["create"]))
-            write(f"steps/{name}.sh", script)
-            write(f"steps/{name}.env", "".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(env.items())))
+            for command, suffix in (("create", ""), ("delete", ".delete")):
+                if inputs.get(command):
+                    env, script = _step_parts(plain(inputs[command]))
+                    write(f"steps/{name}{suffix}.sh", script)
+                    write(
+                        f"steps/{name}{suffix}.env", "".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
+                    )
         elif registration.type.startswith("kubernetes:") and "apiVersion" in inputs and "kind" in inputs:
             document = {k: v for k, v in _redacted(inputs).items() if not k.startswith("__")}
             write(f"kubernetes/{name}.yaml", yaml.safe_dump(document, sort_keys=False))
