@@ -123,7 +123,9 @@ KEYS: tuple[Key, ...] = (
         "operatorSshPublicKey",
         "string",
         "",
-        "Optional OpenSSH public key added to the EC2 key pair and to the GitLab admin user.",
+        "Optional OpenSSH public key of the operator: kept in the login user's authorized_keys on every "
+        "host (a change is applied over SSH, no reboot) and added to GitLab's daily admin user for git over "
+        "SSH. The EC2 key pair stays Pulumi's own.",
     ),
     Key("amiId", "string", "", "Optional AMI id for every instance. Empty: newest official Debian 12 amd64 AMI."),
     Key(
