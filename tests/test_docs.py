@@ -272,7 +272,7 @@ def test_make_destroy_is_the_readmes_everyday_teardown(recording_pulumi: tuple[P
     readme = (ROOT / "README.md").read_text()
     assert "make destroy                              # unprotects the control plane, then" in readme
     teardown = readme.split("## Tear down", 1)[1].split("\n## ", 1)[0]
-    assert f"pulumi state unprotect --stack dev --yes '<urn of gitops-k8s-master>'" in teardown
+    assert "pulumi state unprotect --stack dev --yes '<urn of gitops-k8s-master>'" in teardown
 
 
 def test_make_destroy_on_a_stack_without_a_control_plane_just_destroys(recording_pulumi: tuple[Path, Path]) -> None:
