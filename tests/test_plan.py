@@ -64,6 +64,14 @@ COMMAND = "command:remote:Command"
         ("gitlab:index/projectVariable:ProjectVariable", ["value"], {}, "update"),
         ("gitlab:index/projectVariable:ProjectVariable", ["key"], {}, "replace"),
         ("pulumi:providers:gitlab", ["baseUrl"], {}, "update"),
+        (
+            "gitlab:index/applicationSettings:ApplicationSettings",
+            ["allowLocalRequestsFromWebHooksAndServices"],
+            {},
+            "update",
+        ),
+        ("gitlab:index/repositoryFile:RepositoryFile", ["content"], {}, "update"),
+        ("gitlab:index/repositoryFile:RepositoryFile", ["branch"], {}, "replace"),
         # pulumi-kubernetes diff.go: the object's identity, and each kind's immutable fields.
         ("kubernetes:core/v1:Namespace", ["metadata.labels.team"], {}, "update"),
         ("kubernetes:core/v1:Namespace", ["metadata.name"], {}, "replace"),

@@ -48,7 +48,9 @@ guesses "update" (it would hide a replacement). Modelled types:
   (``vpc_.go``), ``aws:ec2/routeTableAssociation`` (``vpc_route_table_association.go``) and
   ``aws:ec2/volumeAttachment`` (``ebs_volume_attachment.go``), and ``gitlab:index/projectVariable``
   and ``projectCluster`` (gitlabhq/terraform-provider-gitlab ``resource_gitlab_project_variable.go``,
-  ``resource_gitlab_project_cluster.go``): their ``ForceNew`` fields, listed in ``REPLACE_ON_CHANGE``.
+  ``resource_gitlab_project_cluster.go``): their ``ForceNew`` fields, listed in ``REPLACE_ON_CHANGE``;
+  ``gitlab:index/repositoryFile`` (``resource_gitlab_repository_file.go``) likewise;
+  ``gitlab:index/applicationSettings`` updates in place (create and update are one call).
 * ``pulumi:providers:kubernetes`` (pulumi/pulumi-kubernetes provider/pkg/provider/provider.go
   ``DiffConfig``): a changed ``clusterIdentifier`` replaces, an unchanged one never does; without
   one, a computed ``kubeconfig``/``context``/``cluster`` replaces, and so does a change of the
@@ -110,6 +112,11 @@ REPLACE_ON_CHANGE: dict[str, frozenset[str]] = {
     "gitlab:index/projectCluster:ProjectCluster": frozenset(
         {"project", "enabled", "managed", "kubernetesAuthorizationType"}
     ),
+    # A seeded file: a new content is a commit (UpdateFile); another project, path or branch replaces.
+    "gitlab:index/repositoryFile:RepositoryFile": frozenset({"project", "filePath", "branch"}),
+    # The instance's settings: create and update are the same UpdateSettings call, nothing replaces
+    # (resource_gitlab_application_settings.go: CreateContext and UpdateContext are one function).
+    "gitlab:index/applicationSettings:ApplicationSettings": frozenset(),
     # Provider configuration the bridge never replaces on (no ForcesProviderReplace declared).
     "pulumi:providers:gitlab": frozenset(),
 }
