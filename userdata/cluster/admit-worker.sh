@@ -19,8 +19,8 @@ token_secret="${BASH_REMATCH[2]}"
 expiration="$(date -u -d "+${TOKEN_TTL_HOURS} hours" +%Y-%m-%dT%H:%M:%SZ)"
 
 b64() { printf '%s' "$1" | base64 -w 0; }
-# The manifest holds the token, so it goes to a file only root can read, removed on exit. A file, not stdin, so
-# that every attempt of the retry reads the whole manifest (a here-document is read once).
+# The manifest holds the token, so it goes to a file only root can read, removed on exit. A file,
+# not stdin, so that every attempt of the retry reads the whole manifest (a here-document is read once).
 umask 077
 manifest="$(mktemp)"
 trap 'rm -f "$manifest"' EXIT
