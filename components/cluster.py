@@ -148,11 +148,15 @@ class KubeadmCluster(pulumi.ComponentResource):
         self.app_urls = pulumi.Output.all(*(worker.public_ip for worker in nodes.workers)).apply(
             lambda ips: [f"http://{ip}:{port}" for ip in ips]
         )
+        # After the certificates step too: on the day it renews, it restarts the API server.
         self.provider = k8s.Provider(
             f"{name}-provider",
             kubeconfig=self.kubeconfig,
+            # Replace the provider (and every object it manages) only for another cluster.
+            cluster_identifier=pki.ca_public_key_pem.apply(lambda pem: kubeadm.cluster_identifier(name, pem)),
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[control_plane.ready, gate, *(w.membership for w in workers), *upgraded]
+                parent=self,
+                depends_on=[control_plane.ready, gate, *(w.membership for w in workers), *upgraded, certificates],
             ),
         )
         self.register_outputs(

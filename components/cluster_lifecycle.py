@@ -16,7 +16,8 @@ no-op when the node already runs the target:
 
 Certificates: ``<cluster>-master-certificates`` installs a daily systemd timer on the control plane
 that renews kubeadm's certificates when one has less than 30 days left, runs the same check now,
-and prints the earliest expiry. It re-runs on the first `pulumi up` of each day (components/clock.py).
+and prints the earliest expiry. It re-runs on the first `pulumi up` of each UTC day (the day is one of its
+triggers, components/clock.py), so the first preview of each day shows it replaced.
 
 A phase of ``KubeadmCluster`` (components/cluster.py).
 """
@@ -120,9 +121,10 @@ def upgrade_workers(
             private_key=ssh.private_key_openssh,
             script="cluster/worker-upgrade.sh",
             libs=PACKAGES,
-            env={"KUBERNETES_VERSION": version},
+            env={"NODE_NAME": worker.name, "KUBERNETES_VERSION": version},
             triggers=[worker.instance.id],
-            opts=pulumi.ResourceOptions(parent=parent, depends_on=[drain]),
+            # Never alongside the worker's material step, which may restart containerd.
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=[drain, worker.material]),
         )
         uncordon = remote_step(
             f"{name}-{worker.name}-upgrade-uncordon",
@@ -151,8 +153,9 @@ def certificate_renewal(
             "RENEW_BEFORE_DAYS": str(RENEW_BEFORE_DAYS),
             # The program the timer runs: common.sh + the renewal script, installed by the step.
             "RENEWAL_PROGRAM": step_script("cluster/renew-certificates.sh"),
-            "CHECK_DAY": clock.today().isoformat(),  # checked on the first `pulumi up` of each day
         },
-        triggers=[master.instance.id],
+        # Checked again on the first `pulumi up` of each UTC day: a trigger, so that the day's
+        # preview shows one changed value (the date) rather than the whole command.
+        triggers=[master.instance.id, clock.today().isoformat()],
         opts=pulumi.ResourceOptions(parent=parent, depends_on=after),
     )

@@ -51,6 +51,17 @@ def worker_names(count: int) -> list[str]:
     return [f"worker{index}" for index in range(1, count + 1)]
 
 
+def instance_type_notice(hostname: str, running: str | None, configured: str) -> str | None:
+    """What to tell a user whose running worker keeps another type than workerInstanceType (ignored)."""
+    if not running or running == configured:
+        return None
+    return (
+        f"{hostname} runs {running}; workerInstanceType is {configured}. Running workers keep their type "
+        "(a change would stop and start every worker at once): new and replaced workers get the new one. "
+        f"Roll this one with `pulumi up --replace` on its instance (README, Day 2, 'Roll a worker')."
+    )
+
+
 def worker_subnet_index(worker: int, subnet_count: int) -> int:
     """Where worker N (1-based) is created: round robin over the zones, worker1 in the second zone.
 
@@ -189,6 +200,12 @@ def cluster_nodes(
             config,
             pulumi.ResourceOptions(parent=parent, ignore_changes=WORKER_IGNORED, delete_before_replace=True),
         )
+        # The preview shows no change for a new workerInstanceType (ignored): say it, once per worker.
+        instance.instance_type.apply(
+            lambda running, hostname=hostname, instance=instance: _warn(
+                instance, instance_type_notice(hostname, running, config.worker_instance_type)
+            )
+        )
         workers.append(
             Node(
                 name=hostname,
@@ -201,3 +218,8 @@ def cluster_nodes(
             )
         )
     return ClusterNodes(control_planes=control_planes, workers=workers, endpoint=endpoint)
+
+
+def _warn(resource: pulumi.Resource, message: str | None) -> None:
+    if message:
+        pulumi.log.warn(message, resource=resource)

@@ -28,6 +28,7 @@ class ClusterPki:
     admin_cert_pem: pulumi.Output[str]
     admin_key_pem: pulumi.Output[str]  # secret
     bootstrap_token: pulumi.Output[str]  # secret, <id>.<secret>
+    ca_public_key_pem: pulumi.Output[str]  # the cluster's identity (kubeadm.cluster_identifier)
 
 
 def cluster_pki(name: str, parent: pulumi.Resource) -> ClusterPki:
@@ -76,4 +77,5 @@ def cluster_pki(name: str, parent: pulumi.Resource) -> ClusterPki:
         admin_cert_pem=admin_cert.cert_pem,
         admin_key_pem=pulumi.Output.secret(admin_key.private_key_pem),
         bootstrap_token=pulumi.Output.secret(pulumi.Output.concat(token_id.result, ".", token_secret.result)),
+        ca_public_key_pem=ca_key.public_key_pem,
     )

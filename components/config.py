@@ -23,7 +23,7 @@ from components import versions
 # Kubernetes minors still patched upstream (kubernetes.io/releases: 1.34 reached end of life on
 # 2026-10-27) and inside the default Flux release's support range (Flux v2.10: 1.35-1.37). A minor
 # outside this list is rejected rather than deployed half-working.
-SUPPORTED_KUBERNETES_MINORS = ("1.35", "1.36", "1.37")
+SUPPORTED_KUBERNETES_MINORS = versions.SUPPORTED_KUBERNETES_MINORS
 MAX_WORKERS = 20
 NODE_PORT_RANGE = (30000, 32767)  # kube-apiserver default --service-node-port-range
 RESERVED_TAG_KEYS = ("Project", "Stack", "ManagedBy", "Name")
@@ -120,7 +120,7 @@ KEYS: tuple[Key, ...] = (
     Key(
         "kubernetesVersion",
         "string",
-        "1.36",
+        versions.KUBERNETES_MINOR,
         f"Kubernetes minor installed from pkgs.k8s.io (one of {', '.join(SUPPORTED_KUBERNETES_MINORS)}).",
     ),
     Key(
@@ -203,7 +203,9 @@ KEYS: tuple[Key, ...] = (
         "operatorSshPublicKey",
         "string",
         "",
-        "Optional OpenSSH public key added to the EC2 key pair and to the GitLab admin user.",
+        "Optional OpenSSH public key of the operator: kept in the login user's authorized_keys on every "
+        "host (a change is applied over SSH, no reboot) and added to GitLab's daily admin user for git over "
+        "SSH. The EC2 key pair stays Pulumi's own.",
     ),
     Key("amiId", "string", "", "Optional AMI id for every instance. Empty: newest official Debian 12 amd64 AMI."),
     Key(

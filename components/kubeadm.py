@@ -17,6 +17,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from components import versions
 from components.cloudinit import INSTALL_DIR, cloud_config, env_file, read_script, script_file
 from components.config import CLUSTER_RANGES
 
@@ -45,11 +46,7 @@ BOOTSTRAP_TOKEN_TTL_HOURS = 24  # BootstrapToken.ttl default; each worker's admi
 BOOTSTRAP_TOKEN = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")  # BootstrapTokenString
 CONTAINERD_HOSTS_DIR = "/etc/containerd/certs.d"  # containerd docs/hosts.md
 NODE_ENV = "cluster-node"  # /etc/gitops/cluster-node.env, read by userdata/cluster/node-bootstrap.sh
-# containerd.io from Docker's Debian repository, held to one release series so an `apt-get upgrade`
-# never moves the runtime under the kubelet. Docker's packaging still builds release/2.2 (v2.2.5 in
-# July 2026: docker/packaging#466, #467; 2.2.x listed for bookworm: docker/for-linux#1556); containerd's
-# RELEASES.md gives 2.x for every Kubernetes minor this product supports. Move it when Docker ships 2.3.
-CONTAINERD_SERIES = "2.2"
+CONTAINERD_SERIES = versions.CONTAINERD_SERIES  # the containerd.io series nodes install and hold
 
 
 def ca_cert_hash(ca_pem: str) -> str:
@@ -63,6 +60,20 @@ def ca_cert_hash(ca_pem: str) -> str:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return "sha256:" + hashlib.sha256(spki).hexdigest()
+
+
+def cluster_identifier(cluster_name: str, ca_public_key_pem: str) -> str:
+    """What the Kubernetes provider calls this cluster (its ``clusterIdentifier``): the CA's key.
+
+    pulumi-kubernetes replaces a provider, and with it every object it manages, when this value
+    changes, and never otherwise (provider.go DiffConfig). Without it a preview in which the
+    kubeconfig is unknown (the yearly re-issue of the admin certificate) shows every object
+    replaced. The cluster CA's public key identifies the cluster for as long as its nodes pin it
+    (caCertHashes), and, unlike the CA certificate, is never re-issued.
+    """
+    key = serialization.load_pem_public_key(ca_public_key_pem.encode())
+    spki = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return f"kubeadm:{cluster_name}:sha256:{hashlib.sha256(spki).hexdigest()}"
 
 
 KUBERNETES_VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")

@@ -86,6 +86,10 @@ def remote_step(
         # Progress goes to stderr and is shown live; stdout (a value a step reads back, e.g. a
         # token) is kept out of the engine's log.
         logging=command.remote.Logging.STDERR,
+        # pulumi-command would otherwise send the previous run's stdout and stderr as SSH `env`
+        # requests (PULUMI_COMMAND_STDOUT/STDERR, remote/commandOutputs.go), which Debian's sshd
+        # refuses (AcceptEnv LANG LC_*): a warning on every re-run, and no step reads them.
+        add_previous_output_in_env=False,
         opts=opts,
     )
 

@@ -89,6 +89,17 @@ CI_PULUMI_IMAGE = "pulumi/pulumi-python-3.12:3.272.0"
 # The e2e cleanup job's AWS CLI (PyPI `awscli`, in its own venv: the Pulumi image has none).
 AWS_CLI_VERSION = "1.46.2"
 
+# ---- the cluster's nodes (config defaults, components/kubeadm.py, userdata/cluster/) -----------------
+# Kubernetes minors the program accepts (kubernetesVersion) and the default: kubelet, kubeadm and
+# kubectl come from pkgs.k8s.io's repository of the minor, at its newest patch unless kubernetesPatch
+# pins one. 1.35-1.37 are the minors upstream supports on 2026-11-30 (kubernetes.io/releases).
+KUBERNETES_MINOR = "1.36"
+SUPPORTED_KUBERNETES_MINORS = ("1.35", "1.36", "1.37")
+# containerd.io from Docker's Debian repository, held to one release series so an `apt-get upgrade`
+# never moves the runtime under the kubelet; the boot script installs the newest version of the
+# series, by exact version. Move it when Docker publishes containerd.io 2.3 (REFERENCE.md section 1).
+CONTAINERD_SERIES = "2.2"
+
 # ---- cluster add-ons (config defaults) -------------------------------------------------------------
 FLUX_VERSION = "v2.10.0"
 FLANNEL_VERSION = "v0.28.9"

@@ -5,6 +5,10 @@ bash, with ``FS_ROOT`` pointing the files it writes into a scratch directory. Ev
 ``<command> <arguments>`` to a call log, so a test asserts which commands ran and in what order;
 the Kubernetes and apt stubs keep a little state in files (the API server's version, the kubelet's,
 a node's cordon) so a second run sees what the first one did, as on a real host.
+
+The stubs print what the real commands print on stdout (apt-get's and dpkg's progress, kubeadm's
+phases, kubectl's "node/x cordoned"): a step whose stdout the program reads must keep all of it off
+its own stdout (userdata/lib/common.sh ``stdout_is_the_result``), and the tests see when it does not.
 """
 
 from __future__ import annotations
@@ -30,34 +34,65 @@ case "$*" in
   "get node "*"Ready"*) printf '%s' "$(state ready)" ;;
   "get node "*) grep -qx "$3" "$STATE/nodes" 2>/dev/null ;;
   "get nodes -o name") sed 's|^|node/|' "$STATE/nodes" 2>/dev/null || true ;;
-  "annotate node "*"-") rm -f "$STATE/annotation" ;;
-  "annotate node "*) printf '%s' "${4#*=}" >"$STATE/annotation" ;;
-  "drain "*) [ "$(state drain)" != "fail" ] && printf true >"$STATE/unschedulable" ;;
-  "uncordon "*) rm -f "$STATE/unschedulable" ;;
-  "delete node "*) sed -i "/^$3\$/d" "$STATE/nodes" ;;
-  "apply "*) cat >"$STATE/applied" ;;
+  "annotate node "*"-") rm -f "$STATE/annotation"; echo "node/$3 annotated" ;;
+  "annotate node "*) printf '%s' "${4#*=}" >"$STATE/annotation"; echo "node/$3 annotated" ;;
+  "drain "*)
+    echo "node/$2 cordoned"
+    [ "$(state drain)" != "fail" ] || { echo "error: cannot evict pod as it would violate the pod's disruption budget." >&2; exit 1; }
+    printf true >"$STATE/unschedulable"
+    echo "node/$2 drained" ;;
+  "uncordon "*) rm -f "$STATE/unschedulable"; echo "node/$2 uncordoned" ;;
+  "delete node "*) sed -i "/^$3\$/d" "$STATE/nodes"; echo "node \"$3\" deleted" ;;
+  "apply "*)
+    file=-; previous=""
+    for arg in "$@"; do [ "$previous" = -f ] && file="$arg"; previous="$arg"; done
+    if [ "$file" = - ]; then cat >"$STATE/applied"; else cat "$file" >"$STATE/applied"; stat -c %a "$file" >"$STATE/applied_mode"; fi
+    # apply_fails=N: the first N attempts fail (an API server that is restarting)
+    fails="$(state apply_fails)"
+    if [ -n "$fails" ] && [ "$fails" -gt 0 ]; then echo $((fails - 1)) >"$STATE/apply_fails"; echo "error: the server is currently unable to handle the request" >&2; exit 1; fi
+    [ -s "$STATE/applied" ] || { echo "error: no objects passed to apply" >&2; exit 1; }
+    echo "secret/bootstrap-token-abc123 serverside-applied" ;;
 esac
 """
 KUBEADM = r"""
 case "$1 $2" in
   "version -o") cat "$STATE/kubeadm" ;;
-  "upgrade apply") cp "$STATE/kubeadm" "$STATE/server" ;;
+  "upgrade plan") echo "[preflight] Running pre-flight checks."; echo "[upgrade/versions] Target version: $3" ;;
+  "upgrade apply")
+    echo "[upgrade] Running cluster health checks"
+    cp "$STATE/kubeadm" "$STATE/server"
+    # cut: the API server was swapped, then the run stopped (Ctrl-C, a dropped SSH session)
+    [ "$(cat "$STATE/apply" 2>/dev/null)" = cut ] && { rm -f "$STATE/apply"; echo "context canceled" >&2; exit 1; }
+    echo "[upgrade/addons] Applied essential addon: kube-proxy"
+    echo "[upgrade/successful] SUCCESS! Your cluster was upgraded to \"$3\". Enjoy!" ;;
+  "upgrade node") echo "[upgrade] Reading configuration from the cluster..."; echo "[upgrade] The configuration for this node was successfully updated!" ;;
   "certs check-expiration") cat "$STATE/expiration.json" ;;
-  "certs renew") cp "$STATE/renewed.json" "$STATE/expiration.json" ;;
+  "certs renew")
+    cp "$STATE/renewed.json" "$STATE/expiration.json"
+    echo "certificate for serving the Kubernetes API renewed"
+    echo "Done renewing certificates. You must restart the kube-apiserver, kube-controller-manager, kube-scheduler and etcd, so that they can use the new certificates." ;;
+  "join --config") echo "This node has joined the cluster:" ;;
+  "reset --force") echo "[reset] Stopping the kubelet service" ;;
 esac
 """
 KUBELET = 'echo "Kubernetes $(cat "$STATE/kubelet")"\n'
 # apt-get install <pkg>=<version>: the package is now that version; kubernetes-cni brings the plugins.
+# Like the real one, it prints its progress (and dpkg's) on stdout.
 APT_GET = r"""
+case " $* " in
+  *" update "*) echo "Hit:1 https://prod-cdn.packages.k8s.io/repositories/isv:/kubernetes:/core:/stable:/v1.37/deb  InRelease"; echo "Reading package lists..." ;;
+  *" install "*) echo "Reading package lists..."; echo "Building dependency tree..." ;;
+esac
 for arg in "$@"; do
   case "$arg" in
-    kubeadm=*) echo "v${arg#kubeadm=}" | sed 's/-.*//' >"$STATE/kubeadm" ;;
-    kubelet=*) echo "v${arg#kubelet=}" | sed 's/-.*//' >"$STATE/kubelet" ;;
+    kubeadm=*) echo "v${arg#kubeadm=}" | sed 's/-.*//' >"$STATE/kubeadm"; echo "Setting up kubeadm (${arg#kubeadm=}) ..." ;;
+    kubelet=*) echo "v${arg#kubelet=}" | sed 's/-.*//' >"$STATE/kubelet"; echo "Setting up kubelet (${arg#kubelet=}) ..." ;;
     kubernetes-cni) [ -f "$STATE/no-cni" ] || { mkdir -p "$FS_ROOT/opt/cni/bin"; for p in bridge host-local loopback portmap; do touch "$FS_ROOT/opt/cni/bin/$p"; chmod +x "$FS_ROOT/opt/cni/bin/$p"; done; } ;;
   esac
 done
 """
 APT_CACHE = '[ "$1" = madison ] && cat "$STATE/madison"\n'
+APT_MARK = 'shift; for package in "$@"; do echo "$package set on hold."; done\n'
 SYSTEMCTL = '[ "$*" = "restart kubelet" ] && cp "$STATE/kubelet" "$STATE/node_kubelet"\nexit 0\n'
 CURL = 'while [ $# -gt 0 ]; do [ "$1" = -o ] && { echo stub >"$2"; shift; }; shift; done\n'
 GPG = 'while [ $# -gt 0 ]; do [ "$1" = -o ] && { echo key >"$2"; shift; }; shift; done\n'
@@ -90,7 +125,7 @@ class StubHost:
         self.set(ready="True")
         for name, body in (("kubectl", KUBECTL), ("kubeadm", KUBEADM), ("kubelet", KUBELET)):
             self.stub(name, body)
-        for name, body in (("apt-get", APT_GET), ("apt-cache", APT_CACHE), ("apt-mark", ""), ("curl", CURL)):
+        for name, body in (("apt-get", APT_GET), ("apt-cache", APT_CACHE), ("apt-mark", APT_MARK), ("curl", CURL)):
             self.stub(name, body)
         self.stub("gpg", GPG)
         return self

@@ -252,6 +252,14 @@ def test_join_pin_equals_openssl_over_the_ca_public_key(cluster: ProgramRun) -> 
         assert document["discovery"]["bootstrapToken"]["caCertHashes"] == [f"sha256:{digest}"]
 
 
+def test_the_kubernetes_provider_names_the_cluster_by_the_key_its_nodes_pin() -> None:
+    """clusterIdentifier: the provider is replaced only for another cluster (another CA key)."""
+    run = run_cluster()
+    ca_hash = kubeadm.ca_cert_hash(run.one("tls:index/selfSignedCert:SelfSignedCert", f"{NAME}-ca").state["certPem"])
+    provider = run.one("pulumi:providers:kubernetes", f"{NAME}-provider").plain_inputs
+    assert provider["clusterIdentifier"] == f"kubeadm:{NAME}:{ca_hash}"
+
+
 def test_ca_cert_hash_matches_openssl_for_an_ecdsa_ca_too() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes")])
@@ -652,12 +660,18 @@ def test_kubernetes_version_rejects(stdout: str) -> None:
         kubeadm.kubernetes_version(stdout, "a step")
 
 
+def test_no_step_asks_sshd_to_accept_the_previous_output_as_environment() -> None:
+    """Debian's sshd accepts LANG and LC_* only: pulumi-command's default would warn on every re-run."""
+    steps = run_cluster().all("command:remote:Command")
+    assert steps and {step.plain_inputs.get("addPreviousOutputInEnv") for step in steps} == {False}
+
+
 def test_certificate_expiry_is_an_output_and_checked_daily() -> None:
     run = run_cluster()
     step = run.named(f"{NAME}-master-certificates")
     env = step_env(step)
     assert env["RENEW_BEFORE_DAYS"] == "30"
-    assert env["CHECK_DAY"] == datetime.datetime.now(datetime.UTC).date().isoformat()
+    assert step.plain_inputs["triggers"][-1] == datetime.datetime.now(datetime.UTC).date().isoformat()
     assert env["RENEWAL_PROGRAM"] == step_script("cluster/renew-certificates.sh")
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", run.outputs["clusterCertificatesExpireAt"])
     with pytest.raises(ProgramError, match="not an expiry date"):

@@ -8,10 +8,13 @@ second run does nothing.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import re
+import shlex
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -77,6 +80,50 @@ def test_long_waits_print_a_heartbeat_at_least_every_interval(tmp_path: Path) ->
     assert result.returncode == 1
     assert "still waiting for a door" in result.stderr
     assert "timed out after 3s waiting for a door" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# Steps whose stdout the program reads: the value alone, whatever the commands print
+# ------------------------------------------------------------------------------------------------
+def test_every_step_whose_stdout_the_program_reads_sends_everything_else_to_stderr(dev, prod) -> None:
+    """pulumi-command keeps stdout as it is, and the program parses it strictly (a version, a date)."""
+    reading = {
+        shlex.split(step.plain_inputs["create"])[2].removeprefix("STEP_NAME=")
+        for run in (dev, prod)
+        for step in run.all("command:remote:Command")
+        if step.state.get("stdout")  # the harness answers only the steps whose stdout is read
+    }
+    assert reading == {
+        "cluster/kubeadm-version.sh",
+        "cluster/control-plane-upgrade.sh",
+        "cluster/certificates.sh",
+        "gitlab/seed-admin-token.sh",
+    }
+    for script in [*reading, "cluster/renew-certificates.sh"]:
+        body = (ROOT / "userdata" / script).read_text()
+        commands = [line for line in body.splitlines() if line.strip() and not line.startswith("#")]
+        assert commands[:2] == ["set -euo pipefail", "stdout_is_the_result"], script
+
+
+def test_apt_and_kubeadm_output_never_reaches_the_upgrade_steps_stdout(host: StubHost) -> None:
+    """The stubs print what apt-get, dpkg, kubeadm and kubectl print; stdout is the version alone."""
+    host.kubernetes(server="v1.36.5").packages("1.36.5-1.1", "1.36.9-1.1", "1.37.2-1.1")
+    patch = upgrade(host, TARGET_MINOR="1.36", TARGET_VERSION="1.36.9")
+    assert patch.returncode == 0, patch.stderr
+    assert patch.stdout == "v1.36.9\n"
+    assert "Setting up kubeadm (1.36.9-1.1)" in patch.stderr and "[upgrade/successful]" in patch.stderr
+    minor = upgrade(host, TARGET_MINOR="1.37")
+    assert minor.returncode == 0, minor.stderr
+    assert minor.stdout == "v1.37.2\n"
+    assert kubeadm.kubernetes_version(minor.stdout, "the upgrade step") == "v1.37.2"
+
+
+def test_the_kubeadm_version_step_prints_the_version_alone(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5")
+    host.stub("cloud-init", 'echo "status: done"\n')
+    result = host.run("cluster/kubeadm-version.sh")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "v1.36.5\n"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -347,6 +394,18 @@ def test_admission_renews_the_token_by_server_side_apply_and_waits_for_the_node(
     assert "timed out after 1s waiting for worker worker1 to join and be Ready" in result.stderr
 
 
+def test_a_retried_token_renewal_sends_the_whole_manifest_each_time(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5").set(apply_fails="2")
+    result = host.run("cluster/admit-worker.sh", ADMIT, stdin=TOKEN + "\n")
+    assert result.returncode == 0, result.stderr
+    applies = [call for call in host.calls("kubectl") if call.startswith("kubectl apply")]
+    assert len(applies) == 3
+    assert yaml.safe_load(host.get("applied"))["metadata"]["name"] == "bootstrap-token-abc123"
+    assert host.get("applied_mode").strip() == "600", "only root reads the file that holds the token"
+    manifest = applies[-1].rsplit(" ", 1)[1]
+    assert not Path(manifest).exists(), "the file holding the token is removed"
+
+
 def test_admission_rejects_a_malformed_token_without_printing_it(host: StubHost) -> None:
     host.kubernetes(server="v1.36.5")
     result = host.run("cluster/admit-worker.sh", ADMIT, stdin="ABC123.0123456789abcdef\n")
@@ -373,14 +432,29 @@ def test_removal_drains_then_deletes_the_node_and_then_does_nothing(host: StubHo
     assert [call for call in host.calls("kubectl") if "drain" in call or "delete" in call] == []
 
 
-def test_a_dead_api_server_cannot_drain_and_does_not_hold_the_instance(host: StubHost) -> None:
+def test_an_api_server_that_does_not_answer_fails_the_removal_and_keeps_the_instance(host: StubHost) -> None:
+    """A control plane that just rebooted answers within minutes: never let a worker go undrained."""
     host.kubernetes(server="v1.36.5").set(nodes="worker3\n", api="down")
     result = host.run(
         "cluster/remove-worker.sh", {"NODE_NAME": "worker3", "DRAIN_TIMEOUT_SECONDS": "5", "API_TIMEOUT_SECONDS": "1"}
     )
-    assert result.returncode == 0, result.stderr
-    assert "cannot be drained; its instance goes anyway" in result.stderr
+    assert result.returncode == 1
+    assert "can be neither drained nor deleted from the cluster; its instance is left alone" in result.stderr
+    assert "When the control plane cannot be reached" in result.stderr
     assert not [call for call in host.calls("kubectl") if call.startswith(("kubectl drain", "kubectl delete"))]
+
+
+@pytest.mark.parametrize("ready", ["Unknown", "False", ""])
+def test_a_dead_worker_is_not_drained_its_node_is_deleted(host: StubHost, ready: str) -> None:
+    """No kubelet confirms a pod's deletion there: a drain would wait on Terminating pods for ever."""
+    host.kubernetes(server="v1.36.5").set(nodes="master\nworker3\n", ready=ready)
+    env = {"NODE_NAME": "worker3", "DRAIN_TIMEOUT_SECONDS": "600", "NOT_READY_GRACE_SECONDS": "1"}
+    result = host.run("cluster/remove-worker.sh", env)
+    assert result.returncode == 0, result.stderr
+    assert "is not Ready (its kubelet does not report)" in result.stderr
+    assert not [call for call in host.calls("kubectl") if call.startswith("kubectl drain")]
+    assert "kubectl delete node worker3 --ignore-not-found" in host.calls("kubectl")
+    assert host.get("nodes") == "master\n"
 
 
 def test_a_drain_that_cannot_finish_keeps_the_node_and_fails(host: StubHost) -> None:
@@ -469,6 +543,25 @@ def test_a_node_joined_to_a_former_control_plane_is_reset_and_its_cni_state_clea
     )
     assert reset < cni0 < flannel < join
     assert not cni.exists()
+
+
+@pytest.mark.parametrize("leftover", ["etc/kubernetes/pki/ca.crt", "etc/kubernetes/bootstrap-kubelet.conf"])
+def test_a_join_that_failed_half_way_is_reset_before_the_next_attempt(host: StubHost, leftover: str) -> None:
+    """A join cut after its TLS bootstrap left files the next join's preflight refuses."""
+    host.kubernetes(server="v1.36.5")
+    api_stub(host, "v1.36.5")
+    host.stub("ip", '[ "$1 $2" = "link show" ] && exit 0\nexit 0\n')
+    (host.root / leftover).parent.mkdir(parents=True, exist_ok=True)
+    (host.root / leftover).write_text("left by the failed join\n")
+    result = host.run(
+        "cluster/worker-join.sh", {"API_SERVER_ENDPOINT": "10.42.0.10:6443"}, libs=PACKAGES, stdin=join_bundle()
+    )
+    assert result.returncode == 0, result.stderr
+    assert "an earlier join did not finish" in result.stderr
+    reset, cni0, join = positions(
+        host.calls("kubeadm", "ip"), "kubeadm reset --force", "ip link delete cni0", "kubeadm join"
+    )
+    assert reset < cni0 < join
 
 
 # ------------------------------------------------------------------------------------------------
@@ -564,6 +657,67 @@ def test_an_interrupted_upgrade_resumes_with_the_kubelet(host: StubHost) -> None
     assert drain < restart < uncordon
 
 
+def test_an_apply_cut_after_the_api_server_was_swapped_is_applied_again(host: StubHost) -> None:
+    """The API server runs the target, the rest of the control plane may not: the marker decides."""
+    host.kubernetes(server="v1.36.5").packages("1.37.2-1.1").set(apply="cut")
+    cut = upgrade(host, TARGET_MINOR="1.37")
+    assert cut.returncode == 1
+    assert host.get("server").strip() == "v1.37.2"  # what `kubectl version` now says
+    marker = host.root / "etc/gitops/kubernetes-upgrade-to"
+    assert marker.read_text() == "v1.37.2\n"
+
+    host.clear_calls()
+    resumed = upgrade(host, TARGET_MINOR="1.37")
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout == "v1.37.2\n"
+    assert "finishing the interrupted upgrade of the control plane to v1.37.2" in resumed.stderr
+    applies = [call for call in host.calls("kubeadm") if call.startswith("kubeadm upgrade")]
+    assert applies == ["kubeadm upgrade apply v1.37.2 --yes"]
+    apply, restart = positions(host.calls("kubeadm", "systemctl"), "kubeadm upgrade apply", "systemctl restart kubelet")
+    assert apply < restart
+    assert not marker.exists()
+
+    host.clear_calls()
+    assert upgrade(host, TARGET_MINOR="1.37").returncode == 0
+    assert not [call for call in host.calls("kubeadm") if call.startswith("kubeadm upgrade")]
+
+
+def test_an_interrupted_upgrade_is_finished_to_its_own_target_before_another_is_started(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5", kubeadm="v1.37.2").packages("1.37.2-1.1", "1.37.3-1.1")
+    marker = host.root / "etc/gitops/kubernetes-upgrade-to"
+    marker.parent.mkdir(parents=True)
+    marker.write_text("v1.37.2\n")
+    # A newer patch was published since: the interrupted apply still finishes at v1.37.2.
+    result = upgrade(host, TARGET_MINOR="1.37")
+    assert result.returncode == 0, result.stderr
+    assert "kubeadm upgrade apply v1.37.2 --yes" in host.calls("kubeadm")
+    # Another target while one is unfinished is refused before anything changes.
+    marker.write_text("v1.37.2\n")
+    host.clear_calls()
+    refused = upgrade(host, TARGET_MINOR="1.38")
+    assert refused.returncode == 1
+    assert "an upgrade of master to v1.37.2 was interrupted and must be finished first" in refused.stderr
+    assert "set kubernetesVersion to 1.37 and kubernetesPatch to 1.37.2" in refused.stderr
+    assert [call for call in host.calls() if call.startswith(("apt-get", "kubeadm", "kubectl drain"))] == []
+
+
+def test_a_version_missing_from_the_repository_fails_by_name_before_any_install(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5").packages("1.36.5-1.1")
+    result = upgrade(host, TARGET_MINOR="1.36", TARGET_VERSION="1.36.9")
+    assert result.returncode == 1
+    assert "no kubeadm 1.36.9 package in the configured repositories" in result.stderr
+    assert not [call for call in host.calls("apt-get") if " install " in call]
+    # A joining worker, likewise, when the cluster runs a version the repository no longer lists.
+    host.clear_calls()
+    api_stub(host, "v1.36.9")
+    result = host.run(
+        "cluster/worker-join.sh", {"API_SERVER_ENDPOINT": "10.42.0.10:6443"}, libs=PACKAGES, stdin=join_bundle()
+    )
+    assert result.returncode == 1
+    assert "no kubeadm 1.36.9 package in the configured repositories" in result.stderr
+    assert not [call for call in host.calls("apt-get") if " install " in call]
+
+
 def test_a_node_an_operator_cordoned_stays_cordoned(host: StubHost) -> None:
     host.kubernetes(server="v1.36.5").packages("1.36.8-1.1").set(unschedulable="true")
     result = upgrade(host, TARGET_MINOR="1.36", TARGET_VERSION="1.36.8")
@@ -579,7 +733,7 @@ def test_a_worker_is_drained_upgraded_then_uncordoned_once_ready_at_the_new_vers
     host.kubernetes(server="v1.37.2", kubelet="v1.36.5", kubeadm="v1.36.5").packages("1.37.2-1.1")
     steps = [
         ("cluster/worker-upgrade-drain.sh", {**WORKER, "DRAIN_TIMEOUT_SECONDS": "600"}, []),
-        ("cluster/worker-upgrade.sh", {"KUBERNETES_VERSION": "v1.37.2"}, PACKAGES),
+        ("cluster/worker-upgrade.sh", WORKER, PACKAGES),
         ("cluster/worker-upgrade-uncordon.sh", {**WORKER, "TIMEOUT_SECONDS": "5"}, []),
     ]
     for script, env, libs in steps:
@@ -607,6 +761,23 @@ def test_a_worker_is_drained_upgraded_then_uncordoned_once_ready_at_the_new_vers
         for call in host.calls()
         if call.startswith(("kubectl drain", "kubectl uncordon", "apt-get", "kubeadm upgrade"))
     ]
+
+
+def test_a_run_cut_between_the_kubelet_install_and_its_restart_restarts_it(host: StubHost) -> None:
+    """The new kubelet is on disk, the old one still runs (the Node reports it): restart it."""
+    host.kubernetes(server="v1.37.2", kubelet="v1.37.2", kubeadm="v1.37.2").packages("1.37.2-1.1")
+    host.set(node_kubelet="v1.36.5")
+    result = host.run("cluster/worker-upgrade.sh", WORKER, libs=PACKAGES)
+    assert result.returncode == 0, result.stderr
+    assert "systemctl restart kubelet" in host.calls("systemctl")
+    assert host.get("node_kubelet").strip() == "v1.37.2"
+    # The control plane's own kubelet, likewise, then Ready at the target and uncordoned.
+    host.set(node_kubelet="v1.36.5", annotation="v1.37.2", unschedulable="true")
+    host.clear_calls()
+    result = upgrade(host, TARGET_MINOR="1.37")
+    assert result.returncode == 0, result.stderr
+    restart, uncordon = positions(host.calls("systemctl", "kubectl"), "systemctl restart kubelet", "kubectl uncordon")
+    assert restart < uncordon
 
 
 def test_the_uncordon_waits_for_the_new_kubelet_to_be_ready(host: StubHost) -> None:
@@ -658,7 +829,6 @@ def certificates(host: StubHost) -> subprocess.CompletedProcess[str]:
     env = {
         "RENEW_BEFORE_DAYS": "30",
         "RENEWAL_PROGRAM": step_script("cluster/renew-certificates.sh"),
-        "CHECK_DAY": "2026-11-30",
         "FILE_CHECK_SECONDS": "0",
     }
     return host.run("cluster/certificates.sh", env)
@@ -729,3 +899,59 @@ def test_manifests_parked_by_an_interrupted_renewal_are_put_back_first(control_p
     assert result.returncode == 0, result.stderr
     assert (control_plane.root / "etc/kubernetes/manifests/etcd.yaml").exists()
     assert "moved back" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        "echo 'error: unable to read the kubeadm configuration' >&2; exit 1",  # the check itself fails
+        "echo '{}'",  # no certificate listed
+        # A future output API that renamed a field: unknown, so nothing is assumed.
+        """echo '{"certificates": [{"name": "apiserver", "expirationDate": "2027-01-01T00:00:00Z", "residualTimeSeconds": 5}]}'""",
+    ],
+)
+def test_an_expiry_check_that_fails_renews_nothing_and_restarts_nothing(control_plane: StubHost, check: str) -> None:
+    control_plane.stub("kubeadm", f'[ "$1 $2" = "certs check-expiration" ] && {{ {check}; }}\nexit 0\n')
+    moves = control_plane.root / "moves"
+    control_plane.stub("mv", f'echo "$*" >>"{moves}"\nexec /bin/mv "$@"\n')
+    result = certificates(control_plane)
+    assert result.returncode == 1
+    assert "could not read the certificates' expiry" in result.stderr
+    assert "nothing renewed, nothing restarted" in result.stderr
+    assert result.stdout == ""
+    assert not [call for call in control_plane.calls("kubeadm") if "renew" in call]
+    assert control_plane.calls("mv", "crictl") == []
+    assert len(list((control_plane.root / "etc/kubernetes/manifests").iterdir())) == 4
+
+
+@pytest.fixture
+def kubeadm_lock(host: StubHost) -> Iterator[None]:
+    """Another kubeadm program (the renewal timer, an upgrade) holds the control plane's lock."""
+    path = host.root / "run/gitops-kubeadm.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield
+
+
+def test_a_renewal_waits_for_an_upgrade_in_progress_and_moves_nothing(control_plane: StubHost, kubeadm_lock) -> None:
+    control_plane.set(**{"expiration.json": expiration(20, "2026-12-20T10:00:00Z")})
+    parked = control_plane.root / "etc/kubernetes/manifests-restarting"
+    parked.mkdir()
+    (parked / "kube-apiserver.yaml").write_text("new manifest being written by kubeadm\n")
+    result = control_plane.run(
+        "cluster/renew-certificates.sh",
+        {"RENEW_BEFORE_DAYS": "30", "LOCK_WAIT_SECONDS": "1", "FILE_CHECK_SECONDS": "0"},
+    )
+    assert result.returncode == 1
+    assert "still holds" in result.stderr and "nothing was changed" in result.stderr
+    assert control_plane.calls("kubeadm", "crictl") == []
+    assert (parked / "kube-apiserver.yaml").exists()  # not moved over anything
+
+
+def test_an_upgrade_waits_for_a_renewal_in_progress(host: StubHost, kubeadm_lock) -> None:
+    host.kubernetes(server="v1.36.5").packages("1.37.2-1.1")
+    result = upgrade(host, TARGET_MINOR="1.37", LOCK_WAIT_SECONDS="1")
+    assert result.returncode == 1
+    assert "the certificate renewal on this control plane" in result.stderr
+    assert [call for call in host.calls() if call.startswith(("apt-get", "kubeadm", "kubectl"))] == []

@@ -331,3 +331,14 @@ def test_prod_is_the_hardened_environment(dev, prod) -> None:
     assert prod.config["gitops:workerCount"] == "3"
     assert prod.config["gitops:projectVisibility"] == "private"
     assert dev.config["gitops:projectVisibility"] == "public", "the tutorial's public project"
+
+
+def test_the_operator_key_goes_where_its_description_says() -> None:
+    """Every host's login user and GitLab's daily admin; never the EC2 key pair (Pulumi's own key)."""
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHJ0ZXN0a2V5Zm9ydGhldXNlcmRhdGFzaXpldGVzdA operator@laptop"
+    run = run_fixture_stack("dev", {**ADMIN, "operatorSshPublicKey": key})
+    assert run.one("aws:ec2/keyPair:KeyPair").plain_inputs["publicKey"] != key
+    assert run.one("gitlab:index/userSshKey:UserSshKey").plain_inputs["key"] == key
+    description = next(item.description for item in KEYS if item.name == "operatorSshPublicKey")
+    assert "authorized_keys on every host" in description and "GitLab's daily admin user" in description
+    assert "The EC2 key pair stays Pulumi's own" in description

@@ -7,6 +7,8 @@ change) and states what the second `up` would execute, with each provider's upda
 from __future__ import annotations
 
 import datetime
+import json
+import logging
 import shlex
 from collections.abc import Iterator
 
@@ -19,6 +21,7 @@ from components.config import load_config
 from components.hosts import SshAccess
 from components.network import Network, NetworkArgs
 from tests.conftest import ADMIN
+from tools import migration
 from tools.harness import FIXTURE_STACKS, StackMocks, run_fixture_stack, run_function
 from tools.plan import INSTANCE, Plan, plan, run_twice
 
@@ -102,6 +105,19 @@ def test_a_kubernetes_minor_upgrade_stops_no_instance_and_runs_the_upgrade_steps
     assert step_env(result.after, f"{K8S}-master-upgrade")["TARGET_MINOR"] == "1.37"
     assert step_env(result.after, f"{K8S}-worker1-upgrade")["KUBERNETES_VERSION"] == "v1.37.5"
     assert result.after.outputs["kubernetesVersion"] == "v1.37.5"
+
+
+def test_an_upgrade_and_a_new_registry_in_one_up_run_one_after_the_other_on_each_node() -> None:
+    """The material step may restart containerd: a node's upgrade never runs alongside it."""
+    result = run_twice(before=ADMIN, after={"kubernetesVersion": "1.37", "gitlabHostname": "gitlab.example.com"})
+    after, plan = result.after, result.plan
+    for worker in ("worker1", "worker2"):
+        upgrade = after.one(COMMAND, f"{K8S}-{worker}-upgrade")
+        assert after.one(COMMAND, f"{K8S}-{worker}-config").urn in upgrade.depends_on
+        assert plan.position("update", f"{K8S}-{worker}-config") < plan.position("update", f"{K8S}-{worker}-upgrade")
+    # The Kubernetes provider is used only after the certificates step, which may restart the API server.
+    provider = after.one("pulumi:providers:kubernetes", f"{K8S}-provider")
+    assert after.one(COMMAND, f"{K8S}-master-certificates").urn in provider.depends_on
 
 
 def test_a_patch_upgrade_takes_the_same_path() -> None:
@@ -207,7 +223,10 @@ def test_certificates_are_checked_again_on_the_first_up_of_a_day() -> None:
     mocks.keep_deployed(monday)
     with clock.frozen(datetime.date(2027, 3, 2)):
         tuesday = run_fixture_stack("dev", overrides, mocks=mocks)
-    assert plan(monday, tuesday).touched() == {f"{K8S}-master-certificates": "update"}
+    daily = plan(monday, tuesday)
+    assert daily.touched() == {f"{K8S}-master-certificates": "replace"}
+    # The preview shows one value, the day, not the command text.
+    assert daily.of(f"{K8S}-master-certificates").keys == ("triggers[2]",)
 
 
 @pytest.mark.parametrize("count", [1, 3])
@@ -397,3 +416,84 @@ def test_without_the_ignore_it_would_replace_every_host() -> None:
         registration.ignore_changes = [entry for entry in registration.ignore_changes if entry != "ebsOptimized"]
     replaced = plan(result.before, result.after).touched(INSTANCE)
     assert replaced and set(replaced.values()) == {"replace"}
+
+
+def test_the_yearly_admin_certificate_reissue_previews_no_kubernetes_object_replaced() -> None:
+    """`pulumi up` in the admin certificate's last 30 days re-issues it (early_renewal_hours).
+
+    In that preview the kubeconfig is unknown, and pulumi-kubernetes replaces a provider whose
+    kubeconfig it cannot compare, with every object it manages, unless an unchanged
+    clusterIdentifier says it is the same cluster (provider.go DiffConfig).
+    """
+    for preview in (False, True):
+        result = run_twice(before=ADMIN, replace=[f"{K8S}-admin-cert"], preview=preview)
+        touched = result.plan.touched()
+        assert touched[f"{K8S}-provider"] == "update", preview
+        assert {name for name, action in touched.items() if action == "replace"} == {f"{K8S}-admin-cert"}
+        kubernetes = {r.name for r in result.after.registrations if r.type.startswith("kubernetes:") and r.custom}
+        assert kubernetes and not kubernetes & set(touched), preview
+
+
+# ------------------------------------------------------------------------------------------------
+# A stack deployed before Day 2 (main at fdc93c5, right before issue 13) moves onto this program
+# ------------------------------------------------------------------------------------------------
+DEPLOYED_BEFORE_DAY_2 = FIXTURE_STACKS.parent / "deployed" / "fdc93c5-dev.jsonl"
+
+
+def test_a_stack_deployed_before_day_2_moves_onto_this_program_without_replacing_anything_running() -> None:
+    """What the first `up` with this program does to a dev stack deployed by fdc93c5.
+
+    Run A is that commit's own program, recorded by tools/migration.py; run B is today's, answered
+    with what A made wherever its inputs did not change (certificates, keys, instances). Resources
+    that today's configuration adds or retires (new steps, another cluster integration) may come
+    and go; nothing that runs is replaced or stopped.
+    """
+    before = migration.load(DEPLOYED_BEFORE_DAY_2)
+    after = migration.comparable(run_fixture_stack("dev", before.config, mocks=migration.deployed_mocks(before)))
+    for preview in (False, True):
+        moved = plan(before, after, preview=preview)
+        assert moved.errors == []
+        # No instance replaced or stopped: the control plane joins its new security group in place.
+        assert moved.touched(INSTANCE) == {f"{K8S}-master": "update"}
+        assert moved.of(f"{K8S}-master").keys == ("vpcSecurityGroupIds",)
+        # Only steps are replaced (they run again, and are idempotent); of the AWS resources only the
+        # etcd rule goes (one control plane: no etcd peer). No replaced or retired step had a delete.
+        replaced, deleted = moved.with_action("replace"), moved.with_action("delete")
+        assert {moved.of(name).type for name in replaced} == {COMMAND}
+        assert [name for name in deleted if moved.of(name).type.startswith("aws:")] == [f"{K8S}-etcd-from-cluster"]
+        steps = [name for name in replaced + deleted if moved.of(name).type == COMMAND]
+        assert {f"{K8S}-join-token", f"{K8S}-nodes-ready", f"{K8S}-master-init"} <= set(steps)
+        for name in steps:
+            assert not before.one(COMMAND, name).inputs.get("delete"), name
+        # No Kubernetes object is replaced; the provider only learns which cluster it manages.
+        assert moved.of(f"{K8S}-provider").action == "update"
+        assert moved.of(f"{K8S}-provider").keys == ("clusterIdentifier",)
+        assert not moved.with_action("replace", "kubernetes:core/v1:Namespace")
+        assert not [name for name in replaced if moved.of(name).type.startswith("kubernetes:")], preview
+
+
+def test_the_recorded_stack_holds_no_private_key() -> None:
+    text = DEPLOYED_BEFORE_DAY_2.read_text()
+    assert "PRIVATE KEY" not in text
+    assert "<private key gitops-k8s-ca-key privateKeyPem>" in text  # replaced, not dropped
+    for line in text.splitlines():
+        assert not migration.any_string(json.loads(line), migration.leaks_a_private_key)
+
+
+def test_a_new_worker_type_changes_no_running_worker_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """The preview shows nothing for workerInstanceType (ignored): the program warns instead."""
+    with caplog.at_level(logging.WARNING):
+        plan = second_up({"workerInstanceType": "t3.large"})
+    assert plan.touched() == {}
+    warnings = [
+        record.getMessage() for record in caplog.records if "workerInstanceType is t3.large" in record.getMessage()
+    ]
+    assert sorted(warning.split(" ", 1)[0] for warning in warnings) == ["worker1", "worker2"]
+    (worker1,) = [warning for warning in warnings if warning.startswith("worker1 ")]
+    assert worker1.startswith("worker1 runs t3.medium; workerInstanceType is t3.large.")
+    assert "new and replaced workers get the new one" in worker1
+    # No warning while the type and the configuration agree.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        second_up()
+    assert not [record for record in caplog.records if "workerInstanceType" in record.getMessage()]

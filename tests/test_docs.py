@@ -220,9 +220,35 @@ def _make(*args: str, path: Path) -> subprocess.CompletedProcess:
     )
 
 
+# What `pulumi stack --show-urns` prints (pulumi/pulumi pkg/cmd/pulumi/stack/stack.go renderResourceRow:
+# each resource's row, then "URN: <urn>" on the next line), for a stack the dev program deployed.
+STACK_TREE = """Current stack is dev:
+    Owner: ops
+Current stack resources (3):
+    TYPE                                   NAME
+    pulumi:pulumi:Stack                    gitops-dev
+    │  URN: urn:pulumi:dev::gitops::pulumi:pulumi:Stack::gitops-dev
+    ├─ gitops:cluster:KubeadmCluster       gitops-k8s
+    │  │  URN: urn:pulumi:dev::gitops::gitops:cluster:KubeadmCluster::gitops-k8s
+    │  ├─ aws:ec2/instance:Instance        gitops-k8s-master
+    │  │     URN: urn:pulumi:dev::gitops::gitops:cluster:KubeadmCluster$aws:ec2/instance:Instance::gitops-k8s-master
+    │  ├─ aws:ec2/eip:Eip                  gitops-k8s-master-eip
+    │  │     URN: urn:pulumi:dev::gitops::gitops:cluster:KubeadmCluster$aws:ec2/eip:Eip::gitops-k8s-master-eip
+    │  └─ aws:ec2/instance:Instance        gitops-k8s-worker1
+    │        URN: urn:pulumi:dev::gitops::gitops:cluster:KubeadmCluster$aws:ec2/instance:Instance::gitops-k8s-worker1
+"""
+MASTER_URN = "urn:pulumi:dev::gitops::gitops:cluster:KubeadmCluster$aws:ec2/instance:Instance::gitops-k8s-master"
+
+
 def _pulumi_stub(directory: Path, calls: Path, version: str = "v3.272.0") -> None:
-    """A Pulumi CLI that answers `pulumi version` and records every other call."""
-    _stub(directory, "pulumi", f'[ "$1" = version ] && {{ echo {version}; exit 0; }}\necho "$*" >> {calls}\n')
+    """A Pulumi CLI that answers `pulumi version` and `pulumi stack --show-urns`, and records every other call."""
+    (directory / "stack-tree").write_text(STACK_TREE)
+    _stub(
+        directory,
+        "pulumi",
+        f'[ "$1" = version ] && {{ echo {version}; exit 0; }}\necho "$*" >> {calls}\n'
+        f'case " $* " in *" --show-urns "*) cat {directory / "stack-tree"} ;; esac\n',
+    )
 
 
 @pytest.fixture
@@ -233,11 +259,42 @@ def recording_pulumi(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_make_destroy_is_the_readmes_everyday_teardown(recording_pulumi: tuple[Path, Path]) -> None:
+    """Everything but the GitLab data volume: the control plane is unprotected first, or
+    --exclude-protected would keep it with its subnet, VPC, groups, key pair and profile."""
     bin_dir, calls = recording_pulumi
-    assert _make("destroy", "STACK=dev", path=bin_dir).returncode == 0
-    assert calls.read_text() == "destroy --stack dev --exclude-protected\n"
+    result = _make("destroy", "STACK=dev", path=bin_dir)
+    assert result.returncode == 0, result.stderr
+    assert calls.read_text().splitlines() == [
+        "stack --stack dev --show-urns",
+        f"state unprotect --stack dev --yes {MASTER_URN}",
+        "destroy --stack dev --exclude-protected",
+    ]
     readme = (ROOT / "README.md").read_text()
-    assert "make destroy                              # pulumi destroy --stack dev --exclude-protected" in readme
+    assert "make destroy                              # unprotects the control plane, then" in readme
+    teardown = readme.split("## Tear down", 1)[1].split("\n## ", 1)[0]
+    assert "pulumi state unprotect --stack dev --yes '<urn of gitops-k8s-master>'" in teardown
+
+
+def test_make_destroy_on_a_stack_without_a_control_plane_just_destroys(recording_pulumi: tuple[Path, Path]) -> None:
+    bin_dir, calls = recording_pulumi
+    (bin_dir / "stack-tree").write_text("Current stack is dev:\nCurrent stack resources (0):\n")
+    assert _make("destroy", "STACK=dev", path=bin_dir).returncode == 0
+    assert calls.read_text().splitlines() == [
+        "stack --stack dev --show-urns",
+        "destroy --stack dev --exclude-protected",
+    ]
+
+
+def test_make_destroy_stops_when_it_cannot_list_the_stack(tmp_path: Path) -> None:
+    """Never fall back to a teardown that would silently keep the control plane."""
+    calls = tmp_path / "calls"
+    _stub(
+        tmp_path,
+        "pulumi",
+        f'echo "$*" >> {calls}\n[ "$1" = stack ] && {{ echo "error: no stack" >&2; exit 255; }}\nexit 0\n',
+    )
+    assert _make("destroy", "STACK=dev", path=tmp_path).returncode != 0
+    assert calls.read_text().splitlines() == ["stack --stack dev --show-urns"]
 
 
 def test_deleting_protected_resources_needs_the_stack_named_twice(recording_pulumi: tuple[Path, Path]) -> None:
@@ -288,3 +345,26 @@ def test_make_says_which_python_is_needed_before_pip_runs(tmp_path: Path) -> Non
     assert "Python 3.11 or newer is needed" in result.stderr and "Python 3.10.12" in result.stderr
     assert "make PYTHON=python3.11" in result.stderr
     assert not venv.exists(), "no venv (and no pip run) with the wrong Python"
+
+
+# ---- Day 2 advice that would destroy something ---------------------------------------------------
+def _section(title: str) -> str:
+    return (ROOT / "README.md").read_text().split(title, 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_readme_never_advises_replacing_the_control_plane() -> None:
+    """A new control plane runs kubeadm init on an empty etcd: there is no restore path yet."""
+    readme = (ROOT / "README.md").read_text()
+    for snippet in _shell_snippets(readme):
+        if "--replace" in snippet:
+            assert "gitops-k8s-master" not in snippet, snippet
+    refusals = _section("### What the program refuses, and why")
+    assert "no supported way\n  to replace the control plane today" in refusals
+    assert "before kubeadm changes anything" in refusals
+
+
+def test_the_step_rerun_advice_excludes_the_membership_steps() -> None:
+    """Replacing a -membership step runs its delete: the worker is drained and its Node deleted."""
+    troubleshooting = _section("## Troubleshooting")
+    (advice,) = [item for item in troubleshooting.split("\n- ") if "To re-run a step that succeeded" in item]
+    assert "except a `gitops-k8s-workerN-membership`\n  step" in advice

@@ -12,10 +12,21 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 import pulumi_command as command
+import pulumi_kubernetes as k8s
+import pulumi_tls as tls
 import pytest
+import yaml
 
 from tools.harness import StackMocks
-from tools.plan import INSTANCE, classify, diff_paths, ignored, run_twice
+from tools.plan import (
+    INSTANCE,
+    UnmodelledChange,
+    classify,
+    diff_paths,
+    ignored,
+    kubernetes_provider_action,
+    run_twice,
+)
 
 COMMAND = "command:remote:Command"
 
@@ -59,12 +70,45 @@ COMMAND = "command:remote:Command"
         ("aws:cloudwatch/logGroup:LogGroup", ["retentionInDays"], {}, "update"),
         ("aws:cloudwatch/logGroup:LogGroup", ["name"], {}, "replace"),
         ("aws:ec2/defaultSecurityGroup:DefaultSecurityGroup", ["vpcId"], {}, "replace"),
-        ("gitlab:index/project:Project", ["description"], {}, "update"),  # not modelled: an update
+        ("aws:ec2/volumeAttachment:VolumeAttachment", ["instanceId"], {}, "replace"),
+        ("aws:ec2/vpc:Vpc", ["cidrBlock"], {}, "replace"),
+        ("aws:ec2/vpc:Vpc", ["enableDnsHostnames"], {}, "update"),
+        ("aws:ec2/routeTableAssociation:RouteTableAssociation", ["subnetId"], {}, "replace"),
+        ("aws:ec2/routeTableAssociation:RouteTableAssociation", ["routeTableId"], {}, "update"),
+        ("gitlab:index/projectVariable:ProjectVariable", ["value"], {}, "update"),
+        ("gitlab:index/projectVariable:ProjectVariable", ["key"], {}, "replace"),
+        ("pulumi:providers:gitlab", ["baseUrl"], {}, "update"),
+        (
+            "gitlab:index/applicationSettings:ApplicationSettings",
+            ["allowLocalRequestsFromWebHooksAndServices"],
+            {},
+            "update",
+        ),
+        ("gitlab:index/repositoryFile:RepositoryFile", ["content"], {}, "update"),
+        ("gitlab:index/repositoryFile:RepositoryFile", ["branch"], {}, "replace"),
+        # pulumi-kubernetes diff.go: the object's identity, and each kind's immutable fields.
+        ("kubernetes:core/v1:Namespace", ["metadata.labels.team"], {}, "update"),
+        ("kubernetes:core/v1:Namespace", ["metadata.name"], {}, "replace"),
+        ("kubernetes:core/v1:Secret", ["data.identity"], {}, "replace"),
+        ("kubernetes:core/v1:ServiceAccount", ["metadata.annotations.a"], {}, "update"),
+        ("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding", ["roleRef.name"], {}, "replace"),
+        ("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding", ["subjects[0].name"], {}, "update"),
+        ("kubernetes:source.toolkit.fluxcd.io/v1:GitRepository", ["spec.url"], {}, "update"),
+        ("kubernetes:apps/v1:Deployment", ["spec.selector.matchLabels.app"], {}, "replace"),
+        ("kubernetes:helm.sh/v3:Release", ["values.image"], {}, "update"),
+        ("kubernetes:helm.sh/v3:Release", ["namespace"], {}, "replace"),
         (INSTANCE, [], {}, "same"),
+        ("gitlab:index/project:Project", [], {}, "same"),
     ],
 )
 def test_classify_follows_each_providers_update_semantics(type_: str, keys: list, inputs: dict, action: str) -> None:
     assert classify(type_, keys, inputs) == action
+
+
+def test_a_change_to_a_type_the_harness_does_not_model_is_an_error_not_an_update() -> None:
+    """Counting it an update would hide a replacement: the harness fails closed."""
+    with pytest.raises(UnmodelledChange, match=r"gitlab:index/project:Project: \['description'\] changed"):
+        classify("gitlab:index/project:Project", ["description"], {})
 
 
 def test_diff_paths_and_ignore_changes_paths() -> None:
@@ -187,3 +231,106 @@ def test_removed_resources_go_dependents_first() -> None:
     ).plan
     assert plan.touched() == {"extra": "delete", "extra-bound": "delete"}
     assert plan.position("delete", "extra-bound") < plan.position("delete", "extra")
+
+
+# ------------------------------------------------------------------------------------------------
+# The Kubernetes provider (pulumi-kubernetes provider.go DiffConfig) and what it manages
+# ------------------------------------------------------------------------------------------------
+def kubeconfig(server: str, ca: str = "Q0EgMQ==", user_cert: str = "Y2VydCAx") -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "k8s", "cluster": {"server": server, "certificate-authority-data": ca}}],
+            "users": [{"name": "admin", "user": {"client-certificate-data": user_cert}}],
+            "contexts": [{"name": "admin@k8s", "context": {"cluster": "k8s", "user": "admin"}}],
+            "current-context": "admin@k8s",
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "computed", "action"),
+    [
+        # Another client certificate for the same cluster: the active cluster is unchanged.
+        (
+            {"kubeconfig": kubeconfig("https://a:6443")},
+            {"kubeconfig": kubeconfig("https://a:6443", user_cert="Mg==")},
+            [],
+            "update",
+        ),
+        ({"kubeconfig": kubeconfig("https://a:6443")}, {"kubeconfig": kubeconfig("https://b:6443")}, [], "replace"),
+        (
+            {"kubeconfig": kubeconfig("https://a:6443")},
+            {"kubeconfig": kubeconfig("https://a:6443", ca="Mg==")},
+            [],
+            "replace",
+        ),
+        # In a preview the new kubeconfig may be unknown: "we can't tell", so replace...
+        (
+            {"kubeconfig": kubeconfig("https://a:6443")},
+            {"kubeconfig": kubeconfig("https://a:6443")},
+            ["kubeconfig"],
+            "replace",
+        ),
+        # ...unless an unchanged clusterIdentifier says it is the same cluster.
+        (
+            {"kubeconfig": kubeconfig("https://a:6443"), "clusterIdentifier": "one"},
+            {"kubeconfig": kubeconfig("https://b:6443"), "clusterIdentifier": "one"},
+            ["kubeconfig"],
+            "update",
+        ),
+        ({"clusterIdentifier": "one"}, {"clusterIdentifier": "two"}, [], "replace"),
+        # Adding an identifier replaces nothing ("to make on-boarding less risky").
+        (
+            {"kubeconfig": kubeconfig("https://a:6443")},
+            {"kubeconfig": kubeconfig("https://a:6443"), "clusterIdentifier": "one"},
+            [],
+            "update",
+        ),
+    ],
+)
+def test_the_kubernetes_provider_is_replaced_only_for_another_cluster(
+    old: dict, new: dict, computed: list, action: str
+) -> None:
+    keys = diff_paths(old, new)
+    assert kubernetes_provider_action(old, new, keys, computed) == action
+
+
+def cluster_program(*, identifier: bool) -> Callable[[], Any]:
+    """A cluster's kubeconfig made from a certificate, its provider, and one object it manages."""
+
+    def program() -> None:
+        key = tls.PrivateKey("admin-key", algorithm="ED25519")
+        cert = tls.SelfSignedCert(
+            "admin-cert",
+            private_key_pem=key.private_key_pem,
+            subject=tls.SelfSignedCertSubjectArgs(common_name="admin"),
+            validity_period_hours=8760,
+            allowed_uses=["client_auth"],
+        )
+        server = pulumi.Config().get("server") or "https://10.0.0.1:6443"
+        provider = k8s.Provider(
+            "cluster",
+            kubeconfig=cert.cert_pem.apply(lambda pem: kubeconfig(server, user_cert=str(len(pem)))),
+            cluster_identifier="kubeadm:cluster:sha256:ca" if identifier else None,
+        )
+        k8s.core.v1.Namespace("flux", metadata={"name": "flux"}, opts=pulumi.ResourceOptions(provider=provider))
+
+    return program
+
+
+def test_a_replaced_provider_replaces_every_object_it_manages() -> None:
+    plan = twice(cluster_program(identifier=False), {"server": "https://10.0.0.2:6443"}).plan
+    assert plan.touched() == {"cluster": "replace", "flux": "replace"}
+    assert plan.of("flux").keys == ("provider",)
+
+
+def test_a_preview_with_an_unknown_kubeconfig_replaces_everything_unless_the_cluster_is_identified() -> None:
+    """The yearly re-issue of the admin certificate: the `up` updates, its preview shows replacements."""
+    up = twice(cluster_program(identifier=False), replace=["admin-cert"]).plan
+    assert up.touched() == {"admin-cert": "replace", "cluster": "update"}
+    preview = twice(cluster_program(identifier=False), replace=["admin-cert"], preview=True).plan
+    assert preview.touched() == {"admin-cert": "replace", "cluster": "replace", "flux": "replace"}
+    identified = twice(cluster_program(identifier=True), replace=["admin-cert"], preview=True).plan
+    assert identified.touched() == {"admin-cert": "replace", "cluster": "update"}

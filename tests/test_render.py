@@ -34,6 +34,10 @@ def test_render_writes_every_kind_of_artifact(rendered) -> None:
     assert len(list((out / "userdata").glob("*.yaml"))) == 2 + workers + 2
     assert (out / "userdata" / "runners-job-vm.yaml").read_text().startswith("#cloud-config\n")
     assert (out / "steps" / "gitops-k8s-master-init.sh").exists()
+    # A step's delete too (it drains a worker before its instance goes), with its own parameters.
+    drain = (out / "steps" / "gitops-k8s-worker1-membership.delete.sh").read_text()
+    assert "kubectl drain" in drain and drain.startswith("#!/usr/bin/env bash")
+    assert "NODE_NAME=worker1\n" in (out / "steps" / "gitops-k8s-worker1-membership.delete.env").read_text()
     assert (out / "gitlab" / ".gitlab-ci.yml").exists()
     assert (out / "gitlab" / "kubernetes" / "deployment.yml").exists()
     assert list((out / "kubernetes").glob("*.yaml"))
@@ -72,6 +76,7 @@ def test_rendered_steps_pass_shellcheck(rendered) -> None:
     _, out = rendered
     steps = sorted((out / "steps").glob("*.sh"))
     assert len(steps) >= 8
+    assert [step for step in steps if step.name.endswith(".delete.sh")], "the steps' delete scripts too"
     result = subprocess.run([str(VENV_BIN / "shellcheck"), *map(str, steps)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 

@@ -47,6 +47,39 @@ def test_every_pin_is_recorded_with_its_source_in_reference_section_1(what: str,
     assert re.search(r"(github|gitlab|docs\.|/|#\d+)", rows[0].split(f"`{pin}`", 1)[1]), rows[0]
 
 
+# Pinned to a release series, not a patch, on purpose (the newest of the series is installed and held).
+SERIES = {
+    "Kubernetes (minor)": versions.KUBERNETES_MINOR,
+    "containerd.io (series)": versions.CONTAINERD_SERIES,
+}
+
+
+@pytest.mark.parametrize(("what", "series"), SERIES.items(), ids=list(SERIES))
+def test_every_series_pin_is_recorded_with_its_source_in_reference_section_1(what: str, series: str) -> None:
+    assert re.fullmatch(r"\d+\.\d+", series), f"{what}: {series} is not a major.minor series"
+    rows = [line for line in _reference_section(1).splitlines() if line.startswith(f"| {what} | `{series}`")]
+    assert rows, f"REFERENCE.md section 1 has no row for {what} `{series}`"
+    assert re.search(r"(github|kubernetes\.io|docker/|#\d+)", rows[0]), rows[0]
+
+
+def test_the_cluster_reads_its_pins_from_versions() -> None:
+    """The nodes' containerd series and the Kubernetes minors: one place, sourced in REFERENCE.md."""
+    from components import config, kubeadm
+
+    defaults = {key.name: key.default for key in KEYS}
+    assert defaults["kubernetesVersion"] == versions.KUBERNETES_MINOR
+    assert versions.KUBERNETES_MINOR in versions.SUPPORTED_KUBERNETES_MINORS
+    assert config.SUPPORTED_KUBERNETES_MINORS is versions.SUPPORTED_KUBERNETES_MINORS
+    assert kubeadm.CONTAINERD_SERIES == versions.CONTAINERD_SERIES
+    node_env = kubeadm.node_cloud_config(
+        hostname="worker1", kubernetes_minor="1.36", kubernetes_patch=None, operator_ssh_public_key=None
+    )
+    assert f"CONTAINERD_SERIES={versions.CONTAINERD_SERIES}" in yaml.safe_dump(node_env)
+    for source in (ROOT / "components").glob("*.py"):
+        if source.name != "versions.py":
+            assert not re.search(r'CONTAINERD_SERIES = "', source.read_text()), source.name
+
+
 def test_no_pin_is_latest_or_floating() -> None:
     for what, pin in PINS.items():
         tag = pin.rsplit(":", 1)[-1].rsplit("==", 1)[-1]

@@ -422,6 +422,9 @@ class StackMocks(pulumi_mocks.Mocks):
         # A stack deployed before (tools/plan.py): a resource registered again with the same inputs
         # keeps its id and outputs, as the engine keeps them for an unchanged resource.
         self.deployed: dict[tuple[str, str], Registration] = {}
+        # Each registration's ignore_changes (set by RecordingMonitor): the engine keeps the old
+        # value of an ignored input (processIgnoreChanges), so it does not make the resource new.
+        self.ignore_changes: dict[tuple[str, str], list[str]] = {}
 
     def keep_deployed(self, run: ProgramRun) -> None:
         self.deployed = {(r.type, r.name): r for r in run.registrations if r.custom}
@@ -433,8 +436,10 @@ class StackMocks(pulumi_mocks.Mocks):
         inputs = dict(args.inputs)
         name, typ = args.name, args.typ
         deployed = self.deployed.get((typ, name))
-        if deployed is not None and plain(deployed.inputs) == plain(inputs):
-            return deployed.id, deployed.state
+        if deployed is not None:
+            ignored = {key for key in self.ignore_changes.get((typ, name), []) if key in deployed.inputs}
+            if plain(deployed.inputs) == plain({**inputs, **{key: deployed.inputs[key] for key in ignored}}):
+                return deployed.id, deployed.state
         short = _digest(typ, name)[:17]
         state: dict = dict(inputs)
         if typ == "aws:ec2/vpc:Vpc":
@@ -708,6 +713,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         self.registrations: list[Registration] = []
 
     def RegisterResource(self, request: Any) -> Any:
+        if isinstance(self.mocks, StackMocks):
+            self.mocks.ignore_changes[(request.type, request.name)] = list(request.ignoreChanges)
         response = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
             return response

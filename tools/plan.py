@@ -22,8 +22,14 @@ does (pulumi/pulumi pkg/resource/deploy/step_generator.go):
   (``calculateDependentReplacements``). Otherwise the replacement is created first and the old one
   deleted at the end. Removed resources are deleted at the end, dependents before dependencies.
 * ``protect``: replacing or deleting a protected resource is an error, listed in ``Plan.errors``.
+* a replaced provider replaces every resource it manages: the engine's ``providerChanged`` asks the
+  new provider's ``DiffConfig`` and, when it answers "replace", replaces the resource
+  (step_generator.go ``diff``). ``preview=True`` plans a `pulumi preview`: there every output of a
+  resource being created or replaced is unknown, so an input that depends on one is computed (an
+  updated resource's outputs are taken as known).
 
-Modelled types (everything else: a change is an in-place update):
+A change to a custom type modelled nowhere below raises ``UnmodelledChange``: the harness never
+guesses "update" (it would hide a replacement). Modelled types:
 
 * ``aws:ec2/instance:Instance`` (hashicorp/terraform-provider-aws internal/service/ec2/ec2_instance.go,
   the provider pulumi-aws bridges): ``ForceNew`` fields replace (``ami``, ``subnetId``,
@@ -39,9 +45,23 @@ Modelled types (everything else: a change is an in-place update):
   but ``earlyRenewalHours``; ``random:*``: every input replaces (``RequiresReplace`` on all).
 * ``gitlab:index/clusterAgent``, ``gitlab:index/clusterAgentToken``: every input replaces.
 * ``aws:ec2/eipAssociation``, ``aws:ec2/keyPair``, ``aws:ec2/subnet``, ``aws:ec2/securityGroup``,
-  ``aws:vpc/securityGroupIngressRule``, the IAM role/profile/role policy, the CI fleet's launch
-  template and Auto Scaling group, and the flow logs' log group and flow log: their ``ForceNew``
-  fields (terraform-provider-aws), listed in ``REPLACE_ON_CHANGE`` below.
+  ``aws:vpc/securityGroupIngressRule``, the IAM role/profile/role policy, the CI fleet's launch template and Auto Scaling
+  group, the flow logs' log group and flow log, ``aws:ec2/vpc``
+  (``vpc_.go``), ``aws:ec2/routeTableAssociation`` (``vpc_route_table_association.go``) and
+  ``aws:ec2/volumeAttachment`` (``ebs_volume_attachment.go``), and ``gitlab:index/projectVariable``
+  and ``projectCluster`` (gitlabhq/terraform-provider-gitlab ``resource_gitlab_project_variable.go``,
+  ``resource_gitlab_project_cluster.go``): their ``ForceNew`` fields, listed in ``REPLACE_ON_CHANGE``;
+  ``gitlab:index/repositoryFile`` (``resource_gitlab_repository_file.go``) likewise;
+  ``gitlab:index/applicationSettings`` updates in place (create and update are one call).
+* ``pulumi:providers:kubernetes`` (pulumi/pulumi-kubernetes provider/pkg/provider/provider.go
+  ``DiffConfig``): a changed ``clusterIdentifier`` replaces, an unchanged one never does; without
+  one, a computed ``kubeconfig``/``context``/``cluster`` replaces, and so does a change of the
+  kubeconfig's active cluster (server, CA); anything else updates. ``pulumi:providers:gitlab``:
+  pulumi-gitlab declares no ``ForcesProviderReplace`` config (provider/resources.go), so the bridge's
+  ``DiffConfig`` always updates.
+* ``kubernetes:*`` objects (pulumi-kubernetes provider/pkg/provider/diff.go ``forceNewProperties``):
+  ``metadata.name`` and ``metadata.namespace`` replace, plus each kind's own fields
+  (``KUBERNETES_FORCE_NEW``: a Secret's ``type``/``data``/``stringData``, a binding's ``roleRef``...).
 """
 
 from __future__ import annotations
@@ -51,6 +71,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import yaml
 
 from components import clock
 from tools.harness import FIXTURE_STACKS, ProgramRun, Registration, StackMocks, plain, run_function, run_program
@@ -104,6 +126,21 @@ REPLACE_ON_CHANGE: dict[str, frozenset[str]] = {
         """.split()
     ),
     "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup": frozenset({"vpcId"}),
+    "aws:ec2/vpc:Vpc": frozenset({"cidrBlock", "ipv4IpamPoolId", "ipv4NetmaskLength"}),
+    "aws:ec2/routeTableAssociation:RouteTableAssociation": frozenset({"subnetId", "gatewayId"}),
+    "aws:ec2/volumeAttachment:VolumeAttachment": frozenset({"deviceName", "instanceId", "volumeId"}),
+    # gitlabhq/terraform-provider-gitlab internal/provider/resource_gitlab_project_variable.go, _cluster.go.
+    "gitlab:index/projectVariable:ProjectVariable": frozenset({"project", "key", "environmentScope"}),
+    "gitlab:index/projectCluster:ProjectCluster": frozenset(
+        {"project", "enabled", "managed", "kubernetesAuthorizationType"}
+    ),
+    # A seeded file: a new content is a commit (UpdateFile); another project, path or branch replaces.
+    "gitlab:index/repositoryFile:RepositoryFile": frozenset({"project", "filePath", "branch"}),
+    # The instance's settings: create and update are the same UpdateSettings call, nothing replaces
+    # (resource_gitlab_application_settings.go: CreateContext and UpdateContext are one function).
+    "gitlab:index/applicationSettings:ApplicationSettings": frozenset(),
+    # Provider configuration the bridge never replaces on (no ForcesProviderReplace declared).
+    "pulumi:providers:gitlab": frozenset(),
 }
 # Inputs applied by stopping and starting the instance (ModifyInstanceAttribute needs it stopped).
 STOP_START: dict[str, frozenset[str]] = {INSTANCE: frozenset({"userData", "userDataBase64", "instanceType"})}
@@ -111,6 +148,33 @@ STOP_START: dict[str, frozenset[str]] = {INSTANCE: frozenset({"userData", "userD
 STOP_START_OUTPUTS = ("publicIp", "publicDns")
 # Providers whose every input replaces, except the listed ones.
 REPLACE_ALL_BUT: dict[str, frozenset[str]] = {"tls:": frozenset({"earlyRenewalHours"}), "random:": frozenset()}
+KUBERNETES_PROVIDER = "pulumi:providers:kubernetes"
+# pulumi-kubernetes diff.go forceNew, by (API group, kind): fields whose change replaces the object,
+# besides metadata.name and metadata.namespace. Secrets and ConfigMaps are immutable unless the
+# provider enables enableSecretMutable / enableConfigMapMutable (this program does not).
+KUBERNETES_FORCE_NEW: dict[tuple[str, str], frozenset[str]] = {
+    ("core", "Secret"): frozenset({"type", "data", "stringData"}),
+    ("core", "ConfigMap"): frozenset({"data", "binaryData"}),
+    ("core", "Service"): frozenset({"spec.clusterIP"}),
+    ("apps", "Deployment"): frozenset({"spec.selector"}),
+    ("apps", "DaemonSet"): frozenset({"spec.selector"}),
+    ("apps", "StatefulSet"): frozenset({"spec.selector", "spec.podManagementPolicy", "spec.revisionHistoryLimit"}),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"): frozenset({"roleRef"}),
+    ("rbac.authorization.k8s.io", "RoleBinding"): frozenset({"roleRef"}),
+    ("batch", "Job"): frozenset({"spec.completions", "spec.parallelism", "spec.selector", "spec.template"}),
+}
+# A Helm release is named by its own name and namespace (pulumi-kubernetes helm_release.go).
+HELM_RELEASE_FORCE_NEW = frozenset({"name", "namespace"})
+
+
+class UnmodelledChange(Exception):
+    """A change to a resource type whose update semantics the harness does not know."""
+
+    def __init__(self, type_: str, keys: Iterable[str]) -> None:
+        super().__init__(
+            f"{type_}: {sorted(keys)} changed, and tools/plan.py does not know whether that replaces it. "
+            "Add the type's replace-on-change fields (from the provider's source) to REPLACE_ON_CHANGE."
+        )
 
 
 @dataclass(frozen=True)
@@ -210,6 +274,17 @@ def _top(path: str) -> str:
     return re.split(r"[.\[]", path, maxsplit=1)[0]
 
 
+def _kubernetes_force_new(type_: str) -> frozenset[str] | None:
+    """Replace-on-change fields of a ``kubernetes:<group>/<version>:<Kind>`` object, None if not one."""
+    match = re.fullmatch(r"kubernetes:(?:(?P<group>[^/:]+)/)?(?P<version>[^/:]+):(?P<kind>\w+)", type_)
+    if match is None:
+        return None
+    group, kind = match.group("group") or "core", match.group("kind")
+    if (group, kind) == ("helm.sh", "Release"):
+        return HELM_RELEASE_FORCE_NEW
+    return frozenset({"metadata.name", "metadata.namespace"}) | KUBERNETES_FORCE_NEW.get((group, kind), frozenset())
+
+
 def classify(type_: str, keys: Iterable[str], inputs: Mapping[str, Any]) -> Action:
     """The action for an existing resource whose ``keys`` (paths, ignore_changes applied) changed."""
     keys = list(keys)
@@ -218,6 +293,11 @@ def classify(type_: str, keys: Iterable[str], inputs: Mapping[str, Any]) -> Acti
     for prefix, kept in REPLACE_ALL_BUT.items():
         if type_.startswith(prefix):
             return "replace" if any(_top(key) not in kept for key in keys) else "update"
+    kubernetes = _kubernetes_force_new(type_)
+    if kubernetes is not None:
+        return "replace" if any(_under(key, field) for key in keys for field in kubernetes) else "update"
+    if type_ not in REPLACE_ON_CHANGE and type_ not in STOP_START:
+        raise UnmodelledChange(type_, keys)
     replace_on = REPLACE_ON_CHANGE.get(type_, frozenset())
     if ALL in replace_on or any(_under(key, field) for key in keys for field in replace_on):
         return "replace"
@@ -233,6 +313,33 @@ def classify(type_: str, keys: Iterable[str], inputs: Mapping[str, Any]) -> Acti
     return "update"
 
 
+def _active_cluster(inputs: Mapping[str, Any]) -> Any:
+    """The cluster entry (server, CA) the provider's kubeconfig points at, as getActiveClusterFromConfig finds it."""
+    kubeconfig = inputs.get("kubeconfig")
+    config = yaml.safe_load(kubeconfig) if isinstance(kubeconfig, str) and kubeconfig.strip() else {}
+    config = config if isinstance(config, dict) else {}
+    contexts = {c.get("name"): c.get("context") or {} for c in config.get("contexts") or []}
+    context = contexts.get(inputs.get("context") or config.get("current-context"), {})
+    clusters = {c.get("name"): c.get("cluster") for c in config.get("clusters") or []}
+    return clusters.get(inputs.get("cluster") or context.get("cluster"))
+
+
+def kubernetes_provider_action(
+    old: Mapping[str, Any], new: Mapping[str, Any], keys: Iterable[str], computed: Iterable[str] = ()
+) -> Action:
+    """pulumi-kubernetes ``DiffConfig`` (provider.go): replace or update; ``computed``: unknown inputs."""
+    keys, computed = set(keys), set(computed)
+    if not keys and not computed:
+        return "same"
+    identifier = "clusterIdentifier"
+    if identifier in old and identifier in new:
+        # Updated -> replace; the same identifier suppresses every other replacement.
+        return "replace" if identifier in computed or old[identifier] != new[identifier] else "update"
+    if computed & {"kubeconfig", "context", "cluster"}:
+        return "replace"  # "We can't tell for sure if a computed value has changed"
+    return "replace" if _active_cluster(old) != _active_cluster(new) else "update"
+
+
 def _contains(value: Any, needles: set[str]) -> bool:
     if isinstance(value, str):
         return any(needle in value for needle in needles)
@@ -246,10 +353,11 @@ def _contains(value: Any, needles: set[str]) -> bool:
 # ------------------------------------------------------------------------------------------------
 # The plan
 # ------------------------------------------------------------------------------------------------
-def plan(before: ProgramRun, after: ProgramRun, replace: Iterable[str] = ()) -> Plan:
+def plan(before: ProgramRun, after: ProgramRun, replace: Iterable[str] = (), *, preview: bool = False) -> Plan:
     """The changes a `pulumi up` of ``after``'s program would make to a stack deployed as ``before``.
 
     ``replace`` names resources to replace whatever their diff, as `pulumi up --replace <urn>` does.
+    ``preview``: what `pulumi preview` shows instead, where new resources' outputs are unknown.
     """
     forced = set(replace)
     old = {r.urn: r for r in before.registrations}
@@ -257,26 +365,41 @@ def plan(before: ProgramRun, after: ProgramRun, replace: Iterable[str] = ()) -> 
     changes: dict[str, Change] = {}
     errors: list[str] = []
     replaced: set[str] = set()
+    fresh: set[str] = set()  # created or replaced: every output unknown in a preview
     restarted: dict[str, set[str]] = {}  # urn -> output values a stop/start changes
 
     for registration in after.registrations:
         previous = old.get(registration.urn)
         if previous is None:
             changes[registration.urn] = _change(registration, "create")
+            fresh.add(registration.urn)
             continue
         keys = diff_paths(plain(previous.inputs), plain(registration.inputs))
+        computed = set()
         for key, dependencies in registration.property_dependencies.items():
             for dependency in dependencies:
                 if dependency in replaced or (
                     dependency in restarted and _contains(plain(previous.inputs.get(key)), restarted[dependency])
                 ):
                     keys.add(key)
+                if preview and dependency in fresh:
+                    computed.add(key)
         keys = {key for key in keys if not ignored(key, registration.ignore_changes)}
-        action = classify(registration.type, keys, plain(registration.inputs)) if registration.custom else "same"
+        if not registration.custom:
+            action: Action = "same"
+        elif registration.type == KUBERNETES_PROVIDER:
+            inputs_before, inputs_after = plain(previous.inputs), plain(registration.inputs)
+            action = kubernetes_provider_action(inputs_before, inputs_after, keys, computed)
+            keys |= computed
+        else:
+            action = classify(registration.type, keys, plain(registration.inputs))
+        if registration.provider.rsplit("::", 1)[0] in replaced:
+            action, keys = "replace", {*keys, "provider"}  # its provider was replaced
         if registration.name in forced and registration.custom:
             action, keys = "replace", {*keys, "--replace"}
         if action == "replace":
             replaced.add(registration.urn)
+            fresh.add(registration.urn)
             if previous.protect:
                 errors.append(_protected(registration, "replace"))
         elif action == "stop-start":
@@ -400,12 +523,14 @@ def run_twice(
     program: Callable[[], Any] | None = None,
     stack_dir: Path | None = FIXTURE_STACKS,
     replace: Iterable[str] = (),
+    preview: bool = False,
 ) -> TwoRuns:
     """Run the program with config overrides (and mocked cloud) A, then B; return both and the plan.
 
     ``after`` overrides are applied on top of ``before``'s (``None`` removes a key). ``program``
     defaults to the whole ``__main__.py``; pass a function to run one component on its own.
     ``replace`` names resources the second `up` replaces on request (`pulumi up --replace`).
+    ``preview=True`` gives what `pulumi preview` would show instead of what the `up` does.
     """
     first = dict(before or {})
     second = {**first, **(after or {})}
@@ -422,4 +547,4 @@ def run_twice(
         mocks_after = mocks_after or StackMocks()
         mocks_after.keep_deployed(run_a)
         run_b = run(second, mocks_after)
-    return TwoRuns(run_a, run_b, plan(run_a, run_b, replace))
+    return TwoRuns(run_a, run_b, plan(run_a, run_b, replace, preview=preview))

@@ -14,6 +14,8 @@ earlier render survives. Writes, under it:
     steps/<command>.sh       the script each remote step runs over SSH (common.sh + the step)
     steps/<command>.env      the non-secret parameters it receives on its command line
     runners/config.toml      the runner manager's config.toml (the token stays a placeholder)
+    steps/<command>.delete.sh, .delete.env   the same for a step's `delete` (a worker's drain),
+                             which runs when the step is removed or replaced
     kubernetes/<name>.yaml   every Kubernetes object the program applies (custom resources included)
     charts/<name>.yaml       every Helm chart it installs: chart, pinned version, repository, values
     gitlab/<path>            every file seeded into the GitLab project (.gitlab-ci.yml included)
@@ -239,11 +241,15 @@ def render(run: ProgramRun, out: Path, origin: ConfigOrigin | None = None) -> li
             # Launch templates take user data base64-encoded; the render shows what the VM reads.
             write(f"userdata/{name}.yaml", base64.b64decode(plain(inputs["userData"])).decode())
         elif registration.type == "command:remote:Command" and "create" in inputs:
-            env, script = _step_parts(plain(inputs["create"]))
-            write(f"steps/{name}.sh", script)
-            write(f"steps/{name}.env", "".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(env.items())))
-            if "RUNNER_CONFIG_TOML" in env:
-                write("runners/config.toml", env["RUNNER_CONFIG_TOML"])
+            for command, suffix in (("create", ""), ("delete", ".delete")):
+                if inputs.get(command):
+                    env, script = _step_parts(plain(inputs[command]))
+                    if command == "create" and "RUNNER_CONFIG_TOML" in env:
+                        write("runners/config.toml", env["RUNNER_CONFIG_TOML"])
+                    write(f"steps/{name}{suffix}.sh", script)
+                    write(
+                        f"steps/{name}{suffix}.env", "".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
+                    )
         elif registration.type == "kubernetes:helm.sh/v4:Chart":
             chart = {k: v for k, v in _redacted(inputs).items() if not k.startswith("__")}
             write(f"charts/{name}.yaml", yaml.safe_dump(chart, sort_keys=False))

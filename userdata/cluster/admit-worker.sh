@@ -19,8 +19,13 @@ token_secret="${BASH_REMATCH[2]}"
 expiration="$(date -u -d "+${TOKEN_TTL_HOURS} hours" +%Y-%m-%dT%H:%M:%SZ)"
 
 b64() { printf '%s' "$1" | base64 -w 0; }
+# The manifest holds the token, so it goes to a file only root can read, removed on exit. A file,
+# not stdin, so that every attempt of the retry reads the whole manifest (a here-document is read once).
+umask 077
+manifest="$(mktemp)"
+trap 'rm -f "$manifest"' EXIT
 # `data`, base64-encoded: stringData is write-only and does not round-trip through server-side apply.
-retry 5 kubectl apply --server-side --force-conflicts --field-manager=gitops-admit -f - >&2 <<MANIFEST
+cat >"$manifest" <<MANIFEST
 apiVersion: v1
 kind: Secret
 metadata:
@@ -36,6 +41,7 @@ data:
   usage-bootstrap-signing: $(b64 true)
   auth-extra-groups: $(b64 "$TOKEN_GROUP")
 MANIFEST
+retry 5 kubectl apply --server-side --force-conflicts --field-manager=gitops-admit -f "$manifest" >&2
 log "bootstrap token ${token_id} valid until ${expiration}"
 
 node_ready() {

@@ -2,12 +2,14 @@
 # Step (control plane, over SSH): keep kubeadm's certificates renewed without a human. Installs the
 # renewal program and a systemd timer that runs it daily (Persistent: a day missed while the host
 # was off runs at boot), then runs it once now and prints the earliest expiry on stdout (the
-# clusterCertificatesExpireAt output). CHECK_DAY changes daily: the first `pulumi up` of a day
-# checks again. Idempotent: files are rewritten only when they differ.
-# Parameters: RENEW_BEFORE_DAYS, RENEWAL_PROGRAM (common.sh + renew-certificates.sh), CHECK_DAY.
+# clusterCertificatesExpireAt output). The day is one of the step's triggers: the first `pulumi up`
+# of a day checks again. Idempotent: files are rewritten only when they differ.
+# Parameters: RENEW_BEFORE_DAYS, RENEWAL_PROGRAM (common.sh + renew-certificates.sh).
+# stdout: the expiry alone (the program parses it strictly); everything else goes to stderr.
 # Runs with userdata/lib/common.sh in front (components/remote.py).
 set -euo pipefail
-require_env RENEW_BEFORE_DAYS RENEWAL_PROGRAM CHECK_DAY
+stdout_is_the_result
+require_env RENEW_BEFORE_DAYS RENEWAL_PROGRAM
 ROOT="${FS_ROOT:-}"
 PROGRAM=/usr/local/lib/gitops/renew-kubeadm-certificates
 UNIT=gitops-kubeadm-certs
@@ -41,5 +43,6 @@ Persistent=true
 WantedBy=timers.target"
 systemctl daemon-reload
 systemctl enable --now "${UNIT}.timer" >&2
-log "timer ${UNIT}.timer active; checking now (${CHECK_DAY})"
-RENEW_BEFORE_DAYS="$RENEW_BEFORE_DAYS" "${ROOT}${PROGRAM}"
+log "timer ${UNIT}.timer active; checking now"
+expiry="$(RENEW_BEFORE_DAYS="$RENEW_BEFORE_DAYS" "${ROOT}${PROGRAM}")"
+result "$expiry"

@@ -6,10 +6,11 @@
 # never again when kubernetesVersion changes later (that is the upgrade step's business).
 # Runs with userdata/lib/common.sh in front (components/remote.py).
 set -euo pipefail
+stdout_is_the_result
 wait_for_cloud_init
 
 version="$(kubeadm version -o short)"
 [[ "$version" =~ ^v[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "kubeadm reports ${version}, not an exact version"
 systemctl is-active --quiet containerd || die "containerd is not running: journalctl -u containerd"
 log "kubeadm ${version} and containerd ready"
-printf '%s\n' "$version"
+result "$version"

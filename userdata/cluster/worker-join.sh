@@ -8,8 +8,9 @@
 # this worker refreshes it concurrently (cluster-info carries a signature only for valid tokens,
 # kubernetes.io "Authenticating with Bootstrap Tokens", ConfigMap signing).
 # Idempotent: a kubelet.conf pointing at API_SERVER_ENDPOINT means this node already joined; one
-# pointing elsewhere (the control plane was rebuilt) is reset first, with the CNI state kubeadm
-# reset leaves behind (/etc/cni/net.d, cni0, flannel.1; kubeadm reset's own notice).
+# pointing elsewhere (the control plane was rebuilt), or the leftovers of a join that failed half
+# way (its CA and bootstrap kubeconfig, no kubelet.conf), are reset first, with the CNI state
+# kubeadm reset leaves behind (/etc/cni/net.d, cni0, flannel.1; kubeadm reset's own notice).
 # Parameters: API_SERVER_ENDPOINT (<private-ip>:6443). Runs with userdata/lib/common.sh and
 # userdata/cluster/packages.sh in front.
 set -euo pipefail
@@ -32,6 +33,18 @@ token_id="$(sed -nE 's/^ *token: ([a-z0-9]{6})\.[a-z0-9]{16}$/\1/p' "$workdir/jo
 
 wait_for_cloud_init
 
+# kubeadm reset, and the CNI state it leaves behind (its own notice; brief section 10).
+reset_node() {
+  kubeadm reset --force >&2
+  rm -rf "${ROOT}/etc/cni/net.d"
+  local link
+  for link in cni0 flannel.1; do
+    if ip link show "$link" >/dev/null 2>&1; then
+      ip link delete "$link"
+    fi
+  done
+}
+
 kubelet_conf="${ROOT}/etc/kubernetes/kubelet.conf"
 if [[ -f "$kubelet_conf" ]]; then
   if grep -Fq "server: https://${API_SERVER_ENDPOINT}" "$kubelet_conf"; then
@@ -39,13 +52,13 @@ if [[ -f "$kubelet_conf" ]]; then
     exit 0
   fi
   log "joined to another control plane: resetting before joining ${API_SERVER_ENDPOINT}"
-  kubeadm reset --force >&2
-  rm -rf "${ROOT}/etc/cni/net.d"
-  for link in cni0 flannel.1; do
-    if ip link show "$link" >/dev/null 2>&1; then
-      ip link delete "$link"
-    fi
-  done
+  reset_node
+elif [[ -e "${ROOT}/etc/kubernetes/pki/ca.crt" || -e "${ROOT}/etc/kubernetes/bootstrap-kubelet.conf" ]]; then
+  # An earlier join that failed after its kubelet-start phase (TLS bootstrap) left these and a
+  # running kubelet behind, and the join's preflight refuses them (FileAvailable--etc-kubernetes-
+  # pki-ca.crt, Port-10250; cmd/kubeadm/app/preflight/checks.go RunJoinNodeChecks): start over.
+  log "an earlier join did not finish (no kubelet.conf, but its CA and bootstrap files): resetting first"
+  reset_node
 fi
 
 api() { curl -fsS --max-time 10 --cacert "$workdir/ca.crt" "https://${API_SERVER_ENDPOINT}$1"; }
@@ -59,7 +72,8 @@ if [[ "$(installed_version kubeadm)" != "$version" || "$(installed_version kubel
   log "moving kubelet/kubeadm/kubectl to the cluster's ${version}"
   minor="${version#v}"
   use_kubernetes_minor "${minor%.*}"
-  install_kubernetes "$(kubernetes_deb_version "${version#v}")" kubelet kubeadm kubectl
+  deb="$(kubernetes_deb_version "${version#v}")" # fails here, by name, when the repository lacks it
+  install_kubernetes "$deb" kubelet kubeadm kubectl
 fi
 wait_until 900 "bootstrap token ${token_id} to be valid" token_valid
 

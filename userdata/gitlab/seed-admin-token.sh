@@ -10,11 +10,13 @@
 #   token, so it goes straight to `gitlab-rails runner -` (Rails reads the program from stdin):
 #   never to disk, never to a command line.
 # env (public): GITLAB_HOSTNAME.
-# stdout: `expires_at=YYYY-MM-DD` (the stack output gitlabAdminTokenExpiresAt).
+# stdout: `expires_at=YYYY-MM-DD` alone (the stack output gitlabAdminTokenExpiresAt); everything
+#   else, the commands' output included, goes to stderr.
 # Idempotent: the program looks the token up by name first and keeps it when it holds this value;
 # settings already in place change nothing, and then nothing waits.
 # Runs with userdata/lib/common.sh in front (components/remote.py).
 set -euo pipefail
+stdout_is_the_result
 
 # Read the program first, before any other command can touch stdin.
 program="$(cat)"
@@ -71,4 +73,4 @@ if [[ "$settings_changed" == settings_changed=yes ]]; then
 else
   log "the cluster integration's settings were already in place (or it needs none): nothing to wait for"
 fi
-printf '%s\n' "$expiry"
+result "$expiry"

@@ -13,6 +13,18 @@ die() {
   exit 1
 }
 
+# A step whose stdout the program reads (a version, a date: pulumi-command keeps stdout as it is)
+# calls `stdout_is_the_result` before anything else. From then on everything the step and the
+# commands it runs print goes to stderr (apt-get, dpkg and kubeadm print their progress on stdout),
+# and only `result VALUE` writes to the step's stdout, kept on file descriptor 3.
+stdout_is_the_result() {
+  exec 3>&1 1>&2
+}
+
+result() {
+  printf '%s\n' "$*" >&3
+}
+
 # A line at least this often during long waits: the operator sees progress, and middleboxes that
 # cut idle connections (NAT gateways, proxies: typically 350 s or more) never see a silent SSH session.
 HEARTBEAT_SECONDS="${HEARTBEAT_SECONDS:-60}"
@@ -77,6 +89,20 @@ wait_until() {
     fi
     sleep "$POLL_SECONDS"
   done
+}
+
+# hold_lock FILE DESCRIPTION: an exclusive lock (flock(1), util-linux) on FILE until the step ends,
+# for programs that must not run at the same time on a host (kubeadm's certificate renewal and its
+# upgrade both move the control plane's static pod manifests). Waits, bounded and with a heartbeat,
+# while another holds it.
+hold_lock() {
+  local file="$1" description="$2" wait="${LOCK_WAIT_SECONDS:-3600}"
+  install -d -m 0755 "$(dirname "$file")"
+  exec {GITOPS_LOCK_FD}>"$file"
+  flock --nonblock "$GITOPS_LOCK_FD" && return 0
+  log "waiting for ${description} to finish (lock ${file})"
+  with_heartbeat "waiting for ${description} (lock ${file})" flock --wait "$wait" "$GITOPS_LOCK_FD" ||
+    die "${description} still holds ${file} after ${wait}s; nothing was changed"
 }
 
 # retry ATTEMPTS COMMAND...: for network calls that may fail transiently (apt, downloads).
