@@ -453,8 +453,11 @@ def test_a_stack_deployed_before_day_2_moves_onto_this_program_without_replacing
     for preview in (False, True):
         moved = plan(before, after, preview=preview)
         assert moved.errors == []
-        # No instance replaced or stopped: the control plane joins its new security group in place.
-        assert moved.touched(INSTANCE) == {f"{K8S}-master": "update"}
+        # No instance replaced or stopped: the control plane joins its new security group in place;
+        # today's configuration adds the CI fleet's runner manager (issue 15) as a new host.
+        instances = moved.touched(INSTANCE)
+        assert {name: action for name, action in instances.items() if action != "create"} == {f"{K8S}-master": "update"}
+        assert {name for name, action in instances.items() if action == "create"} <= {"runners-manager"}
         assert moved.of(f"{K8S}-master").keys == ("vpcSecurityGroupIds",)
         # Only steps are replaced (they run again, and are idempotent); of the AWS resources only the
         # etcd rule goes (one control plane: no etcd peer). No replaced or retired step had a delete.
