@@ -25,6 +25,10 @@ from components import versions
 # outside this list is rejected rather than deployed half-working.
 SUPPORTED_KUBERNETES_MINORS = versions.SUPPORTED_KUBERNETES_MINORS
 MAX_WORKERS = 20
+# Control-plane nodes, each with a stacked etcd member (components/cluster.py). etcd commits a write
+# once a majority of its members hold it: 3 members keep working with one lost, 2 need both (no
+# better than 1, with twice the chance of an outage), and 5 would need more zones than a stack has.
+CONTROL_PLANE_COUNTS = (1, 3)
 NODE_PORT_RANGE = (30000, 32767)  # kube-apiserver default --service-node-port-range
 RESERVED_TAG_KEYS = ("Project", "Stack", "ManagedBy", "Name")
 DELIVERY_MODES = ("pull", "push")
@@ -115,6 +119,14 @@ KEYS: tuple[Key, ...] = (
         "boolean",
         True,
         "Protect the GitLab data volume from deletion by Pulumi (set false only to tear a stack down for good).",
+    ),
+    Key(
+        "controlPlaneCount",
+        "integer",
+        1,
+        "Kubernetes control-plane nodes, each with an etcd member: 1, or 3 for a highly available control plane "
+        "behind an internal load balancer (README: Highly available control plane). 1 to 3 is a `pulumi up`; "
+        "3 to 1 is refused.",
     ),
     Key("workerCount", "integer", 2, f"Number of Kubernetes workers (1-{MAX_WORKERS})."),
     Key(
@@ -268,6 +280,7 @@ class StackConfig:
     root_volume_size_gb: int
     gitlab_data_volume_size_gb: int
     gitlab_data_volume_protect: bool
+    control_plane_count: int
     worker_count: int
     kubernetes_version: str
     kubernetes_patch: str | None
@@ -419,6 +432,32 @@ def _cidrs(reader: _Reader, name: str, values: list[str] | None) -> tuple[str, .
             continue
         cidrs.append(str(network))
     return tuple(cidrs)
+
+
+def _control_plane_count(reader: _Reader) -> int:
+    """1 or 3: an etcd of N members needs N // 2 + 1 of them to accept a write."""
+    text = (reader.string("controlPlaneCount") or "").strip()
+    accepted = "1 or 3"
+    try:
+        count = int(text)
+    except ValueError:
+        reader.fail("controlPlaneCount", text, accepted)
+        return 1
+    if count in CONTROL_PLANE_COUNTS:
+        return count
+    if count < 1:
+        reason = "a cluster needs at least one control-plane node (its API server and etcd)"
+    elif count % 2 == 0:
+        quorum = count // 2 + 1
+        reason = (
+            f"etcd needs a majority of its members to accept a write ({quorum} of {count}), so {count} "
+            f"control-plane nodes survive the loss of no more than {count - quorum} of them, like {count - 1}, "
+            "with more nodes that can fail"
+        )
+    else:
+        reason = "more than 3 etcd members need more availability zones than a stack has (availabilityZoneCount <= 3)"
+    reader.fail("controlPlaneCount", count, f"{accepted}: {reason}")
+    return count
 
 
 def _vpc_cidr(reader: _Reader) -> str:
@@ -605,6 +644,7 @@ def parse_config(raw: Mapping[str, str | None], project: str, stack: str) -> Sta
         root_volume_size_gb=reader.integer("rootVolumeSizeGb", 20, 1000),
         gitlab_data_volume_size_gb=reader.integer("gitlabDataVolumeSizeGb", 20, 16384),
         gitlab_data_volume_protect=reader.boolean("gitlabDataVolumeProtect"),
+        control_plane_count=_control_plane_count(reader),
         worker_count=reader.integer("workerCount", 1, MAX_WORKERS),
         kubernetes_version=_kubernetes_minor(reader),
         kubernetes_patch=_kubernetes_patch(reader),

@@ -37,6 +37,27 @@ BAD_INPUTS = [
         id="admin-cidrs-not-a-list",
     ),
     pytest.param({"appCidrs": ["0.0.0.0"]}, ["appCidrs: got '0.0.0.0'"], id="app-cidr-malformed"),
+    pytest.param(
+        {"controlPlaneCount": 2},
+        ["controlPlaneCount: got 2", "1 or 3", "etcd needs a majority of its members to accept a write (2 of 2)"],
+        id="control-planes-two",
+    ),
+    pytest.param(
+        {"controlPlaneCount": 4},
+        ["controlPlaneCount: got 4", "1 or 3", "(3 of 4)", "no more than 1 of them, like 3"],
+        id="control-planes-even",
+    ),
+    pytest.param(
+        {"controlPlaneCount": 0},
+        ["controlPlaneCount: got 0", "1 or 3", "at least one control-plane node"],
+        id="control-planes-zero",
+    ),
+    pytest.param(
+        {"controlPlaneCount": 5}, ["controlPlaneCount: got 5", "1 or 3", "availability zones"], id="control-planes-five"
+    ),
+    pytest.param(
+        {"controlPlaneCount": "three"}, ["controlPlaneCount: got 'three'", "1 or 3"], id="control-planes-word"
+    ),
     pytest.param({"workerCount": 0}, ["workerCount: got 0", "an integer from 1 to 20"], id="workers-zero"),
     pytest.param({"workerCount": 21}, ["workerCount: got 21", "an integer from 1 to 20"], id="workers-above-max"),
     pytest.param({"workerCount": "two"}, ["workerCount: got 'two'", "an integer from 1 to 20"], id="workers-not-int"),
