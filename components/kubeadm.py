@@ -46,6 +46,28 @@ BOOTSTRAP_TOKEN_TTL_HOURS = 24  # BootstrapToken.ttl default; each worker's admi
 BOOTSTRAP_TOKEN = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")  # BootstrapTokenString
 CONTAINERD_HOSTS_DIR = "/etc/containerd/certs.d"  # containerd docs/hosts.md
 NODE_ENV = "cluster-node"  # /etc/gitops/cluster-node.env, read by userdata/cluster/node-bootstrap.sh
+# The files every control-plane node must hold identically, as kubeadm names them under
+# /etc/kubernetes/pki (kubernetes.io "Creating Highly Available Clusters with kubeadm", manual
+# certificate distribution: "Copy only the certificates in the above list. kubeadm will take care of
+# generating the rest"; cmd/kubeadm/app/phases/certs/certs.go SharedCertificateExists checks them).
+SHARED_PKI_FILES = (
+    "ca.crt",
+    "ca.key",
+    "sa.key",
+    "sa.pub",
+    "front-proxy-ca.crt",
+    "front-proxy-ca.key",
+    "etcd/ca.crt",
+    "etcd/ca.key",
+)
+# Their public halves: a node's copies are compared with these digests (userdata/cluster/control-plane-ha-check.sh).
+SHARED_PUBLIC_FILES = ("sa.pub", "front-proxy-ca.crt", "etcd/ca.crt")
+# The stable API endpoint's private DNS zone: `.internal` is the top-level domain IANA determined
+# for private use, never to be delegated (ICANN public comment "Proposed Top-Level Domain String for
+# Private Use", 2024; SSAC SAC113). AWS's own VPC domains (ec2.internal, <region>.compute.internal)
+# are other names under it.
+ENDPOINT_DOMAIN = "internal"
+ENDPOINT_HOST_LABEL = "api"
 CONTAINERD_SERIES = versions.CONTAINERD_SERIES  # the containerd.io series nodes install and hold
 
 
@@ -76,6 +98,52 @@ def cluster_identifier(cluster_name: str, ca_public_key_pem: str) -> str:
     return f"kubeadm:{cluster_name}:sha256:{hashlib.sha256(spki).hexdigest()}"
 
 
+def endpoint_zone(cluster_name: str) -> str:
+    """The private hosted zone of a cluster's API name: <cluster name>.internal."""
+    if not _DNS_LABEL.match(cluster_name):
+        raise ValueError(f"cluster name {cluster_name!r} is not a DNS label (lower-case letters, digits, '-')")
+    return f"{cluster_name}.{ENDPOINT_DOMAIN}"
+
+
+def endpoint_host(cluster_name: str) -> str:
+    """The stable name of the cluster's API, whatever the number of control-plane nodes: api.<zone>.
+
+    It is kubeadm's controlPlaneEndpoint from the first `kubeadm init` on, so it is baked into every
+    API server certificate, kubeconfig and kube-proxy's configuration: it never depends on the
+    configuration (controlPlaneCount, the stack's name), only on the cluster's own name.
+    """
+    return f"{ENDPOINT_HOST_LABEL}.{endpoint_zone(cluster_name)}"
+
+
+def control_plane_endpoint(host: str) -> str:
+    return f"{host}:{API_SERVER_PORT}"
+
+
+def endpoint_from_step(text: str, source: str) -> str:
+    """The controlPlaneEndpoint a step read from the cluster (`<host>:<port>`), checked for its shape.
+
+    A cluster initialised before the stable endpoint existed answers with its first node's address.
+    """
+    value = text.strip()
+    if not _ENDPOINT.match(value):
+        raise ValueError(
+            f"{source} printed {value!r}; expected the cluster's controlPlaneEndpoint such as "
+            f"{control_plane_endpoint('api.gitops-k8s.internal')}. See the step's output in `pulumi up`."
+        )
+    return value
+
+
+def shared_public_digests(sa_pub: str, front_proxy_ca: str, etcd_ca: str) -> str:
+    """`<file>=<sha256 hex>` for each of SHARED_PUBLIC_FILES, as the files are written (these exact bytes)."""
+    pems = (sa_pub, front_proxy_ca, etcd_ca)
+    return " ".join(
+        f"{name}={hashlib.sha256(pem.encode()).hexdigest()}"
+        for name, pem in zip(SHARED_PUBLIC_FILES, pems, strict=True)
+    )
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_ENDPOINT = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?:\d{1,5}$")
 KUBERNETES_VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
 
 
@@ -146,10 +214,23 @@ def cluster_configuration(
 
 
 def join_configuration(
-    *, node_name: str, node_ip: str, api_server_endpoint: str, bootstrap_token: str, ca_cert_hashes: Sequence[str]
+    *,
+    node_name: str,
+    node_ip: str,
+    api_server_endpoint: str,
+    bootstrap_token: str,
+    ca_cert_hashes: Sequence[str],
+    control_plane: bool = False,
 ) -> dict[str, Any]:
-    """JoinConfiguration: token discovery pinned to the cluster CA (never unsafeSkipCAVerification)."""
-    return {
+    """JoinConfiguration: token discovery pinned to the cluster CA (never unsafeSkipCAVerification).
+
+    ``control_plane``: the node joins as a control-plane instance (`JoinControlPlane`) whose API
+    server advertises and listens on its own address. No ``certificateKey``: the shared certificates
+    are placed on the node beforehand, so kubeadm downloads nothing and its preflight checks them
+    instead (cmd/kubeadm/app/cmd/phases/join/preflight.go checkIfReadyForAdditionalControlPlane).
+    The ClusterConfiguration (endpoint, certificate names) is read from the cluster.
+    """
+    document: dict[str, Any] = {
         "apiVersion": KUBEADM_API_VERSION,
         "kind": "JoinConfiguration",
         "discovery": {
@@ -161,6 +242,9 @@ def join_configuration(
         },
         "nodeRegistration": _node_registration(node_name, node_ip),
     }
+    if control_plane:
+        document["controlPlane"] = {"localAPIEndpoint": {"advertiseAddress": node_ip, "bindPort": API_SERVER_PORT}}
+    return document
 
 
 def render_documents(documents: Iterable[Mapping[str, Any]]) -> str:
