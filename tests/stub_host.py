@@ -28,6 +28,12 @@ state() { cat "$STATE/$1" 2>/dev/null || true; }
 case "$*" in
   "version -o json") printf '{"serverVersion": {"gitVersion": "%s"}}\n' "$(state server)" ;;
   "get --raw /readyz") [ "$(state api)" != "down" ] ;;
+  "-n kube-system get configmap kubeadm-config "*) printf 'apiServer: {}\ncontrolPlaneEndpoint: %s\nkind: ClusterConfiguration\n' "$(state endpoint)" ;;
+  "-n kube-system get pods -l k8s-app=kube-dns "*) state dns_nodes ;;
+  "-n kube-system rollout restart deployment coredns") printf 'worker1\nworker2\n' >"$STATE/dns_nodes"; echo "deployment.apps/coredns restarted" ;;
+  "-n kube-system rollout status "*) echo 'deployment "coredns" successfully rolled out' ;;
+  "-n kube-system delete pod "*) echo "pod deleted" ;;
+  "get node "*"InternalIP"*) state node_ip ;;
   "get node "*"kubeletVersion"*) state node_kubelet ;;
   "get node "*"unschedulable"*) state unschedulable ;;
   "get node "*"annotations"*) state annotation ;;
@@ -76,6 +82,24 @@ case "$1 $2" in
 esac
 """
 KUBELET = 'echo "Kubernetes $(cat "$STATE/kubelet")"\n'
+# crictl in front of the etcd container: `exec <id> etcdctl ...` answers from $STATE/members, lines as
+# `etcdctl member list -w simple` prints them; remove_fails=yes stands for etcd refusing a removal.
+CRICTL = r"""
+case "$1" in
+  ps) [ "$(cat "$STATE/etcd_down" 2>/dev/null)" = yes ] || echo 3f2a9c1d0b7e ;;
+  exec)
+    shift 2
+    case "$*" in
+      *"member list -w simple") cat "$STATE/members" ;;
+      *"member remove "*)
+        id="${!#}"
+        [ "$(cat "$STATE/remove_fails" 2>/dev/null)" = yes ] && { echo "Error: etcdserver: re-configuration failed due to not enough started members" >&2; exit 1; }
+        grep -v "^$id, " "$STATE/members" >"$STATE/members.new" || true
+        mv "$STATE/members.new" "$STATE/members"
+        echo "Member $id removed from cluster 5a1b" ;;
+    esac ;;
+esac
+"""
 # apt-get install <pkg>=<version>: the package is now that version; kubernetes-cni brings the plugins.
 # Like the real one, it prints its progress (and dpkg's) on stdout.
 APT_GET = r"""

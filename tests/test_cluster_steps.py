@@ -13,6 +13,7 @@ import json
 import re
 import shlex
 import socket
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ import yaml
 
 from components import kubeadm
 from components.remote import step_script
-from tests.stub_host import StubHost
+from tests.stub_host import CRICTL, StubHost
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,6 +96,7 @@ def test_every_step_whose_stdout_the_program_reads_sends_everything_else_to_stde
     }
     assert reading == {
         "cluster/kubeadm-version.sh",
+        "cluster/control-plane-init.sh",
         "cluster/control-plane-upgrade.sh",
         "cluster/certificates.sh",
         "gitlab/seed-admin-token.sh",
@@ -322,8 +324,14 @@ def test_an_emptied_operator_key_is_removed_and_other_keys_stay(node: StubHost) 
 # ------------------------------------------------------------------------------------------------
 # control-plane-init.sh: no destructive advice
 # ------------------------------------------------------------------------------------------------
+SHARED = {name: f"PULUMI {name}\n" for name in kubeadm.SHARED_PKI_FILES}
+ENDPOINT = "api.gitops-k8s.internal:6443"
+INIT = {"NODE_NAME": "master", "CONTROL_PLANE_ENDPOINT": ENDPOINT}
+
+
 def init_bundle() -> str:
-    return kubeadm.stdin_bundle(["CA CERT\n", "CA KEY\n", "kind: InitConfiguration\n"])
+    shared = [SHARED[name] for name in kubeadm.SHARED_PKI_FILES]
+    return kubeadm.stdin_bundle(["CA CERT\n", "CA KEY\n", "kind: InitConfiguration\n", *shared[2:]])
 
 
 def initialised(host: StubHost) -> None:
@@ -331,15 +339,13 @@ def initialised(host: StubHost) -> None:
     pki.mkdir(parents=True)
     (pki / "ca.crt").write_text("CA CERT\n")
     (host.root / "etc/kubernetes/admin.conf").write_text("apiVersion: v1\n")
-    host.kubernetes(server="v1.36.5")
+    host.kubernetes(server="v1.36.5").set(endpoint=ENDPOINT)
 
 
 def test_a_slow_api_server_after_a_reboot_is_waited_for_and_never_reset(host: StubHost) -> None:
     initialised(host)
     host.set(api="down", nodes="master\nworker1\n")
-    result = host.run(
-        "cluster/control-plane-init.sh", {"NODE_NAME": "master", "API_TIMEOUT_SECONDS": "1"}, stdin=init_bundle()
-    )
+    result = host.run("cluster/control-plane-init.sh", {**INIT, "API_TIMEOUT_SECONDS": "1"}, stdin=init_bundle())
     assert result.returncode == 1
     assert "does not answer: it may still be starting" in result.stderr
     assert "Do not run 'kubeadm reset'" in result.stderr
@@ -347,15 +353,16 @@ def test_a_slow_api_server_after_a_reboot_is_waited_for_and_never_reset(host: St
     assert host.calls("kubeadm") == []
     # Once it answers, a registered control plane means nothing to do.
     host.set(api="up")
-    result = host.run("cluster/control-plane-init.sh", {"NODE_NAME": "master"}, stdin=init_bundle())
+    result = host.run("cluster/control-plane-init.sh", INIT, stdin=init_bundle())
     assert result.returncode == 0, result.stderr
     assert "already ran and master is registered: nothing to do" in result.stderr
+    assert result.stdout == ENDPOINT + "\n"
 
 
 def test_a_cluster_with_nodes_but_no_control_plane_node_is_told_to_restart_the_kubelet(host: StubHost) -> None:
     initialised(host)
     host.set(nodes="worker1\n")
-    result = host.run("cluster/control-plane-init.sh", {"NODE_NAME": "master"}, stdin=init_bundle())
+    result = host.run("cluster/control-plane-init.sh", INIT, stdin=init_bundle())
     assert result.returncode == 1
     assert "restart its kubelet" in result.stderr
     assert "reset" not in result.stderr.replace("Do not run 'kubeadm reset'", "")
@@ -364,6 +371,7 @@ def test_a_cluster_with_nodes_but_no_control_plane_node_is_told_to_restart_the_k
 # ------------------------------------------------------------------------------------------------
 # Workers: admission (token), removal (drain), join
 # ------------------------------------------------------------------------------------------------
+TOKEN_LIB = ["cluster/bootstrap-token.sh"]
 ADMIT = {
     "NODE_NAME": "worker1",
     "TOKEN_TTL_HOURS": "24",
@@ -374,7 +382,7 @@ ADMIT = {
 
 def test_admission_renews_the_token_by_server_side_apply_and_waits_for_the_node(host: StubHost) -> None:
     host.kubernetes(server="v1.36.5")
-    result = host.run("cluster/admit-worker.sh", ADMIT, stdin=TOKEN + "\n")
+    result = host.run("cluster/admit-worker.sh", ADMIT, libs=TOKEN_LIB, stdin=TOKEN + "\n")
     assert result.returncode == 0, result.stderr
     assert "0123456789abcdef" not in result.stdout + result.stderr + host.calls_file.read_text()
     (apply,) = [call for call in host.calls("kubectl") if call.startswith("kubectl apply")]
@@ -389,14 +397,14 @@ def test_admission_renews_the_token_by_server_side_apply_and_waits_for_the_node(
     assert "worker worker1 is Ready" in result.stderr
     # A worker that never becomes Ready fails the step: the next `pulumi up` renews the token again.
     host.set(ready="False")
-    result = host.run("cluster/admit-worker.sh", {**ADMIT, "TIMEOUT_SECONDS": "1"}, stdin=TOKEN + "\n")
+    result = host.run("cluster/admit-worker.sh", {**ADMIT, "TIMEOUT_SECONDS": "1"}, libs=TOKEN_LIB, stdin=TOKEN + "\n")
     assert result.returncode == 1
     assert "timed out after 1s waiting for worker worker1 to join and be Ready" in result.stderr
 
 
 def test_a_retried_token_renewal_sends_the_whole_manifest_each_time(host: StubHost) -> None:
     host.kubernetes(server="v1.36.5").set(apply_fails="2")
-    result = host.run("cluster/admit-worker.sh", ADMIT, stdin=TOKEN + "\n")
+    result = host.run("cluster/admit-worker.sh", ADMIT, libs=TOKEN_LIB, stdin=TOKEN + "\n")
     assert result.returncode == 0, result.stderr
     applies = [call for call in host.calls("kubectl") if call.startswith("kubectl apply")]
     assert len(applies) == 3
@@ -408,7 +416,7 @@ def test_a_retried_token_renewal_sends_the_whole_manifest_each_time(host: StubHo
 
 def test_admission_rejects_a_malformed_token_without_printing_it(host: StubHost) -> None:
     host.kubernetes(server="v1.36.5")
-    result = host.run("cluster/admit-worker.sh", ADMIT, stdin="ABC123.0123456789abcdef\n")
+    result = host.run("cluster/admit-worker.sh", ADMIT, libs=TOKEN_LIB, stdin="ABC123.0123456789abcdef\n")
     assert result.returncode == 1
     assert "is not [a-z0-9]{6}.[a-z0-9]{16}" in result.stderr
     assert "0123456789abcdef" not in result.stderr
@@ -955,3 +963,349 @@ def test_an_upgrade_waits_for_a_renewal_in_progress(host: StubHost, kubeadm_lock
     assert result.returncode == 1
     assert "the certificate renewal on this control plane" in result.stderr
     assert [call for call in host.calls() if call.startswith(("apt-get", "kubeadm", "kubectl"))] == []
+
+
+# ------------------------------------------------------------------------------------------------
+# A highly available control plane: init with the shared keys, the check, joins, member removal
+# ------------------------------------------------------------------------------------------------
+MEMBERS = (
+    "8e9e05c52164694d, started, master, https://10.42.0.10:2380, https://10.42.0.10:2379, false\n"
+    "91bc3c398fb3c146, started, master2, https://10.42.1.20:2380, https://10.42.1.20:2379, false\n"
+    "fd422379fda50e48, started, master3, https://10.42.2.30:2380, https://10.42.2.30:2379, false\n"
+)
+MEMBER_LIBS = ["cluster/bootstrap-token.sh", "cluster/etcd-members.sh"]
+
+
+def first_node(host: StubHost, *, members: str = MEMBERS, nodes: str = "master\nmaster2\nmaster3\n") -> StubHost:
+    """The first control-plane node: kubectl with admin.conf, crictl in front of its etcd."""
+    host.kubernetes(server="v1.36.5").set(members=members, nodes=nodes, endpoint=ENDPOINT)
+    host.stub("crictl", CRICTL).stub("hostname", "echo master\n")
+    return host
+
+
+def test_init_places_every_shared_key_once_the_name_resolves_then_prints_the_endpoint(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5").set(endpoint=ENDPOINT, nodes="master\n")
+    host.stub("getent", f'[ "$1 $2" = "hosts {ENDPOINT[:-5]}" ] && echo "10.42.0.10 {ENDPOINT[:-5]}"\n')
+    result = host.run("cluster/control-plane-init.sh", INIT, stdin=init_bundle())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ENDPOINT + "\n", "stdout is the endpoint alone"
+    calls = host.calls("getent", "kubeadm")
+    resolve, init = positions(calls, "getent hosts api.gitops-k8s.internal", "kubeadm init --config")
+    assert resolve < init and "--skip-token-print" in calls[init] and "--upload-certs" not in calls[init]
+    pki = host.root / "etc/kubernetes/pki"
+    assert (pki / "ca.crt").read_text() == "CA CERT\n" and (pki / "ca.key").read_text() == "CA KEY\n"
+    for name in kubeadm.SHARED_PKI_FILES[2:]:
+        assert (pki / name).read_text() == SHARED[name], name
+        assert stat.S_IMODE((pki / name).stat().st_mode) == (0o600 if name.endswith(".key") else 0o644), name
+
+
+def test_init_on_a_cluster_made_before_the_stable_endpoint_keeps_its_own_keys_and_reports_its_address(
+    host: StubHost,
+) -> None:
+    initialised(host)
+    pki = host.root / "etc/kubernetes/pki"
+    (pki / "sa.pub").write_text("KUBEADM'S OWN\n")
+    host.set(endpoint="10.42.0.10:6443", nodes="master\nworker1\n")
+    result = host.run("cluster/control-plane-init.sh", INIT, stdin=init_bundle())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "10.42.0.10:6443\n"
+    assert "workers and GitLab keep using 10.42.0.10:6443" in result.stderr
+    assert (pki / "sa.pub").read_text() == "KUBEADM'S OWN\n", "a running cluster's keys are never replaced"
+    assert not (pki / "etcd").exists()
+    assert host.calls("kubeadm") == []
+
+
+def check_env(files: dict[str, str]) -> dict[str, str]:
+    digests = kubeadm.shared_public_digests(files["sa.pub"], files["front-proxy-ca.crt"], files["etcd/ca.crt"])
+    return {"CONTROL_PLANE_ENDPOINT": ENDPOINT, "SHARED_PUBLIC_SHA256": digests}
+
+
+def pki_with(host: StubHost, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = host.root / "etc/kubernetes/pki" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_the_ha_check_passes_a_cluster_made_with_the_stable_endpoint_and_the_programs_keys(host: StubHost) -> None:
+    first_node(host)
+    pki_with(host, SHARED)
+    result = host.run("cluster/control-plane-ha-check.sh", check_env(SHARED))
+    assert result.returncode == 0, result.stderr
+    assert "can take further control-plane nodes" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "kubeadm_made", "reason"),
+    [
+        ("10.42.0.10:6443", (), "its controlPlaneEndpoint is 10.42.0.10:6443, not the stable"),
+        (ENDPOINT, ("sa.pub", "etcd/ca.crt"), "its sa.pub was made by kubeadm on this node"),
+    ],
+)
+def test_the_ha_check_refuses_a_cluster_made_before_and_names_the_way_forward(
+    host: StubHost, endpoint: str, kubeadm_made: tuple[str, ...], reason: str
+) -> None:
+    first_node(host).set(endpoint=endpoint)
+    pki_with(host, {**SHARED, **{name: "KUBEADM'S OWN\n" for name in kubeadm_made}})
+    result = host.run("cluster/control-plane-ha-check.sh", check_env(SHARED))
+    assert result.returncode == 1
+    assert "refusing controlPlaneCount 3" in result.stderr and reason in result.stderr
+    assert "Set controlPlaneCount back to 1" in result.stderr and "'Highly available control plane'" in result.stderr
+    assert [call for call in host.calls("kubectl") if "get configmap" not in call] == []  # changed nothing
+
+
+JOIN_CP = {"NODE_NAME": "master2", "API_SERVER_ENDPOINT": ENDPOINT, "TIMEOUT_SECONDS": "5"}
+
+
+def control_plane_join_bundle() -> str:
+    document = kubeadm.render_documents(
+        [
+            kubeadm.join_configuration(
+                node_name="master2",
+                node_ip="10.42.1.20",
+                api_server_endpoint=ENDPOINT,
+                bootstrap_token=TOKEN,
+                ca_cert_hashes=["sha256:" + "0" * 64],
+                control_plane=True,
+            )
+        ]
+    )
+    return kubeadm.stdin_bundle([document, *(SHARED[name] for name in kubeadm.SHARED_PKI_FILES)])
+
+
+def joined_control_plane(host: StubHost) -> None:
+    """What kubeadm join --control-plane leaves on a node: admin.conf, kubelet.conf, static pods."""
+    k8s = host.root / "etc/kubernetes"
+    (k8s / "manifests").mkdir(parents=True, exist_ok=True)
+    for name in ("admin.conf", "kubelet.conf", "manifests/etcd.yaml"):
+        (k8s / name).write_text("written by kubeadm join\n")
+
+
+def test_a_control_plane_join_places_exactly_the_shared_files_then_joins_and_waits_until_ready(
+    host: StubHost,
+) -> None:
+    host.kubernetes(server="v1.37.2", kubelet="v1.37.5", kubeadm="v1.37.5").packages("1.37.2-1.1", "1.37.5-1.1")
+    host.set(nodes="master\nmaster2\n")
+    api_stub(host, "v1.37.2")
+    result = host.run("cluster/control-plane-join.sh", JOIN_CP, libs=PACKAGES, stdin=control_plane_join_bundle())
+    assert result.returncode == 0, result.stderr
+    calls = host.calls("apt-get", "kubeadm", "kubectl")
+    install, join, ready = positions(
+        calls, "apt-get -o DPkg::Lock::Timeout=300 -q install", "kubeadm join --config", "kubectl get node master2"
+    )
+    assert install < join < ready
+    assert "kubelet=1.37.2-1.1 kubeadm=1.37.2-1.1 kubectl=1.37.2-1.1" in calls[install]
+    assert "control-plane node master2 is Ready" in result.stderr
+    pki = host.root / "etc/kubernetes/pki"
+    placed = sorted(str(path.relative_to(pki)) for path in pki.rglob("*") if path.is_file())
+    assert placed == sorted(kubeadm.SHARED_PKI_FILES), "kubeadm makes the rest, with this node's names"
+    assert all((pki / name).read_text() == SHARED[name] for name in kubeadm.SHARED_PKI_FILES)
+    assert stat.S_IMODE((pki / "etcd/ca.key").stat().st_mode) == 0o600
+    assert TOKEN not in result.stderr + host.calls_file.read_text()
+    # Once joined, a second run only waits until Ready.
+    joined_control_plane(host)
+    host.clear_calls()
+    again = host.run("cluster/control-plane-join.sh", JOIN_CP, libs=PACKAGES, stdin=control_plane_join_bundle())
+    assert again.returncode == 0, again.stderr
+    assert "already joined as a control-plane node" in again.stderr
+    assert host.calls("kubeadm", "apt-get") == []
+
+
+def test_a_control_plane_join_that_failed_half_way_leaves_the_cluster_before_joining_again(host: StubHost) -> None:
+    """Its etcd mirror Pod would fail the next join's etcd check, and reset removes its member."""
+    host.kubernetes(server="v1.36.5").set(nodes="master\nmaster2\n")
+    api_stub(host, "v1.36.5")
+    host.stub("ip", '[ "$1 $2" = "link show" ] && exit 0\nexit 0\n')
+    k8s = host.root / "etc/kubernetes"
+    (k8s / "pki").mkdir(parents=True)
+    (k8s / "pki/ca.crt").write_text("left behind\n")
+    (k8s / "admin.conf").write_text("left behind\n")
+    host.set(ready="False")  # its Node exists but the join never finished
+    program = step_script("cluster/control-plane-join.sh", PACKAGES).replace(
+        'wait_until "$TIMEOUT', 'true || wait_until "$T'
+    )
+    result = host.run("cluster/control-plane-join.sh", JOIN_CP, program=program, stdin=control_plane_join_bundle())
+    assert result.returncode == 0, result.stderr
+    calls = host.calls("kubectl", "kubeadm", "ip")
+    node, mirrors, reset, join = positions(
+        calls,
+        "kubectl delete node master2",
+        "kubectl -n kube-system delete pod -l tier=control-plane --field-selector spec.nodeName=master2",
+        "kubeadm reset --force",
+        "kubeadm join --config",
+    )
+    assert node < mirrors < reset < join
+
+
+def test_a_control_plane_join_refuses_a_join_configuration_without_its_control_plane_section(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5")
+    bundle = kubeadm.stdin_bundle([join_bundle_document(), *(SHARED[name] for name in kubeadm.SHARED_PKI_FILES)])
+    result = host.run("cluster/control-plane-join.sh", JOIN_CP, libs=PACKAGES, stdin=bundle)
+    assert result.returncode == 1
+    assert "has no controlPlane section" in result.stderr
+    assert host.calls("kubeadm") == []
+
+
+def join_bundle_document() -> str:
+    return base64.b64decode(join_bundle().splitlines()[0]).decode()
+
+
+ADMIT_CP = {
+    "NODE_NAME": "master2",
+    "NODE_IP": "10.42.1.20",
+    "TOKEN_TTL_HOURS": "24",
+    "TOKEN_GROUP": kubeadm.BOOTSTRAP_TOKEN_GROUP,
+}
+
+
+def test_admitting_a_member_renews_the_token_and_touches_a_healthy_member_not_at_all(host: StubHost) -> None:
+    first_node(host).set(node_ip="10.42.1.20")
+    result = host.run("cluster/admit-control-plane.sh", ADMIT_CP, libs=MEMBER_LIBS, stdin=TOKEN + "\n")
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(host.get("applied"))["metadata"]["name"] == "bootstrap-token-abc123"
+    assert host.get("members") == MEMBERS
+    assert not [call for call in host.calls("kubectl") if call.startswith("kubectl delete")]
+    assert "master2 (10.42.1.20) may join" in result.stderr
+
+
+def test_admitting_a_replacement_removes_what_its_predecessor_left_behind(host: StubHost) -> None:
+    """The predecessor was terminated outside Pulumi: its member and Node still name master2."""
+    first_node(host).set(node_ip="10.42.1.20")
+    result = host.run(
+        "cluster/admit-control-plane.sh", {**ADMIT_CP, "NODE_IP": "10.42.1.99"}, libs=MEMBER_LIBS, stdin=TOKEN + "\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "91bc3c398fb3c146" not in host.get("members"), "the predecessor's etcd member is gone"
+    assert "8e9e05c52164694d" in host.get("members") and "fd422379fda50e48" in host.get("members")
+    calls = host.calls("crictl", "kubectl")
+    remove, node = positions(calls, "crictl exec 3f2a9c1d0b7e etcdctl", "kubectl delete node master2")
+    assert "member remove 91bc3c398fb3c146" in " ".join(c for c in calls if "member remove" in c)
+    assert remove < node
+    etcdctl = next(call for call in calls if "member remove" in call)
+    assert "--cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt" in etcdctl
+    assert "--endpoints=https://127.0.0.1:2379" in etcdctl
+
+
+REMOVE_CP = {"NODE_NAME": "master2", "NODE_IP": "10.42.1.20", "DRAIN_TIMEOUT_SECONDS": "600"}
+
+
+def test_removing_a_member_drains_it_removes_its_etcd_member_then_its_node_and_then_does_nothing(
+    host: StubHost,
+) -> None:
+    first_node(host)
+    result = host.run("cluster/remove-control-plane.sh", REMOVE_CP, libs=MEMBER_LIBS)
+    assert result.returncode == 0, result.stderr
+    calls = host.calls("kubectl", "crictl")
+    drain, remove, node, mirrors = positions(
+        calls,
+        "kubectl drain master2",
+        "crictl exec 3f2a9c1d0b7e etcdctl",
+        "kubectl delete node master2",
+        "kubectl -n kube-system delete pod -l tier=control-plane",
+    )
+    assert drain < remove < node < mirrors
+    assert "--ignore-daemonsets --delete-emptydir-data --force --timeout=600s" in calls[drain]
+    assert [line.split(", ")[2] for line in host.get("members").splitlines()] == ["master", "master3"]
+    assert host.get("nodes") == "master\nmaster3\n"
+    host.clear_calls()
+    again = host.run("cluster/remove-control-plane.sh", REMOVE_CP, libs=MEMBER_LIBS)
+    assert again.returncode == 0, again.stderr
+    assert not [call for call in host.calls("crictl") if "member remove" in call]
+    assert not [call for call in host.calls("kubectl") if call.startswith("kubectl drain")]
+
+
+def test_a_dead_member_is_not_drained_but_still_leaves_etcd(host: StubHost) -> None:
+    first_node(host).set(ready="Unknown")
+    env = {**REMOVE_CP, "NOT_READY_GRACE_SECONDS": "1"}
+    result = host.run("cluster/remove-control-plane.sh", env, libs=MEMBER_LIBS)
+    assert result.returncode == 0, result.stderr
+    assert "master2 is not Ready" in result.stderr
+    assert not [call for call in host.calls("kubectl") if call.startswith("kubectl drain")]
+    assert "master2" not in host.get("members")
+
+
+def test_a_member_etcd_will_not_let_go_is_kept_with_its_node_and_instance(host: StubHost) -> None:
+    """etcd refuses a removal that would cost its quorum (--strict-reconfig-check)."""
+    first_node(host).set(remove_fails="yes")
+    result = host.run("cluster/remove-control-plane.sh", REMOVE_CP, libs=MEMBER_LIBS)
+    assert result.returncode == 1
+    assert "etcd refused to remove member 91bc3c398fb3c146 (master2)" in result.stderr
+    assert host.get("nodes") == "master\nmaster2\nmaster3\n"
+    assert not [call for call in host.calls("kubectl") if call.startswith("kubectl delete")]
+
+
+def test_removing_a_member_never_runs_on_the_member_itself(host: StubHost) -> None:
+    first_node(host)
+    result = host.run("cluster/remove-control-plane.sh", {**REMOVE_CP, "NODE_NAME": "master"}, libs=MEMBER_LIBS)
+    assert result.returncode == 1
+    assert "refusing to remove master from itself" in result.stderr
+    assert host.get("members") == MEMBERS
+
+
+UPGRADE_NODE = {
+    "NODE_NAME": "master2",
+    "KUBERNETES_VERSION": "v1.37.2",
+    "DRAIN_TIMEOUT_SECONDS": "600",
+    "TIMEOUT_SECONDS": "5",
+}
+
+
+def api_server_manifest(host: StubHost, version: str) -> None:
+    manifests = host.root / "etc/kubernetes/manifests"
+    manifests.mkdir(parents=True, exist_ok=True)
+    (manifests / "kube-apiserver.yaml").write_text(
+        f"spec:\n  containers:\n  - image: registry.k8s.io/kube-apiserver:{version}\n"
+    )
+
+
+def test_a_further_control_plane_node_upgrades_with_kubeadm_upgrade_node_then_its_kubelet(host: StubHost) -> None:
+    host.kubernetes(server="v1.37.2", kubelet="v1.36.5", kubeadm="v1.36.5").packages("1.37.2-1.1")
+    api_server_manifest(host, "v1.36.5")
+    host.stub("kubeadm", KUBEADM_UPGRADE_NODE)
+    result = host.run("cluster/control-plane-upgrade-node.sh", UPGRADE_NODE, libs=PACKAGES)
+    assert result.returncode == 0, result.stderr
+    calls = host.calls("kubeadm", "kubectl", "apt-get", "systemctl")
+    upgrade, drain, kubelet, restart, uncordon = positions(
+        calls,
+        "kubeadm upgrade node",
+        "kubectl drain master2",
+        "apt-get -o DPkg::Lock::Timeout=300 -q install -y --no-install-recommends --allow-downgrades "
+        "--allow-change-held-packages kubeadm=1.37.2-1.1 kubelet=1.37.2-1.1",
+        "systemctl restart kubelet",
+        "kubectl uncordon master2",
+    )
+    assert upgrade < drain < kubelet < restart < uncordon
+    assert not [call for call in calls if call.startswith("kubeadm upgrade apply")], "apply is the first node's"
+    host.clear_calls()
+    again = host.run("cluster/control-plane-upgrade-node.sh", UPGRADE_NODE, libs=PACKAGES)
+    assert again.returncode == 0, again.stderr
+    assert host.calls("kubeadm", "apt-get", "systemctl") == ["kubeadm version -o short"]
+
+
+# `kubeadm upgrade node` on a control-plane node rewrites its static pod manifests at the new version.
+KUBEADM_UPGRADE_NODE = r"""
+case "$1 $2" in
+  "version -o") cat "$STATE/kubeadm" ;;
+  "upgrade node")
+    sed -i "s|kube-apiserver:v[0-9.]*|kube-apiserver:$(cat "$STATE/kubeadm")|" "$FS_ROOT/etc/kubernetes/manifests/kube-apiserver.yaml"
+    echo "[upgrade] The control plane instance for this node was successfully upgraded!" ;;
+esac
+"""
+
+
+def test_coredns_is_spread_once_when_it_runs_on_a_single_node(host: StubHost) -> None:
+    host.kubernetes(server="v1.36.5").set(dns_nodes="master\nmaster\n")
+    result = host.run("cluster/spread-coredns.sh", {"TIMEOUT_SECONDS": "60"})
+    assert result.returncode == 0, result.stderr
+    restart, status = positions(
+        host.calls("kubectl"),
+        "kubectl -n kube-system rollout restart deployment coredns",
+        "kubectl -n kube-system rollout status deployment coredns",
+    )
+    assert restart < status
+    assert "CoreDNS runs on worker1 worker2" in result.stderr
+    host.clear_calls()
+    again = host.run("cluster/spread-coredns.sh", {"TIMEOUT_SECONDS": "60"})
+    assert again.returncode == 0, again.stderr
+    assert "nothing to do" in again.stderr
+    assert not [call for call in host.calls("kubectl") if "rollout" in call]
