@@ -71,6 +71,7 @@ runners = Runners(
         gitlab_ca_pem=gitlab_host.ca_pem,
         gitlab_provider=gitlab_host.provider,
         ssh=ssh,
+        api_security_group_id=cluster.api_security_group_id,
     ),
 )
 

@@ -1,15 +1,27 @@
-"""KubeadmCluster: a control plane (`master`) and N workers (`worker1`..`workerN`) on EC2, for years.
+"""KubeadmCluster: 1 or 3 control-plane nodes (`master`, `master2`, `master3`) and N workers on EC2, for years.
 
 Order of events on `pulumi up`, one module per concept:
-1. PKI (cluster_pki.py): cluster CA, admin certificate and bootstrap token, made by Pulumi first;
+1. PKI (cluster_pki.py): cluster CA, the other shared keys (service accounts, front-proxy CA, etcd
+   CA), admin certificate and bootstrap token, made by Pulumi first;
 2. firewall (cluster_firewall.py): ingress rules, and the control plane's own group;
 3. nodes (cluster_nodes.py): instances that user data boots once, and on every node the material
    step (registry trust, containerd settings, operator key) that follows the configuration later;
-4. bootstrap (cluster_bootstrap.py): `kubeadm init`, Flannel, control plane Ready;
-5. lifecycle (cluster_lifecycle.py): the upgrade gate and the control plane's upgrade to the
-   configured version (a no-op on a new cluster), then each worker joins (and is admitted, and on
-   removal drained) and, one at a time, follows the control plane's version; the certificate timer.
+4. endpoint (cluster_endpoint.py): the API's stable name, api.<cluster>.internal, in a private
+   Route 53 zone: the first node's address, or (controlPlaneCount 3) an internal load balancer;
+5. bootstrap (cluster_bootstrap.py): `kubeadm init`, Flannel, control plane Ready;
+6. lifecycle (cluster_lifecycle.py): the upgrade gate and the first node's upgrade to the configured
+   version (a no-op on a new cluster); then, with controlPlaneCount 3, the further control-plane
+   nodes join one at a time (cluster_members.py); each worker joins (and is admitted, and on
+   removal drained); then, one node at a time, control plane first, every node follows the first
+   one's version; the certificate timer on every control-plane node; CoreDNS spread over the nodes.
 The Kubernetes provider is usable once every node is Ready and upgraded.
+
+High availability: with 3 control-plane nodes, etcd and the API survive the loss of any one of them.
+Workers' kubelets and kube-proxy, and GitLab, reach the API through the stable name (the load
+balancer routes around a lost node); the app's pods run on the workers and keep serving; Flux and
+agentk reach the API through the `kubernetes` Service, whose endpoints are the API servers that are
+up; CoreDNS runs on several nodes. Steps that need the admin kubeconfig run on the first node, so a
+`pulumi up` that changes the cluster needs that node (README "Highly available control plane").
 """
 
 from __future__ import annotations
@@ -23,10 +35,18 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import kubeadm
-from components.cluster_bootstrap import bootstrap_control_plane, bootstrap_worker
+from components.cluster_bootstrap import bootstrap_control_plane, bootstrap_worker, spread_cluster_dns
+from components.cluster_endpoint import api_endpoint
 from components.cluster_firewall import add_rules, cluster_rules, control_plane_group, etcd_rules
-from components.cluster_lifecycle import PreUpgradeHook, certificate_renewal, upgrade_control_plane, upgrade_workers
-from components.cluster_nodes import CONTROL_PLANE, cluster_nodes, worker_names
+from components.cluster_lifecycle import (
+    PreUpgradeHook,
+    certificate_renewal,
+    upgrade_control_plane,
+    upgrade_control_plane_members,
+    upgrade_workers,
+)
+from components.cluster_members import control_plane_members
+from components.cluster_nodes import CONTROL_PLANE, Node, cluster_nodes, worker_names
 from components.cluster_pki import cluster_pki
 from components.config import StackConfig
 from components.hosts import SshAccess
@@ -49,8 +69,10 @@ class KubeadmClusterArgs:
 
 
 class KubeadmCluster(pulumi.ComponentResource):
-    private_api_url: pulumi.Output[str]  # https://<control-plane private IP>:6443: what GitLab uses
-    public_api_url: pulumi.Output[str]  # https://<Elastic IP>:6443: the kubeconfig's server
+    # https://<the cluster's controlPlaneEndpoint>: the stable name, what GitLab uses inside the VPC
+    # (a cluster initialised before the stable endpoint existed keeps its first node's address).
+    private_api_url: pulumi.Output[str]
+    public_api_url: pulumi.Output[str]  # https://<first node's Elastic IP>:6443: the kubeconfig's server
     ca_pem: pulumi.Output[str]
     ca_cert_hash: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]  # secret
@@ -63,6 +85,9 @@ class KubeadmCluster(pulumi.ComponentResource):
     # Where steps that need the admin kubeconfig run (/etc/kubernetes/admin.conf): the first control plane.
     control_plane_ssh_host: pulumi.Output[str]
     control_plane_instance_id: pulumi.Output[str]
+    control_planes: list[Node]  # every control-plane node, the first one first (e.g. a timer step on each)
+    # The API load balancer's security group (controlPlaneCount 3): other callers of the API get a rule there.
+    api_security_group_id: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: KubeadmClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("gitops:cluster:KubeadmCluster", name, None, opts)
@@ -88,42 +113,97 @@ class KubeadmCluster(pulumi.ComponentResource):
         add_rules(
             name,
             config,
-            etcd_rules(len(nodes.control_planes)),
+            etcd_rules(config.control_plane_count),
             on_group=cp_group.id,
             groups={"control-plane": cp_group.id},
             parent=self,
         )
         (master,) = nodes.control_planes
+        api = api_endpoint(
+            name,
+            config,
+            vpc_id=args.vpc_id,
+            subnet_ids=list(args.subnet_ids),
+            first_node=master,
+            groups={**groups, "control-plane": cp_group.id},
+            parent=self,
+        )
 
-        control_plane = bootstrap_control_plane(name, config, nodes, pki, ssh, self)
+        control_plane = bootstrap_control_plane(name, config, nodes, pki, ssh, api, self)
         gate = upgrade_control_plane(
             name, config, master, ssh, after=[control_plane.ready], pre_upgrade=args.pre_upgrade, parent=self
         )
         self.kubernetes_version = gate.stdout.apply(lambda out: kubeadm.kubernetes_version(out, "the upgrade step"))
+        members = control_plane_members(
+            name,
+            config,
+            nodes.builder,
+            master=master,
+            pki=pki,
+            cluster_endpoint=control_plane.endpoint,
+            stable_endpoint=api.address,
+            ssh=ssh,
+            targets=api.target_group,
+            after=[gate],
+            parent=self,
+        )
         workers = [
-            bootstrap_worker(name, worker, control_plane=master, pki=pki, ssh=ssh, after=[gate], parent=self)
+            bootstrap_worker(
+                name,
+                worker,
+                control_plane=master,
+                api_endpoint=control_plane.endpoint,
+                pki=pki,
+                ssh=ssh,
+                after=[gate],
+                parent=self,
+            )
             for worker in nodes.workers
         ]
+        upgraded_members = upgrade_control_plane_members(
+            name,
+            [(member.node, member.join) for member in members],
+            ssh,
+            version=self.kubernetes_version,
+            after=[gate],
+            parent=self,
+        )
         upgraded = upgrade_workers(
             name,
             [(node, worker.membership) for node, worker in zip(nodes.workers, workers, strict=True)],
             master,
             ssh,
             version=self.kubernetes_version,
-            after=[gate],
+            # Workers follow once the whole control plane runs the version.
+            after=[gate, *upgraded_members[-1:]],
             parent=self,
         )
-        certificates = certificate_renewal(name, master, ssh, after=[gate], parent=self)
-        self.certificates_expire_at = certificates.stdout.apply(_expiry)
+        control_planes = [master, *(member.node for member in members)]
+        certificates = [
+            certificate_renewal(name, node, ssh, after=[step], parent=self)
+            for node, step in zip(control_planes, [gate, *upgraded_members], strict=True)
+        ]
+        self.certificates_expire_at = pulumi.Output.all(*(step.stdout for step in certificates)).apply(
+            lambda outs: min(_expiry(out) for out in outs)
+        )
+        dns = spread_cluster_dns(
+            name,
+            master,
+            ssh,
+            after=[*(member.join for member in members), *(worker.membership for worker in workers)],
+            parent=self,
+        )
 
         # ---- Outputs -----------------------------------------------------------------------------
-        all_nodes = [*nodes.control_planes, *nodes.workers]
+        all_nodes = [*control_planes, *nodes.workers]
         self.node_names = [node.name for node in all_nodes]
+        self.control_planes = control_planes
         self.control_plane_ssh_host = master.ssh_host
         self.control_plane_instance_id = master.instance.id
+        self.api_security_group_id = api.security_group_id
         self.ca_pem = pki.ca_cert_pem
         self.ca_cert_hash = pki.ca_cert_hash
-        self.private_api_url = master.private_ip.apply(lambda ip: f"https://{ip}:{kubeadm.API_SERVER_PORT}")
+        self.private_api_url = control_plane.endpoint.apply(lambda endpoint: f"https://{endpoint}")
         self.public_api_url = nodes.endpoint.public_ip.apply(lambda ip: f"https://{ip}:{kubeadm.API_SERVER_PORT}")
         self.kubeconfig = pulumi.Output.secret(
             pulumi.Output.all(
@@ -156,7 +236,16 @@ class KubeadmCluster(pulumi.ComponentResource):
             cluster_identifier=pki.ca_public_key_pem.apply(lambda pem: kubeadm.cluster_identifier(name, pem)),
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[control_plane.ready, gate, *(w.membership for w in workers), *upgraded, certificates],
+                depends_on=[
+                    control_plane.ready,
+                    gate,
+                    *(member.join for member in members),
+                    *upgraded_members,
+                    *(w.membership for w in workers),
+                    *upgraded,
+                    *certificates,
+                    dns,
+                ],
             ),
         )
         self.register_outputs(

@@ -2,14 +2,18 @@
 
 Order of events:
 1. read the kubeadm the control plane installed at boot (the ClusterConfiguration names that exact
-   version), then `kubeadm init` with the Pulumi-made CA and token, then Flannel, then wait until
-   the control plane is Ready;
+   version), then, once the stable endpoint answers (components/cluster_endpoint.py), `kubeadm
+   init` with the Pulumi-made CA, shared keys and token, then Flannel, then wait until the control
+   plane is Ready. The init step prints the controlPlaneEndpoint the cluster was initialised with:
+   the endpoint workers, further control-plane nodes and GitLab use (a cluster initialised before
+   the stable endpoint existed keeps its first node's address);
 2. each worker, in parallel and once the upgrade gate has passed (components/cluster_lifecycle.py:
    a new worker joins the version the control plane runs): `kubeadm join` on the worker, and on the
    control plane the worker's *membership* step. Its create refreshes the bootstrap token and waits
    until the worker's Node is Ready, so a join that is still pending (a new worker, a replaced one,
    or one whose earlier attempt failed) always finds a valid token; its delete drains the worker
-   and deletes its Node, and runs before the worker's instance goes (removal or replacement).
+   and deletes its Node, and runs before the worker's instance goes (removal or replacement);
+3. once every node has joined, CoreDNS is spread over several nodes (it starts on the first one).
 
 A phase of ``KubeadmCluster`` (components/cluster.py).
 """
@@ -22,6 +26,7 @@ import pulumi
 import pulumi_command as command
 
 from components import kubeadm
+from components.cluster_endpoint import ApiEndpoint
 from components.cluster_nodes import ClusterNodes, Node
 from components.cluster_pki import ClusterPki
 from components.config import StackConfig
@@ -32,16 +37,25 @@ CONTROL_PLANE_READY_TIMEOUT_SECONDS = 900
 # A worker's membership waits for its boot (cloud-init, up to 20 min) and its join.
 WORKER_READY_TIMEOUT_SECONDS = 1800
 DRAIN_TIMEOUT_SECONDS = 600
+DNS_ROLLOUT_TIMEOUT_SECONDS = 300
 
 
 @dataclass(frozen=True)
 class ControlPlaneBootstrap:
     init_version: pulumi.Output[str]  # the version `kubeadm init` ran with
     ready: command.remote.Command  # the control plane is initialised, networked and Ready
+    # The cluster's controlPlaneEndpoint as kubeadm recorded it (<host>:6443), read back by the init step.
+    endpoint: pulumi.Output[str]
 
 
 def bootstrap_control_plane(
-    name: str, config: StackConfig, nodes: ClusterNodes, pki: ClusterPki, ssh: SshAccess, parent: pulumi.Resource
+    name: str,
+    config: StackConfig,
+    nodes: ClusterNodes,
+    pki: ClusterPki,
+    ssh: SshAccess,
+    api: ApiEndpoint,
+    parent: pulumi.Resource,
 ) -> ControlPlaneBootstrap:
     (master,) = nodes.control_planes
     endpoint = nodes.endpoint
@@ -68,9 +82,12 @@ def bootstrap_control_plane(
                 kubeadm.cluster_configuration(
                     cluster_name=name,
                     kubernetes_version=v["version"],
-                    # Nodes and GitLab stay inside the VPC: the private address is the endpoint.
-                    control_plane_endpoint=f"{v['private_ip']}:{kubeadm.API_SERVER_PORT}",
-                    cert_sans=[v["public_ip"], v["public_dns"], v["private_ip"]],
+                    # The stable name, whatever the number of control-plane nodes: nodes and GitLab
+                    # use it inside the VPC; kubeadm puts its host in every API server certificate.
+                    control_plane_endpoint=api.address,
+                    # Admins' kubeconfig uses the first node's Elastic IP (each node's own address is
+                    # added by kubeadm to its certificate).
+                    cert_sans=[v["public_ip"], v["public_dns"]],
                 ),
             ]
         )
@@ -80,12 +97,15 @@ def bootstrap_control_plane(
         host=master.ssh_host,
         private_key=ssh.private_key_openssh,
         script="cluster/control-plane-init.sh",
-        env={"NODE_NAME": master.name},
+        env={"NODE_NAME": master.name, "CONTROL_PLANE_ENDPOINT": api.address},
+        # ca.crt, ca.key, the kubeadm documents, then the other shared files (kubeadm.SHARED_PKI_FILES).
         stdin=pulumi.Output.secret(
-            pulumi.Output.all(pki.ca_cert_pem, pki.ca_key_pem, init_config).apply(kubeadm.stdin_bundle)
+            pulumi.Output.all(pki.ca_cert_pem, pki.ca_key_pem, init_config, pki.shared_material()).apply(
+                lambda v: kubeadm.stdin_bundle([v[0], v[1], v[2], *v[3][2:]])
+            )
         ),
         triggers=[master.instance.id],
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[version_step, master.material]),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[version_step, master.material, *api.ready]),
     )
     cni = remote_step(
         f"{name}-cni",
@@ -108,7 +128,11 @@ def bootstrap_control_plane(
         triggers=[node.instance.id for node in nodes.control_planes],
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[cni]),
     )
-    return ControlPlaneBootstrap(init_version=init_version, ready=ready)
+    return ControlPlaneBootstrap(
+        init_version=init_version,
+        ready=ready,
+        endpoint=init.stdout.apply(lambda out: kubeadm.endpoint_from_step(out, "the init step")),
+    )
 
 
 @dataclass(frozen=True)
@@ -122,13 +146,13 @@ def bootstrap_worker(
     worker: Node,
     *,
     control_plane: Node,
+    api_endpoint: pulumi.Output[str],
     pki: ClusterPki,
     ssh: SshAccess,
     after: list[pulumi.Resource],
     parent: pulumi.Resource,
 ) -> WorkerBootstrap:
-    """Join one worker; ``after`` is what must be done first (the control plane's upgrade gate)."""
-    api_endpoint = control_plane.private_ip.apply(lambda ip: f"{ip}:{kubeadm.API_SERVER_PORT}")
+    """Join one worker to ``api_endpoint`` (the cluster's); ``after`` is what must be done first (the upgrade gate)."""
     join_config = pulumi.Output.all(
         node_ip=worker.private_ip, endpoint=api_endpoint, token=pki.bootstrap_token, ca_hash=pki.ca_cert_hash
     ).apply(
@@ -161,6 +185,7 @@ def bootstrap_worker(
         host=control_plane.ssh_host,
         private_key=ssh.private_key_openssh,
         script="cluster/admit-worker.sh",
+        libs=["cluster/bootstrap-token.sh"],
         env={
             "NODE_NAME": worker.name,
             "TOKEN_TTL_HOURS": str(kubeadm.BOOTSTRAP_TOKEN_TTL_HOURS),
@@ -176,3 +201,18 @@ def bootstrap_worker(
         opts=pulumi.ResourceOptions(parent=parent, depends_on=after),
     )
     return WorkerBootstrap(join=join, membership=membership)
+
+
+def spread_cluster_dns(
+    name: str, master: Node, ssh: SshAccess, *, after: list[pulumi.Resource], parent: pulumi.Resource
+) -> command.remote.Command:
+    """Once ``after`` (every node's join) is done: CoreDNS's replicas moved off the first node they started on."""
+    return remote_step(
+        f"{name}-spread-dns",
+        host=master.ssh_host,
+        private_key=ssh.private_key_openssh,
+        script="cluster/spread-coredns.sh",
+        env={"TIMEOUT_SECONDS": str(DNS_ROLLOUT_TIMEOUT_SECONDS)},
+        triggers=[master.instance.id],
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=after),
+    )

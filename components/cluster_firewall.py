@@ -4,7 +4,11 @@ Everything else is closed; node-to-node traffic stays inside the cluster group m
 ``Network``. etcd is opened only where etcd runs and only to its peers: with one stacked control
 plane the API server reaches etcd on 127.0.0.1:2379 and nothing else talks to it, so no etcd rule
 exists; with several control-plane nodes (``etcd_rules``) their own group admits its members on
-2379-2380. A phase of ``KubeadmCluster`` (components/cluster.py).
+2379-2380. With several, the API also has a load balancer (components/cluster_endpoint.py): its own
+group admits the nodes and GitLab, and the control-plane group admits it (``load_balancer_rules``).
+Nothing opens the controller manager's and the scheduler's ports (10257, 10259) or etcd's metrics
+(2381): kubeadm binds them to 127.0.0.1 (cmd/kubeadm/app/phases/controlplane/manifests.go,
+phases/etcd/local.go). A phase of ``KubeadmCluster`` (components/cluster.py).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ class RuleSpec:
     description: str
     protocol: str
     ports: tuple[int, int]
-    source: str  # "cluster", "gitlab", "control-plane" (a group) or a CIDR
+    source: str  # "cluster", "gitlab", "control-plane", "api-lb" (a group) or a CIDR
 
 
 def cluster_rules(config: StackConfig) -> list[RuleSpec]:
@@ -70,6 +74,36 @@ def etcd_rules(control_plane_count: int) -> list[RuleSpec]:
             kubeadm.ETCD_PORTS,
             "control-plane",
         )
+    ]
+
+
+def load_balancer_rules() -> list[tuple[list[RuleSpec], str]]:
+    """Rules of the API load balancer (controlPlaneCount > 1), each list with the group it goes on.
+
+    Its group admits who called the API before (the nodes, GitLab); the targets see the load
+    balancer's addresses (client IP preservation is off), so the control-plane group admits its group.
+    Admins keep the first node's Elastic IP (the cluster group's adminCidrs rules); direct node-to-node
+    and Service traffic on 6443 stays on the cluster group's own rule.
+    """
+    api = (kubeadm.API_SERVER_PORT, kubeadm.API_SERVER_PORT)
+    return [
+        (
+            [
+                RuleSpec("api-lb-from-cluster", "Kubernetes API (stable name) from the nodes", "tcp", api, "cluster"),
+                RuleSpec(
+                    "api-lb-from-gitlab",
+                    "Kubernetes API (stable name) from GitLab (cluster integration, push-mode deploy jobs)",
+                    "tcp",
+                    api,
+                    "gitlab",
+                ),
+            ],
+            "api-lb",
+        ),
+        (
+            [RuleSpec("api-from-load-balancer", "Kubernetes API from its load balancer", "tcp", api, "api-lb")],
+            "control-plane",
+        ),
     ]
 
 

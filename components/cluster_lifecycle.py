@@ -11,13 +11,18 @@ no-op when the node already runs the target:
    `kubeadm upgrade apply` (which also renews the control plane's certificates), drain, kubelet and
    kubectl, restart, uncordon. Prints the version the control plane runs: the `kubernetesVersion`
    output, and the version workers follow.
-2. each worker in turn (worker2 waits for worker1): drain (on the control plane), `kubeadm upgrade
-   node` + kubelet/kubectl + restart (on the worker), then wait Ready and uncordon (control plane).
+2. each further control-plane node in turn (master2, then master3: controlPlaneCount 3), on the
+   node itself: kubeadm, `kubeadm upgrade node`, drain, kubelet/kubectl, restart, uncordon. kubeadm's
+   order for the other control-plane nodes, one at a time; it upgrades the add-ons with the last.
+3. each worker in turn (worker2 waits for worker1), after the control plane: drain (on the first
+   control-plane node), `kubeadm upgrade node` + kubelet/kubectl + restart (on the worker), then
+   wait Ready and uncordon (first control-plane node).
 
-Certificates: ``<cluster>-master-certificates`` installs a daily systemd timer on the control plane
-that renews kubeadm's certificates when one has less than 30 days left, runs the same check now,
-and prints the earliest expiry. It re-runs on the first `pulumi up` of each UTC day (the day is one of its
-triggers, components/clock.py), so the first preview of each day shows it replaced.
+Certificates: ``<cluster>-<node>-certificates`` installs, on each control-plane node, a daily
+systemd timer that renews that node's kubeadm certificates when one has less than 30 days left,
+runs the same check now, and prints the node's earliest expiry. Each re-runs on the first `pulumi
+up` of each UTC day (the day is one of its triggers, components/clock.py), so the first preview of
+each day shows them replaced.
 
 A phase of ``KubeadmCluster`` (components/cluster.py).
 """
@@ -140,13 +145,51 @@ def upgrade_workers(
     return done
 
 
+def upgrade_control_plane_members(
+    name: str,
+    members: list[tuple[Node, pulumi.Resource]],
+    ssh: SshAccess,
+    *,
+    version: pulumi.Output[str],
+    after: list[pulumi.Resource],
+    parent: pulumi.Resource,
+) -> list[command.remote.Command]:
+    """Bring each further control-plane node, one after the other, to the first node's ``version``.
+
+    ``members`` pairs each node with the step after which it is a joined control-plane node. Each
+    step runs on its node, with that node's admin.conf.
+    """
+    done: list[command.remote.Command] = []
+    previous: list[pulumi.Resource] = list(after)
+    for node, joined in members:
+        upgrade = remote_step(
+            f"{name}-{node.name}-upgrade",
+            host=node.ssh_host,
+            private_key=ssh.private_key_openssh,
+            script="cluster/control-plane-upgrade-node.sh",
+            libs=PACKAGES,
+            env={
+                "NODE_NAME": node.name,
+                "KUBERNETES_VERSION": version,
+                "DRAIN_TIMEOUT_SECONDS": str(DRAIN_TIMEOUT_SECONDS),
+                "TIMEOUT_SECONDS": str(NODE_READY_TIMEOUT_SECONDS),
+            },
+            triggers=[node.instance.id],
+            # Never alongside the node's material step, which may restart containerd.
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=[*previous, joined, node.material]),
+        )
+        done.append(upgrade)
+        previous = [upgrade]
+    return done
+
+
 def certificate_renewal(
-    name: str, master: Node, ssh: SshAccess, *, after: list[pulumi.Resource], parent: pulumi.Resource
+    name: str, node: Node, ssh: SshAccess, *, after: list[pulumi.Resource], parent: pulumi.Resource
 ) -> command.remote.Command:
-    """The renewal timer, installed and run once now; stdout: the earliest kubeadm certificate expiry."""
+    """The renewal timer on a control-plane node, installed and run once now; stdout: its earliest expiry."""
     return remote_step(
-        f"{name}-{master.name}-certificates",
-        host=master.ssh_host,
+        f"{name}-{node.name}-certificates",
+        host=node.ssh_host,
         private_key=ssh.private_key_openssh,
         script="cluster/certificates.sh",
         env={
@@ -156,6 +199,6 @@ def certificate_renewal(
         },
         # Checked again on the first `pulumi up` of each UTC day: a trigger, so that the day's
         # preview shows one changed value (the date) rather than the whole command.
-        triggers=[master.instance.id, clock.today().isoformat()],
+        triggers=[node.instance.id, clock.today().isoformat()],
         opts=pulumi.ResourceOptions(parent=parent, depends_on=after),
     )

@@ -11,9 +11,14 @@ Workers also ignore ``subnetId`` (placement stays where a worker was created whe
 ``instanceType`` (a new type would stop and start every worker at once: roll them instead). They
 are replaced delete-before-replace: the worker's Node is drained and deleted, then its instance
 goes, then the new one joins under the same name (kubeadm refuses a name whose Node is Ready).
-The control plane is protected: replacing it would start an empty cluster (README "Day 2").
 
-``control_planes`` is a list so that a highly available control plane can hold three. A phase of
+The first control-plane node (``master``) is protected: replacing it would start an empty cluster
+(README "Day 2"). Further control-plane nodes (``master2``, ``master3``: controlPlaneCount 3) join
+it: they are made later (``NodeBuilder.control_plane``, once the cluster is known to accept them),
+in the next zones, protected too (removing one is refused; replacing one is deliberate: README
+"Replace a control-plane member") and delete-before-replace, so that a replaced member leaves etcd
+before its successor joins under its name. Like workers they keep their zone and instance type: a
+new type would stop and start every member at once, and etcd would lose its quorum. A phase of
 ``KubeadmCluster`` (components/cluster.py).
 """
 
@@ -35,6 +40,7 @@ from components.remote import remote_step
 CONTROL_PLANE = "master"  # the tutorial's host name; the Kubernetes node name too
 CONTROL_PLANE_IGNORED = ["ami", "userData"]
 WORKER_IGNORED = ["ami", "userData", "subnetId", "instanceType"]
+MEMBER_IGNORED = WORKER_IGNORED  # further control-plane nodes: kept where and as they were made
 # The node material step's parameters (components/kubeadm.py node_material).
 _MATERIAL_KEYS = (
     "REGISTRY_HOST",
@@ -51,10 +57,21 @@ def worker_names(count: int) -> list[str]:
     return [f"worker{index}" for index in range(1, count + 1)]
 
 
-def instance_type_notice(hostname: str, running: str | None, configured: str) -> str | None:
-    """What to tell a user whose running worker keeps another type than workerInstanceType (ignored)."""
+def control_plane_names(count: int) -> list[str]:
+    """master (the tutorial's name, the node that ran `kubeadm init`), then master2, master3."""
+    return [CONTROL_PLANE if index == 1 else f"{CONTROL_PLANE}{index}" for index in range(1, count + 1)]
+
+
+def instance_type_notice(hostname: str, running: str | None, configured: str, *, member: bool = False) -> str | None:
+    """What to tell a user whose running worker (or control-plane ``member``) keeps another type (ignored)."""
     if not running or running == configured:
         return None
+    if member:
+        return (
+            f"{hostname} runs {running}; controlPlaneInstanceType is {configured}. Control-plane members after "
+            "the first keep their type (a change would stop and start them all at once, and etcd would lose its "
+            "quorum): replaced ones get the new one (README, Day 2, 'Replace a control-plane member')."
+        )
     return (
         f"{hostname} runs {running}; workerInstanceType is {configured}. Running workers keep their type "
         "(a change would stop and start every worker at once): new and replaced workers get the new one. "
@@ -70,6 +87,11 @@ def worker_subnet_index(worker: int, subnet_count: int) -> int:
     return worker % subnet_count
 
 
+def control_plane_subnet_index(index: int, subnet_count: int) -> int:
+    """Where control-plane node N (1-based) is created: master in the first zone, master2 in the next..."""
+    return (index - 1) % subnet_count
+
+
 @dataclass(frozen=True)
 class Node:
     name: str  # host name and Kubernetes node name
@@ -82,10 +104,106 @@ class Node:
 
 
 @dataclass(frozen=True)
+class NodeBuilder:
+    """What every node of the cluster is made from: the image, the profile, the material, the groups."""
+
+    name: str  # the cluster's
+    config: StackConfig
+    ami_id: pulumi.Input[str]
+    instance_profile: pulumi.Input[str]
+    material: pulumi.Output[dict[str, str]]
+    subnet_ids: list[pulumi.Input[str]]
+    cluster_group_id: pulumi.Input[str]
+    control_plane_group_id: pulumi.Input[str]
+    ssh: SshAccess
+    parent: pulumi.Resource
+
+    def spec(
+        self, hostname: str, instance_type: str, subnet_id: pulumi.Input[str], groups: list, public: bool
+    ) -> HostSpec:
+        config = self.config
+        return HostSpec(
+            instance_type=instance_type,
+            subnet_id=subnet_id,
+            security_group_ids=groups,
+            user_data=render(
+                kubeadm.node_cloud_config(
+                    hostname=hostname,
+                    kubernetes_minor=config.kubernetes_version,
+                    kubernetes_patch=config.kubernetes_patch,
+                    operator_ssh_public_key=config.operator_ssh_public_key,
+                )
+            ),
+            ami_id=self.ami_id,
+            key_name=self.ssh.key_name,
+            instance_profile=self.instance_profile,
+            associate_public_ip=public,
+        )
+
+    def material_step(
+        self, hostname: str, host: pulumi.Input[str], instance: aws.ec2.Instance, after: list
+    ) -> command.remote.Command:
+        material = self.material
+        return remote_step(
+            f"{self.name}-{hostname}-config",
+            host=host,
+            private_key=self.ssh.private_key_openssh,
+            script="cluster/node-config.sh",
+            libs=["lib/operator-key.sh"],
+            env={"SSH_USER": SSH_USER, **{key: material.apply(lambda m, key=key: m[key]) for key in _MATERIAL_KEYS}},
+            triggers=[instance.id],  # a new instance starts from its user data: apply everything again
+            opts=pulumi.ResourceOptions(parent=self.parent, depends_on=after),
+        )
+
+    def control_plane(self, index: int, *, after: list[pulumi.Resource]) -> Node:
+        """Control-plane node ``index`` (2 or 3), made once ``after`` is done (the cluster accepts it).
+
+        It joins the first one (components/cluster_members.py): like workers it is reached on an
+        auto-assigned public address and keeps its zone and type; unlike workers it is protected.
+        """
+        hostname = control_plane_names(index)[-1]
+        config = self.config
+        instance = hardened_instance(
+            f"{self.name}-{hostname}",
+            self.spec(
+                hostname,
+                config.control_plane_instance_type,
+                self.subnet_ids[control_plane_subnet_index(index, len(self.subnet_ids))],
+                [self.cluster_group_id, self.control_plane_group_id],
+                public=True,
+            ),
+            config,
+            pulumi.ResourceOptions(
+                parent=self.parent,
+                ignore_changes=MEMBER_IGNORED,
+                protect=True,
+                delete_before_replace=True,
+                depends_on=after,
+            ),
+        )
+        # The preview shows no change for a new controlPlaneInstanceType here (ignored): say it.
+        instance.instance_type.apply(
+            lambda running: _warn(
+                instance, instance_type_notice(hostname, running, config.control_plane_instance_type, member=True)
+            )
+        )
+        return Node(
+            name=hostname,
+            role="control-plane",
+            instance=instance,
+            ssh_host=instance.public_ip,
+            private_ip=instance.private_ip,
+            public_ip=instance.public_ip,
+            material=self.material_step(hostname, instance.public_ip, instance, []),
+        )
+
+
+@dataclass(frozen=True)
 class ClusterNodes:
-    control_planes: list[Node]  # one today
+    control_planes: list[Node]  # the first; further ones are made later (builder.control_plane)
     workers: list[Node]
-    endpoint: aws.ec2.Eip  # the control plane's Elastic IP: the API's stable public address
+    endpoint: aws.ec2.Eip  # the first control plane's Elastic IP: the API's stable public address
+    builder: NodeBuilder
 
 
 def cluster_nodes(
@@ -100,8 +218,6 @@ def cluster_nodes(
     ssh: SshAccess,
     parent: pulumi.Resource,
 ) -> ClusterNodes:
-    ami_id = debian_ami_id(config, parent)
-    profile = instance_profile(name, config, parent)
     material = pulumi.Output.all(registry_host, registry_ca_pem).apply(
         lambda values: kubeadm.node_material(
             registry_host=values[0],
@@ -109,39 +225,18 @@ def cluster_nodes(
             operator_ssh_public_key=config.operator_ssh_public_key,
         )
     )
-
-    def spec(hostname: str, instance_type: str, subnet_id: pulumi.Input[str], groups: list, public: bool) -> HostSpec:
-        return HostSpec(
-            instance_type=instance_type,
-            subnet_id=subnet_id,
-            security_group_ids=groups,
-            user_data=render(
-                kubeadm.node_cloud_config(
-                    hostname=hostname,
-                    kubernetes_minor=config.kubernetes_version,
-                    kubernetes_patch=config.kubernetes_patch,
-                    operator_ssh_public_key=config.operator_ssh_public_key,
-                )
-            ),
-            ami_id=ami_id,
-            key_name=ssh.key_name,
-            instance_profile=profile.name,
-            associate_public_ip=public,
-        )
-
-    def material_step(
-        hostname: str, host: pulumi.Input[str], instance: aws.ec2.Instance, after: list
-    ) -> command.remote.Command:
-        return remote_step(
-            f"{name}-{hostname}-config",
-            host=host,
-            private_key=ssh.private_key_openssh,
-            script="cluster/node-config.sh",
-            libs=["lib/operator-key.sh"],
-            env={"SSH_USER": SSH_USER, **{key: material.apply(lambda m, key=key: m[key]) for key in _MATERIAL_KEYS}},
-            triggers=[instance.id],  # a new instance starts from its user data: apply everything again
-            opts=pulumi.ResourceOptions(parent=parent, depends_on=after),
-        )
+    builder = NodeBuilder(
+        name=name,
+        config=config,
+        ami_id=debian_ami_id(config, parent),
+        instance_profile=instance_profile(name, config, parent).name,
+        material=material,
+        subnet_ids=list(subnet_ids),
+        cluster_group_id=cluster_group_id,
+        control_plane_group_id=control_plane_group_id,
+        ssh=ssh,
+        parent=parent,
+    )
 
     # The control plane's address must be stable and known before the instance exists (it is a SAN
     # of the API certificate and the kubeconfig's server): an Elastic IP, allocated first.
@@ -153,7 +248,7 @@ def cluster_nodes(
     )
     master = hardened_instance(
         f"{name}-{CONTROL_PLANE}",
-        spec(
+        builder.spec(
             CONTROL_PLANE,
             config.control_plane_instance_type,
             subnet_ids[0],
@@ -178,7 +273,7 @@ def cluster_nodes(
             ssh_host=endpoint.public_ip,
             private_ip=master.private_ip,
             public_ip=endpoint.public_ip,
-            material=material_step(CONTROL_PLANE, endpoint.public_ip, master, [association]),
+            material=builder.material_step(CONTROL_PLANE, endpoint.public_ip, master, [association]),
         )
     ]
 
@@ -190,7 +285,7 @@ def cluster_nodes(
     for index, hostname in enumerate(worker_names(config.worker_count), start=1):
         instance = hardened_instance(
             f"{name}-{hostname}",
-            spec(
+            builder.spec(
                 hostname,
                 config.worker_instance_type,
                 subnet_ids[worker_subnet_index(index, len(subnet_ids))],
@@ -214,10 +309,10 @@ def cluster_nodes(
                 ssh_host=instance.public_ip,
                 private_ip=instance.private_ip,
                 public_ip=instance.public_ip,
-                material=material_step(hostname, instance.public_ip, instance, []),
+                material=builder.material_step(hostname, instance.public_ip, instance, []),
             )
         )
-    return ClusterNodes(control_planes=control_planes, workers=workers, endpoint=endpoint)
+    return ClusterNodes(control_planes=control_planes, workers=workers, endpoint=endpoint, builder=builder)
 
 
 def _warn(resource: pulumi.Resource, message: str | None) -> None:

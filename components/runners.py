@@ -59,6 +59,9 @@ class RunnersArgs:
     gitlab_ca_pem: pulumi.Input[str]
     gitlab_provider: gitlab.Provider  # root's: creates the instance runner
     ssh: SshAccess
+    # The cluster API load balancer's group (controlPlaneCount 3, KubeadmCluster.api_security_group_id):
+    # the private API URL goes through it.
+    api_security_group_id: pulumi.Input[str] | None = None
 
 
 class Runners(pulumi.ComponentResource):
@@ -130,6 +133,15 @@ class Runners(pulumi.ComponentResource):
                 args,
                 source=job_group.id,
             )
+            if args.api_security_group_id is not None:
+                self._rule(
+                    f"{name}-cluster-api-lb-from-job-vms",
+                    args.api_security_group_id,
+                    API_SERVER_PORT,
+                    "Kubernetes API load balancer from CI job VMs (push delivery, certificate integration)",
+                    args,
+                    source=job_group.id,
+                )
 
         # ---- 2. job VMs ---------------------------------------------------------------------------
         # The manager logs in to job VMs with this key alone (never the admin key, which opens every

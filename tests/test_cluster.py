@@ -12,6 +12,7 @@ import datetime
 import functools
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -57,6 +58,7 @@ NAME = "gitops-k8s"
 REGISTRY_HOST = "ec2-198-51-100-7.compute-1.amazonaws.com:5050"
 COMMAND = "command:remote:Command"
 INSTANCE = "aws:ec2/instance:Instance"
+ENDPOINT = "api.gitops-k8s.internal:6443"  # the cluster's stable controlPlaneEndpoint
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 OPERATOR_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHJ0ZXN0a2V5Zm9ydGhldXNlcmRhdGFzaXpldGVzdA operator@laptop"
 
@@ -120,6 +122,12 @@ def cluster() -> ProgramRun:
     return run_cluster()
 
 
+@pytest.fixture(scope="module")
+def ha_cluster() -> ProgramRun:
+    """The dev stack with a highly available control plane (controlPlaneCount 3)."""
+    return run_cluster(controlPlaneCount=3)
+
+
 # ------------------------------------------------------------------------------------------------
 # Reading what the program registered
 # ------------------------------------------------------------------------------------------------
@@ -132,11 +140,11 @@ def init_documents(run: ProgramRun) -> dict[str, dict]:
     return {document["kind"]: document for document in yaml.safe_load_all(config_text)}
 
 
-def join_documents(run: ProgramRun) -> dict[str, dict]:
-    """JoinConfiguration of every worker's join step, by worker name."""
+def join_documents(run: ProgramRun, nodes: str = r"worker\d+") -> dict[str, dict]:
+    """JoinConfiguration of every worker's (or ``nodes``') join step, by node name."""
     joins = {}
     for step in run.all(COMMAND):
-        match = re.fullmatch(rf"{NAME}-(worker\d+)-join", step.name)
+        match = re.fullmatch(rf"{NAME}-({nodes})-join", step.name)
         if match:
             (document,) = yaml.safe_load_all(stdin_parts(step)[0])
             joins[match.group(1)] = document
@@ -195,12 +203,12 @@ def test_worker_count_gives_that_many_workers_each_joining_with_the_pinned_ca(co
     joins = join_documents(run)
     assert sorted(joins) == sorted(names)
     ca_hash = kubeadm.ca_cert_hash(run.one("tls:index/selfSignedCert:SelfSignedCert", f"{NAME}-ca").state["certPem"])
-    master_ip = run.one(INSTANCE, f"{NAME}-master").state["privateIp"]
     for name, document in joins.items():
         worker = run.one(INSTANCE, f"{NAME}-{name}").state
         discovery = document["discovery"]["bootstrapToken"]
         assert discovery["caCertHashes"] == [ca_hash]
-        assert discovery["apiServerEndpoint"] == f"{master_ip}:6443"
+        # The stable name, never a node's address.
+        assert discovery["apiServerEndpoint"] == ENDPOINT
         assert "unsafeSkipCAVerification" not in discovery
         assert document["nodeRegistration"]["name"] == name
         assert document["nodeRegistration"]["kubeletExtraArgs"] == [{"name": "node-ip", "value": worker["privateIp"]}]
@@ -235,7 +243,7 @@ def test_a_worker_joins_on_its_own_host_and_is_admitted_on_the_control_plane(clu
     # The join also gets the cluster CA, to ask the API server which version to install.
     assert stdin_parts(join)[1] == cluster.one("tls:index/selfSignedCert:SelfSignedCert", f"{NAME}-ca").state["certPem"]
     # Admission renews the token and waits for the Node; removal drains it, then deletes it.
-    assert sent_script(membership).endswith(step_script("cluster/admit-worker.sh").split("\n", 1)[1])
+    assert sent_script(membership) == step_script("cluster/admit-worker.sh", ["cluster/bootstrap-token.sh"])
     assert step_env(membership, "delete")["NODE_NAME"] == "worker1"
     assert "kubectl drain" in sent_script(membership, "delete")
     # Bound to the instance: a replaced or removed worker takes its membership (and its drain) with it.
@@ -287,7 +295,7 @@ def secret_values(run: ProgramRun) -> dict[str, str]:
     token_secret = run.one("random:index/randomPassword:RandomPassword", f"{NAME}-token-secret").state["result"]
     keys = {
         key: run.one("tls:index/privateKey:PrivateKey", f"{NAME}-{key}").state["privateKeyPem"]
-        for key in ("ca-key", "admin-key")
+        for key in ("ca-key", "admin-key", "sa-key", "front-proxy-ca-key", "etcd-ca-key")
     }
     values = {"bootstrap token": f"{token_id}.{token_secret}", "token secret": token_secret, **keys}
     # Also as the base64 a stdin bundle or a kubeconfig carries them in.
@@ -318,8 +326,8 @@ def test_secrets_appear_in_no_user_data_and_no_command_text(cluster: ProgramRun)
         for command in ("create", "delete")
         if command in r.plain_inputs
     ]
-    # 3 instances; 7 control-plane steps and 6 per worker, the membership's delete too.
-    assert len(public_texts) == 3 + 7 + 6 * 2 + 2
+    # 3 instances; 8 control-plane steps and 6 per worker, the membership's delete too.
+    assert len(public_texts) == 3 + 8 + 6 * 2 + 2
     for name, text in public_texts:
         for label, needle in needles.items():
             assert needle not in text, f"{label} in {name}"
@@ -345,20 +353,21 @@ def test_sensitive_exports_are_secret_and_public_ones_hold_no_secret(cluster: Pr
 # ------------------------------------------------------------------------------------------------
 # Endpoints, certificates, kubeconfig
 # ------------------------------------------------------------------------------------------------
-def test_api_certificate_covers_the_elastic_ip_and_the_private_ip(cluster: ProgramRun) -> None:
+def test_api_certificate_covers_the_stable_name_and_the_elastic_ip(cluster: ProgramRun) -> None:
     eip = cluster.one("aws:ec2/eip:Eip", f"{NAME}-master-eip").state
     private_ip = cluster.one(INSTANCE, f"{NAME}-master").state["privateIp"]
     documents = init_documents(cluster)
     cluster_config = documents["ClusterConfiguration"]
-    assert set(cluster_config["apiServer"]["certSANs"]) == {eip["publicIp"], eip["publicDns"], private_ip}
-    # Nodes and GitLab use the private endpoint; the kubeconfig the public one: both are covered.
-    assert cluster_config["controlPlaneEndpoint"] == f"{private_ip}:6443"
+    # kubeadm adds the endpoint's host and each node's own address to its API server certificate;
+    # admins' kubeconfig uses the Elastic IP.
+    assert cluster_config["controlPlaneEndpoint"] == ENDPOINT
+    assert set(cluster_config["apiServer"]["certSANs"]) == {eip["publicIp"], eip["publicDns"]}
     assert cluster_config["networking"]["podSubnet"] == "10.244.0.0/16"
     init = documents["InitConfiguration"]
     assert init["localAPIEndpoint"] == {"advertiseAddress": private_ip, "bindPort": 6443}
     assert init["nodeRegistration"]["name"] == "master"
     assert init["bootstrapTokens"][0]["token"] == secret_values(cluster)["bootstrap token"]
-    assert cluster.outputs["kubernetesPrivateApiUrl"] == f"https://{private_ip}:6443"
+    assert cluster.outputs["kubernetesPrivateApiUrl"] == f"https://{ENDPOINT}"
     assert cluster.outputs["kubernetesApiUrl"] == f"https://{eip['publicIp']}:6443"
     # The instance itself has no public address: the control plane is reached on its Elastic IP.
     association = cluster.one("aws:ec2/eipAssociation:EipAssociation").plain_inputs
@@ -368,14 +377,47 @@ def test_api_certificate_covers_the_elastic_ip_and_the_private_ip(cluster: Progr
         assert cluster.named(f"{NAME}-master-{step}").plain_inputs["connection"]["host"] == eip["publicIp"]
 
 
-def test_control_plane_gets_the_pulumi_made_ca_and_key(cluster: ProgramRun) -> None:
-    ca_cert, ca_key, _ = stdin_parts(cluster.named(f"{NAME}-master-init"))
-    assert ca_cert == cluster.one("tls:index/selfSignedCert:SelfSignedCert", f"{NAME}-ca").state["certPem"]
-    assert ca_key == cluster.one("tls:index/privateKey:PrivateKey", f"{NAME}-ca-key").state["privateKeyPem"]
-    certificate = x509.load_pem_x509_certificate(ca_cert.encode())
-    assert certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
-    assert lifetime == datetime.timedelta(hours=87600)
+def test_the_stable_name_is_the_first_nodes_address_in_a_private_zone_of_the_vpc(cluster: ProgramRun) -> None:
+    zone = cluster.one("aws:route53/zone:Zone").plain_inputs
+    assert zone["name"] == "gitops-k8s.internal"
+    assert zone["vpcs"] == [{"vpcId": cluster.one("aws:ec2/vpc:Vpc").id}]  # private: this VPC only
+    record = cluster.one("aws:route53/record:Record")
+    assert record.plain_inputs["name"] == "api.gitops-k8s.internal"
+    assert record.plain_inputs["zoneId"] == cluster.one("aws:route53/zone:Zone").state["zoneId"]
+    master_ip = cluster.one(INSTANCE, f"{NAME}-master").state["privateIp"]
+    assert (record.plain_inputs["type"], record.plain_inputs["records"]) == ("A", [master_ip])
+    assert "aliases" not in record.plain_inputs
+    assert not cluster.all("aws:lb/loadBalancer:LoadBalancer"), "one control-plane node needs no load balancer"
+    # kubeadm init resolves the name: it waits for the record.
+    init = cluster.named(f"{NAME}-master-init")
+    assert record.urn in init.depends_on
+    assert step_env(init)["CONTROL_PLANE_ENDPOINT"] == ENDPOINT
+
+
+def test_control_plane_gets_the_pulumi_made_ca_and_every_shared_key(cluster: ProgramRun) -> None:
+    """kubeadm init uses the files it finds: every control-plane node can then get the same ones."""
+    ca_cert, ca_key, _, sa_key, sa_pub, proxy_cert, proxy_key, etcd_cert, etcd_key = stdin_parts(
+        cluster.named(f"{NAME}-master-init")
+    )
+
+    def cert(name: str) -> str:
+        return cluster.one("tls:index/selfSignedCert:SelfSignedCert", f"{NAME}-{name}").state["certPem"]
+
+    def key(name: str) -> dict:
+        return cluster.one("tls:index/privateKey:PrivateKey", f"{NAME}-{name}").state
+
+    assert (ca_cert, ca_key) == (cert("ca"), key("ca-key")["privateKeyPem"])
+    assert (sa_key, sa_pub) == (key("sa-key")["privateKeyPem"], key("sa-key")["publicKeyPem"])
+    assert (proxy_cert, proxy_key) == (cert("front-proxy-ca"), key("front-proxy-ca-key")["privateKeyPem"])
+    assert (etcd_cert, etcd_key) == (cert("etcd-ca"), key("etcd-ca-key")["privateKeyPem"])
+    # kubeadm's formats: an RSA key and a PKIX public key (sa.key, sa.pub), CAs it accepts as CAs.
+    assert sa_key.startswith("-----BEGIN RSA PRIVATE KEY-----") and sa_pub.startswith("-----BEGIN PUBLIC KEY-----")
+    for pem, common_name in ((ca_cert, "kubernetes"), (proxy_cert, "front-proxy-ca"), (etcd_cert, "etcd-ca")):
+        certificate = x509.load_pem_x509_certificate(pem.encode())
+        assert certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        assert certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == common_name
+        lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
+        assert lifetime == datetime.timedelta(hours=87600)
 
 
 def test_kubeconfig_targets_the_public_endpoint_and_trusts_the_cluster_ca(cluster: ProgramRun) -> None:
@@ -573,6 +615,8 @@ V1BETA4_FIELDS = {
         "name", "criSocket", "taints", "kubeletExtraArgs", "ignorePreflightErrors", "imagePullPolicy", "imagePullSerial",
     },
     "BootstrapTokenDiscovery": {"token", "apiServerEndpoint", "caCertHashes", "unsafeSkipCAVerification"},
+    # cmd/kubeadm/app/apis/kubeadm/v1beta4/types.go JoinControlPlane.
+    "JoinControlPlane": {"localAPIEndpoint", "certificateKey"},
     "APIServer": {"extraArgs", "extraVolumes", "extraEnvs", "certSANs"},
     "Networking": {"serviceSubnet", "podSubnet", "dnsDomain"},
     "APIEndpoint": {"advertiseAddress", "bindPort"},
@@ -592,10 +636,12 @@ def assert_args_list(arguments: Any) -> None:
         assert all(isinstance(item, str) for item in argument.values())
 
 
-def test_kubeadm_documents_are_v1beta4_with_known_fields(cluster: ProgramRun) -> None:
-    documents = [*init_documents(cluster).values(), *join_documents(cluster).values()]
+def test_kubeadm_documents_are_v1beta4_with_known_fields(cluster: ProgramRun, ha_cluster: ProgramRun) -> None:
+    control_plane_joins = join_documents(ha_cluster, r"master\d")
+    assert sorted(control_plane_joins) == ["master2", "master3"]
+    documents = [*init_documents(cluster).values(), *join_documents(cluster).values(), *control_plane_joins.values()]
     assert sorted(document["kind"] for document in documents) == [
-        "ClusterConfiguration", "InitConfiguration", "JoinConfiguration", "JoinConfiguration",
+        "ClusterConfiguration", "InitConfiguration", *["JoinConfiguration"] * 4,
     ]  # fmt: skip
     for document in documents:
         assert document["apiVersion"] == "kubeadm.k8s.io/v1beta4"
@@ -614,9 +660,14 @@ def test_kubeadm_documents_are_v1beta4_with_known_fields(cluster: ProgramRun) ->
     assert_fields("APIEndpoint", init["InitConfiguration"]["localAPIEndpoint"])
     assert_fields("APIServer", init["ClusterConfiguration"]["apiServer"])
     assert_fields("Networking", init["ClusterConfiguration"]["networking"])
-    for join in join_documents(cluster).values():
+    for join in [*join_documents(cluster).values(), *control_plane_joins.values()]:
         assert set(join["discovery"]) == {"bootstrapToken"}
         assert_fields("BootstrapTokenDiscovery", join["discovery"]["bootstrapToken"])
+    for name, join in control_plane_joins.items():
+        assert_fields("JoinControlPlane", join["controlPlane"])
+        assert_fields("APIEndpoint", join["controlPlane"]["localAPIEndpoint"])
+        # No certificateKey: nothing is downloaded from the cluster (no --upload-certs Secret).
+        assert "certificateKey" not in join["controlPlane"], name
 
 
 def test_kubeadm_init_runs_the_patch_the_control_plane_installed() -> None:
@@ -682,7 +733,8 @@ def test_certificate_expiry_is_an_output_and_checked_daily() -> None:
 # Scripts
 # ------------------------------------------------------------------------------------------------
 SCRIPTS = sorted(path.name for path in (ROOT / "userdata" / "cluster").glob("*.sh"))
-LIBRARIES = ["packages.sh", "renew-certificates.sh"]  # sourced or installed, not steps of their own
+# Sourced or installed, not steps of their own.
+LIBRARIES = ["packages.sh", "renew-certificates.sh", "bootstrap-token.sh", "etcd-members.sh"]
 REMOTE_STEPS = [name for name in SCRIPTS if name not in ("node-bootstrap.sh", *LIBRARIES)]
 
 
@@ -694,11 +746,12 @@ def test_script_passes_shellcheck(script: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_every_step_as_sent_passes_shellcheck(cluster: ProgramRun) -> None:
+def test_every_step_as_sent_passes_shellcheck(cluster: ProgramRun, ha_cluster: ProgramRun) -> None:
     """What runs over SSH is common.sh, the step's libraries, then the step: shellcheck sees all of it."""
     sent = {
         f"{step.name} {command}": sent_script(step, command)
-        for step in cluster.all(COMMAND)
+        for run in (cluster, ha_cluster)
+        for step in run.all(COMMAND)
         for command in ("create", "delete")
         if command in step.plain_inputs
     }
@@ -710,10 +763,11 @@ def test_every_step_as_sent_passes_shellcheck(cluster: ProgramRun) -> None:
         assert result.returncode == 0, label + "\n" + result.stdout + result.stderr
 
 
-def test_every_step_script_is_used_and_exists(cluster: ProgramRun) -> None:
+def test_every_step_script_is_used_and_exists(cluster: ProgramRun, ha_cluster: ProgramRun) -> None:
     used = {
         step_env(step, command)["STEP_NAME"]
-        for step in cluster.all(COMMAND)
+        for run in (cluster, ha_cluster)
+        for step in run.all(COMMAND)
         for command in ("create", "delete")
         if command in step.plain_inputs
     }
@@ -917,3 +971,261 @@ def test_main_exports_the_cluster(dev: ProgramRun) -> None:
     )
     assert "kubeconfig" in dev.secret_outputs
     assert [node["name"] for node in dev.outputs["nodes"]] == ["master", "worker1", "worker2"]
+
+
+# ------------------------------------------------------------------------------------------------
+# A highly available control plane (controlPlaneCount 3)
+# ------------------------------------------------------------------------------------------------
+MEMBERS = ("master2", "master3")
+SHARED_KEYS = ("ca", "sa", "front-proxy-ca", "etcd-ca")
+
+
+def group_id(run: ProgramRun, name: str) -> str:
+    return run.one("aws:ec2/securityGroup:SecurityGroup", name).id
+
+
+def rules_on(run: ProgramRun, group: str) -> list[tuple[str, int, int, str]]:
+    """(protocol, from, to, source group or CIDR) of every ingress rule on ``group``."""
+    return sorted(
+        (r["ipProtocol"], r["fromPort"], r["toPort"], r.get("referencedSecurityGroupId") or r.get("cidrIpv4"))
+        for r in (rule.plain_inputs for rule in run.all(INGRESS))
+        if r["securityGroupId"] == group
+    )
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_three_control_plane_nodes_spread_over_the_zones_protected_and_rebuilt_delete_first(stack: str) -> None:
+    run = run_cluster(stack, controlPlaneCount=3) if stack == "dev" else run_cluster("prod")
+    subnets = [r.id for r in run.all("aws:ec2/subnet:Subnet")]
+    cluster_group, control_plane_group = group_id(run, "gitops-cluster"), group_id(run, f"{NAME}-control-plane")
+    placed = []
+    for name in ("master", *MEMBERS):
+        instance = run.one(INSTANCE, f"{NAME}-{name}")
+        placed.append(subnets.index(instance.plain_inputs["subnetId"]))
+        assert set(instance.plain_inputs["vpcSecurityGroupIds"]) == {cluster_group, control_plane_group}
+        assert instance.protect, f"{name}: removing a control-plane node is refused"
+        assert user_data(run, name)["hostname"] == name
+    # master in the first zone, then one zone each, round robin over the stack's zones.
+    assert placed == [index % len(subnets) for index in range(3)]
+    for name in MEMBERS:
+        member = run.one(INSTANCE, f"{NAME}-{name}")
+        assert member.delete_before_replace  # out of etcd before a successor joins under its name
+        assert {"ami", "userData", "subnetId", "instanceType"} <= set(member.ignore_changes)
+        assert member.plain_inputs["associatePublicIpAddress"]  # steps reach it like a worker
+    assert [node["role"] for node in run.outputs["nodes"]][:3] == ["control-plane"] * 3
+    if stack == "prod":
+        assert len(subnets) == 3 and sorted(placed) == [0, 1, 2], "prod: one control-plane node per zone"
+
+
+def test_members_join_one_at_a_time_after_the_check_and_the_upgrade_gate(ha_cluster: ProgramRun) -> None:
+    run = ha_cluster
+    gate, check = run.named(f"{NAME}-master-upgrade"), run.named(f"{NAME}-ha-check")
+    assert gate.urn in check.depends_on
+    # No member instance exists before the cluster has been found able to take it.
+    for name in MEMBERS:
+        assert check.urn in run.one(INSTANCE, f"{NAME}-{name}").depends_on
+    order = [check]
+    for name in MEMBERS:
+        membership, join = run.named(f"{NAME}-{name}-membership"), run.named(f"{NAME}-{name}-join")
+        assert order[-1].urn in membership.depends_on  # the previous member has joined (or the check passed)
+        assert membership.urn in join.depends_on  # the token is fresh and the predecessor gone before the join
+        order.append(join)
+    # Workers do not wait for the members; the provider waits for everything.
+    assert not {r.urn for r in order[1:]} & set(run.named(f"{NAME}-worker1-join").depends_on)
+    provider = run.one("pulumi:providers:kubernetes", f"{NAME}-provider")
+    assert {r.urn for r in order[1:]} <= set(provider.depends_on)
+
+
+def test_a_member_joins_the_stable_name_with_the_shared_keys_on_stdin(ha_cluster: ProgramRun) -> None:
+    run = ha_cluster
+    init_parts = stdin_parts(run.named(f"{NAME}-master-init"))
+    shared = [init_parts[0], init_parts[1], *init_parts[3:]]  # what kubeadm init used
+    for name in MEMBERS:
+        node = run.one(INSTANCE, f"{NAME}-{name}").state
+        join = run.named(f"{NAME}-{name}-join")
+        assert join.plain_inputs["connection"]["host"] == node["publicIp"]
+        assert is_secret_value(join.inputs["stdin"])
+        document, *files = stdin_parts(join)
+        assert files == shared, "exactly kubeadm's shared files, the same as the first node's"
+        (config,) = yaml.safe_load_all(document)
+        assert config["discovery"]["bootstrapToken"]["apiServerEndpoint"] == ENDPOINT
+        assert config["controlPlane"]["localAPIEndpoint"] == {"advertiseAddress": node["privateIp"], "bindPort": 6443}
+        assert config["nodeRegistration"]["name"] == name
+        assert step_env(join)["API_SERVER_ENDPOINT"] == ENDPOINT
+        assert join.plain_inputs["triggers"][-1] == run.one(INSTANCE, f"{NAME}-{name}").id
+    # The check compares the first node's files with the Pulumi-made ones.
+    digests = dict(pair.split("=") for pair in step_env(run.named(f"{NAME}-ha-check"))["SHARED_PUBLIC_SHA256"].split())
+    assert digests == {
+        "sa.pub": hashlib.sha256(init_parts[4].encode()).hexdigest(),
+        "front-proxy-ca.crt": hashlib.sha256(init_parts[5].encode()).hexdigest(),
+        "etcd/ca.crt": hashlib.sha256(init_parts[7].encode()).hexdigest(),
+    }
+
+
+def test_a_removed_member_leaves_etcd_from_the_first_node(ha_cluster: ProgramRun) -> None:
+    run = ha_cluster
+    eip = run.one("aws:ec2/eip:Eip", f"{NAME}-master-eip").state["publicIp"]
+    for name in MEMBERS:
+        node = run.one(INSTANCE, f"{NAME}-{name}")
+        membership = run.named(f"{NAME}-{name}-membership")
+        assert membership.plain_inputs["connection"]["host"] == eip
+        assert step_env(membership)["NODE_IP"] == node.state["privateIp"]
+        delete = step_env(membership, "delete")
+        assert (delete["STEP_NAME"], delete["NODE_NAME"], delete["NODE_IP"]) == (
+            "cluster/remove-control-plane.sh",
+            name,
+            node.state["privateIp"],
+        )
+        assert "etcdctl_local member remove" in sent_script(membership, "delete")
+        assert membership.plain_inputs["triggers"] == [node.id]
+        # Deregistered from the load balancer before it leaves etcd (the target depends on the join,
+        # which depends on the membership: deleted in the reverse order).
+        target = run.one("aws:lb/targetGroupAttachment:TargetGroupAttachment", f"{NAME}-{name}-api-target")
+        assert run.named(f"{NAME}-{name}-join").urn in target.depends_on
+        assert target.plain_inputs["targetId"] == node.id
+
+
+def test_three_control_plane_nodes_sit_behind_an_internal_network_load_balancer(ha_cluster: ProgramRun) -> None:
+    run = ha_cluster
+    balancer = run.one("aws:lb/loadBalancer:LoadBalancer")
+    lb_group = group_id(run, f"{NAME}-api-lb")
+    assert balancer.plain_inputs["loadBalancerType"] == "network"
+    assert balancer.plain_inputs["internal"] is True
+    assert balancer.plain_inputs["enableCrossZoneLoadBalancing"] is True
+    assert balancer.plain_inputs["securityGroups"] == [lb_group]  # at creation: none can be added later
+    assert sorted(balancer.plain_inputs["subnets"]) == sorted(r.id for r in run.all("aws:ec2/subnet:Subnet"))
+    targets = run.one("aws:lb/targetGroup:TargetGroup").plain_inputs
+    assert (targets["port"], targets["protocol"], targets["targetType"]) == (6443, "TCP", "instance")
+    assert targets["preserveClientIp"] == "false", "a node routed to itself through the NLB would time out"
+    health = targets["healthCheck"]
+    assert (health["protocol"], health["path"], health["port"], health["matcher"]) == (
+        "HTTPS",
+        "/readyz",
+        "traffic-port",
+        "200",
+    )
+    listener = run.one("aws:lb/listener:Listener").plain_inputs
+    assert (listener["port"], listener["protocol"]) == (6443, "TCP")
+    assert listener["defaultActions"] == [
+        {"type": "forward", "targetGroupArn": run.one("aws:lb/targetGroup:TargetGroup").state["arn"]}
+    ]
+    attached = {
+        r.name: r.plain_inputs["targetId"] for r in run.all("aws:lb/targetGroupAttachment:TargetGroupAttachment")
+    }
+    assert attached == {
+        f"{NAME}-{name}-api-target": run.one(INSTANCE, f"{NAME}-{name}").id for name in ("master", *MEMBERS)
+    }
+    # The same name now points at the load balancer; kubeadm init waits until it forwards to the first node.
+    record = run.one("aws:route53/record:Record")
+    assert record.plain_inputs["name"] == "api.gitops-k8s.internal" and "records" not in record.plain_inputs
+    assert record.plain_inputs["aliases"] == [
+        {"name": balancer.state["dnsName"], "zoneId": balancer.state["zoneId"], "evaluateTargetHealth": False}
+    ]
+    init = run.named(f"{NAME}-master-init")
+    first = run.one("aws:lb/targetGroupAttachment:TargetGroupAttachment", f"{NAME}-master-api-target")
+    assert {record.urn, first.urn, run.one("aws:lb/listener:Listener").urn} <= set(init.depends_on)
+
+
+def test_security_groups_open_exactly_what_three_control_plane_nodes_need(ha_cluster: ProgramRun) -> None:
+    run = ha_cluster
+    cluster_group, gitlab_group = group_id(run, "gitops-cluster"), group_id(run, "gitops-gitlab")
+    control_plane, lb_group = group_id(run, f"{NAME}-control-plane"), group_id(run, f"{NAME}-api-lb")
+    # etcd between members only; the API from its load balancer (it connects from its own addresses).
+    assert rules_on(run, control_plane) == [("tcp", 2379, 2380, control_plane), ("tcp", 6443, 6443, lb_group)]
+    # The load balancer: whoever called the API before, by group, never a CIDR.
+    assert rules_on(run, lb_group) == sorted([("tcp", 6443, 6443, cluster_group), ("tcp", 6443, 6443, gitlab_group)])
+    (egress,) = [
+        r.plain_inputs
+        for r in run.all("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+        if r.plain_inputs["securityGroupId"] == lb_group
+    ]
+    assert (egress["fromPort"], egress["toPort"], egress["referencedSecurityGroupId"]) == (6443, 6443, control_plane)
+    # Nothing for the controller manager, the scheduler or etcd's metrics (kubeadm binds them to 127.0.0.1).
+    for port in (10257, 10259, 2381):
+        assert not [r for r in run.all(INGRESS) if r.plain_inputs["fromPort"] <= port <= r.plain_inputs["toPort"]]
+
+
+def test_the_endpoint_is_the_same_whatever_the_count(cluster: ProgramRun, ha_cluster: ProgramRun) -> None:
+    """Going from 1 to 3 changes nothing kubeadm init recorded: the init step is identical."""
+    for one, three in ((cluster, ha_cluster), (run_cluster("prod", controlPlaneCount=1), run_cluster("prod"))):
+        assert init_documents(one)["ClusterConfiguration"] == init_documents(three)["ClusterConfiguration"]
+        init_one, init_three = one.named(f"{NAME}-master-init"), three.named(f"{NAME}-master-init")
+        assert init_one.plain_inputs == init_three.plain_inputs
+        assert (
+            one.outputs["kubernetesPrivateApiUrl"] == three.outputs["kubernetesPrivateApiUrl"] == f"https://{ENDPOINT}"
+        )
+        assert one.outputs["kubernetesApiUrl"] == three.outputs["kubernetesApiUrl"]
+        assert one.named(f"{NAME}-worker1-join").plain_inputs == three.named(f"{NAME}-worker1-join").plain_inputs
+
+
+def test_every_control_plane_node_is_upgraded_after_the_first_one_at_a_time_then_the_workers(
+    ha_cluster: ProgramRun,
+) -> None:
+    run = ha_cluster
+    gate = run.named(f"{NAME}-master-upgrade")
+    previous = gate
+    for name in MEMBERS:
+        upgrade = run.named(f"{NAME}-{name}-upgrade")
+        assert upgrade.plain_inputs["connection"]["host"] == run.one(INSTANCE, f"{NAME}-{name}").state["publicIp"]
+        assert step_env(upgrade)["STEP_NAME"] == "cluster/control-plane-upgrade-node.sh"
+        assert step_env(upgrade)["KUBERNETES_VERSION"] == run.outputs["kubernetesVersion"]
+        assert {previous.urn, run.named(f"{NAME}-{name}-join").urn} <= set(upgrade.depends_on)
+        previous = upgrade
+    assert previous.urn in run.named(f"{NAME}-worker1-upgrade-drain").depends_on
+
+
+def test_certificates_renew_on_every_control_plane_node(ha_cluster: ProgramRun) -> None:
+    run = ha_cluster
+    for name in ("master", *MEMBERS):
+        step = run.named(f"{NAME}-{name}-certificates")
+        host = run.one("aws:ec2/eip:Eip").state["publicIp"] if name == "master" else None
+        host = host or run.one(INSTANCE, f"{NAME}-{name}").state["publicIp"]
+        assert step.plain_inputs["connection"]["host"] == host
+        assert step_env(step)["STEP_NAME"] == "cluster/certificates.sh"
+    assert run.outputs["clusterCertificatesExpireAt"].endswith("T00:00:00Z")
+
+
+def test_the_earliest_certificate_expiry_of_any_control_plane_node_is_the_output() -> None:
+    expiries = {"master": "2027-11-30T00:00:00Z", "master2": "2027-06-01T00:00:00Z", "master3": "2027-12-01T00:00:00Z"}
+    mocks = StackMocks(command_stdout={f"{NAME}-{name}-certificates": f"{at}\n" for name, at in expiries.items()})
+    assert (
+        run_cluster(mocks=mocks, controlPlaneCount=3).outputs["clusterCertificatesExpireAt"] == "2027-06-01T00:00:00Z"
+    )
+
+
+def test_the_loss_of_a_control_plane_node_reaches_no_worker_app_or_flux_wiring(ha_cluster: ProgramRun) -> None:
+    """Workers and GitLab use the stable name; no input outside the control plane names a control-plane node.
+
+    (Flux and agentk use the in-cluster `kubernetes` Service, whose endpoints are the API servers that
+    are up; they get no API address from the program at all.)
+    """
+    run = ha_cluster
+    addresses = {run.one(INSTANCE, f"{NAME}-{name}").state["privateIp"] for name in ("master", *MEMBERS)}
+    for worker in ("worker1", "worker2"):
+        for step in (f"{NAME}-{worker}-join", f"{NAME}-{worker}-upgrade"):
+            text = json.dumps(run.named(step).plain_inputs) + "".join(
+                stdin_parts(run.named(step)) if "join" in step else []
+            )
+            assert not [address for address in addresses if address in text], step
+    assert run.outputs["kubernetesPrivateApiUrl"] == f"https://{ENDPOINT}"
+    # CoreDNS leaves the first node once the others have joined.
+    spread = run.named(f"{NAME}-spread-dns")
+    joined = {run.named(f"{NAME}-{name}-join").urn for name in MEMBERS}
+    joined |= {run.named(f"{NAME}-{worker}-membership").urn for worker in ("worker1", "worker2")}
+    assert joined <= set(spread.depends_on)
+
+
+def test_a_cluster_initialised_before_the_stable_endpoint_keeps_its_address_and_refuses_three() -> None:
+    """A stack deployed before this change: its cluster recorded its first node's address."""
+    recorded = "10.42.3.17:6443"
+    mocks = StackMocks(command_stdout={f"{NAME}-master-init": recorded + "\n"})
+    run = run_cluster(mocks=mocks)
+    assert run.outputs["kubernetesPrivateApiUrl"] == f"https://{recorded}"
+    (worker,) = yaml.safe_load_all(stdin_parts(run.named(f"{NAME}-worker1-join"))[0])
+    assert worker["discovery"]["bootstrapToken"]["apiServerEndpoint"] == recorded
+    assert step_env(run.named(f"{NAME}-worker1-join"))["API_SERVER_ENDPOINT"] == recorded
+    with pytest.raises(ProgramError) as refused:
+        run_cluster(mocks=StackMocks(command_stdout={f"{NAME}-master-init": recorded + "\n"}), controlPlaneCount=3)
+    message = str(refused.value)
+    assert "controlPlaneCount: got 3" in message and f"controlPlaneEndpoint {recorded}" in message
+    assert "Set controlPlaneCount back to 1" in message and "Highly available control plane" in message

@@ -251,7 +251,8 @@ def test_project_cluster_gets_the_private_api_url_the_ca_and_the_token(certifica
     cluster = certificate.one(CLUSTER).inputs
     assert cluster["name"] == "k8s cluster"
     assert cluster["kubernetesApiUrl"] == certificate.outputs["kubernetesPrivateApiUrl"]
-    assert cluster["kubernetesApiUrl"].startswith("https://10.42.")
+    # The cluster's stable name inside the VPC, never a control-plane node's address.
+    assert cluster["kubernetesApiUrl"] == "https://api.gitops-k8s.internal:6443"
     assert cluster["kubernetesCaCert"] == certificate.outputs["clusterCaPem"]
     assert is_secret_value(cluster["kubernetesToken"]), "the token is sent as a secret"
     assert plain(cluster["kubernetesToken"]) == _token(certificate)

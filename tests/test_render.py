@@ -30,8 +30,9 @@ def test_render_writes_every_kind_of_artifact(rendered) -> None:
     assert (out / "resources.md").read_text().startswith(f"# Resources of stack `{stack}`")
     assert (out / "index.md").read_text().startswith(f"# Render of stack `{stack}`")
     workers = 3 if stack == "prod" else 2
-    # GitLab, master, workers, the runner manager, and the CI job VMs' launch template.
-    assert len(list((out / "userdata").glob("*.yaml"))) == 2 + workers + 2
+    control_planes = 3 if stack == "prod" else 1  # prod's control plane is highly available
+    # GitLab, the control-plane nodes, workers, the runner manager, and the CI job VMs' launch template.
+    assert len(list((out / "userdata").glob("*.yaml"))) == 1 + control_planes + workers + 2
     assert (out / "userdata" / "runners-job-vm.yaml").read_text().startswith("#cloud-config\n")
     assert (out / "steps" / "gitops-k8s-master-init.sh").exists()
     # A step's delete too (it drains a worker before its instance goes), with its own parameters.

@@ -130,8 +130,9 @@ def _assert_operator_tools_show_it(stack: str, stack_dir: Path, run: ProgramRun)
     report = cost.estimate(run)
     assert report["region"] == (values.get("aws:region") or harness.DEFAULT_REGION)
     instances = sum(line["quantity"] for line in report["lines"] if line["key"].startswith("instance:"))
-    # GitLab, control plane, workers, runner manager; the CI job VMs when idle: none.
-    assert instances == 3 + _config_value(run.config["gitops:workerCount"])
+    # GitLab, control-plane nodes, workers, runner manager; the CI job VMs when idle: none.
+    control_planes = _config_value(run.config.get("gitops:controlPlaneCount", "1"))
+    assert instances == 2 + control_planes + _config_value(run.config["gitops:workerCount"])
     busy = sum(line["maximum"] for line in report["lines"] if line["key"].startswith("instance:"))
     assert busy == instances + _config_value(run.config["gitops:runnerMaxInstances"])
     for line in report["lines"]:  # priced, or saying why not: never a silent $0

@@ -376,6 +376,10 @@ def _step_stdout(inputs: dict, config: Mapping[str, str]) -> str:
         return f"v{exact.group(1)}\n" if exact else f"v{minor.group(1) if minor else '1.36'}.5\n"
     if "STEP_NAME=cluster/certificates.sh" in create:
         return f"{clock.today() + datetime.timedelta(days=365)}T00:00:00Z\n"
+    if "STEP_NAME=cluster/control-plane-init.sh" in create:
+        # A cluster this step initialised records the endpoint it was given (CONTROL_PLANE_ENDPOINT).
+        endpoint = re.search(r"\bCONTROL_PLANE_ENDPOINT=(\S+)", create)
+        return f"{endpoint.group(1)}\n" if endpoint else ""
     return ""
 
 
@@ -528,6 +532,44 @@ class StackMocks(pulumi_mocks.Mocks):
             return f"vol-{short}", state
         if typ == "aws:ec2/volumeAttachment:VolumeAttachment":
             return f"vai-{short}", state
+        if typ == "aws:lb/loadBalancer:LoadBalancer":
+            # An internal load balancer's DNS name starts with "internal-"; the alias zone of load
+            # balancer DNS names is per region and kind (AWS General Reference, Elastic Load Balancing
+            # endpoints: us-east-1 Z26RNL4JYFTOTI for Network, Z35SXDOTRQ7X7K for Application Load
+            # Balancers); the mock uses those two in every region.
+            lb_name = inputs.get("name") or f"{name}-{short[:7]}"
+            kind = "net" if inputs.get("loadBalancerType") == "network" else "app"
+            scheme = "internal-" if inputs.get("internal") else ""
+            domain = "elb"
+            state.update(
+                name=lb_name,
+                arn=self._arn("elasticloadbalancing", f"loadbalancer/{kind}/{lb_name}/{short[:16]}"),
+                arnSuffix=f"{kind}/{lb_name}/{short[:16]}",
+                dnsName=f"{scheme}{lb_name}-{short[:16]}.{domain}.{self.region}.{partition(self.region)[1]}",
+                zoneId="Z26RNL4JYFTOTI" if kind == "net" else "Z35SXDOTRQ7X7K",
+                vpcId=f"vpc-{_digest('vpc')[:17]}",
+            )
+            return state["arn"], state
+        if typ == "aws:lb/targetGroup:TargetGroup":
+            group_name = inputs.get("name") or f"{name}-{short[:7]}"
+            state.update(
+                name=group_name, arn=self._arn("elasticloadbalancing", f"targetgroup/{group_name}/{short[:16]}")
+            )
+            return state["arn"], state
+        if typ == "aws:lb/listener:Listener":
+            state.update(arn=self._arn("elasticloadbalancing", f"listener/net/{name}/{short[:16]}/{short[::-1][:16]}"))
+            return state["arn"], state
+        if typ == "aws:lb/targetGroupAttachment:TargetGroupAttachment":
+            return f"{inputs.get('targetGroupArn')},{inputs.get('targetId')},{inputs.get('port')}", state
+        if typ == "aws:route53/zone:Zone":
+            zone_id = "Z" + _digest(name, "zone")[:20].upper()
+            state.update(zoneId=zone_id, arn=f"arn:{partition(self.region)[0]}:route53:::hostedzone/{zone_id}")
+            state["nameServers"] = [] if inputs.get("vpcs") else [f"ns-{n}.awsdns-00.org" for n in range(4)]
+            return zone_id, state
+        if typ == "aws:route53/record:Record":
+            record_name = str(inputs.get("name", "")).rstrip(".").lower()
+            state["fqdn"] = record_name
+            return f"{inputs.get('zoneId')}_{record_name}_{inputs.get('type')}", state
         if typ == "aws:ec2/keyPair:KeyPair":
             state.update(keyPairId=f"key-{short}", arn=self._arn("ec2", f"key-pair/{name}"))
             return inputs.get("keyName", name), state
