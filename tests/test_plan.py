@@ -97,12 +97,43 @@ COMMAND = "command:remote:Command"
         ("kubernetes:apps/v1:Deployment", ["spec.selector.matchLabels.app"], {}, "replace"),
         ("kubernetes:helm.sh/v3:Release", ["values.image"], {}, "update"),
         ("kubernetes:helm.sh/v3:Release", ["namespace"], {}, "replace"),
+        # The API endpoint (terraform-provider-aws elbv2/, route53/).
+        ("aws:lb/loadBalancer:LoadBalancer", ["internal"], {}, "replace"),
+        ("aws:lb/loadBalancer:LoadBalancer", ["enableCrossZoneLoadBalancing", "tags.Name"], {}, "update"),
+        ("aws:lb/targetGroup:TargetGroup", ["port"], {}, "replace"),
+        ("aws:lb/targetGroup:TargetGroup", ["healthCheck.interval", "preserveClientIp"], {}, "update"),
+        ("aws:lb/listener:Listener", ["loadBalancerArn"], {}, "replace"),
+        ("aws:lb/listener:Listener", ["defaultActions[0].targetGroupArn"], {}, "update"),
+        ("aws:lb/targetGroupAttachment:TargetGroupAttachment", ["targetId"], {}, "replace"),
+        ("aws:route53/zone:Zone", ["name"], {}, "replace"),
+        ("aws:route53/zone:Zone", ["vpcs[0].vpcId", "comment"], {}, "update"),
+        ("aws:route53/record:Record", ["zoneId"], {}, "replace"),
+        # An A record that becomes an alias (1 -> 3 control-plane nodes): one change batch, in place.
+        ("aws:route53/record:Record", ["aliases", "records", "ttl"], {}, "update"),
         (INSTANCE, [], {}, "same"),
         ("gitlab:index/project:Project", [], {}, "same"),
     ],
 )
 def test_classify_follows_each_providers_update_semantics(type_: str, keys: list, inputs: dict, action: str) -> None:
     assert classify(type_, keys, inputs) == action
+
+
+@pytest.mark.parametrize(
+    ("keys", "before", "after", "action"),
+    [
+        (["subnets"], {"subnets": ["a", "b"]}, {"subnets": ["a", "b", "c"]}, "update"),
+        (["subnets"], {"subnets": ["a", "b", "c"]}, {"subnets": ["a", "b"]}, "replace"),
+        (["subnets[1]"], {"subnets": ["a", "b"]}, {"subnets": ["a", "c"]}, "replace"),
+        (["securityGroups"], {"securityGroups": []}, {"securityGroups": ["sg-1"]}, "replace"),
+        (["securityGroups"], {"securityGroups": ["sg-1"]}, {"securityGroups": []}, "replace"),
+        (["securityGroups[0]"], {"securityGroups": ["sg-1"]}, {"securityGroups": ["sg-2"]}, "update"),
+    ],
+)
+def test_a_network_load_balancer_is_replaced_for_a_lost_subnet_or_its_first_or_last_group(
+    keys: list[str], before: dict, after: dict, action: str
+) -> None:
+    """terraform-provider-aws load_balancer.go customizeDiffLoadBalancerNLB."""
+    assert classify("aws:lb/loadBalancer:LoadBalancer", keys, after, before) == action
 
 
 def test_a_change_to_a_type_the_harness_does_not_model_is_an_error_not_an_update() -> None:

@@ -53,6 +53,17 @@ guesses "update" (it would hide a replacement). Modelled types:
   ``resource_gitlab_project_cluster.go``): their ``ForceNew`` fields, listed in ``REPLACE_ON_CHANGE``;
   ``gitlab:index/repositoryFile`` (``resource_gitlab_repository_file.go``) likewise;
   ``gitlab:index/applicationSettings`` updates in place (create and update are one call).
+* the API endpoint (components/cluster_endpoint.py), hashicorp/terraform-provider-aws
+  internal/service/elbv2/ and internal/service/route53/: ``aws:lb/loadBalancer`` replaces on its
+  ``ForceNew`` fields and, being a network load balancer, when a subnet is removed or when security
+  groups are added to none or all removed (``customizeDiffLoadBalancerNLB``, ``REPLACE_WHEN``);
+  ``aws:lb/targetGroup`` on its ``ForceNew`` fields (its health check and attributes such as
+  ``preserveClientIp`` update in place); ``aws:lb/listener`` on ``loadBalancerArn``;
+  ``aws:lb/targetGroupAttachment`` on anything (create, read and delete only: every field
+  ``ForceNew``); ``aws:route53/zone`` on ``name`` and ``delegationSetId`` (its VPCs are associated
+  and disassociated in place); ``aws:route53/record`` on ``name`` and ``zoneId`` only (``records``,
+  ``ttl``, ``aliases`` and ``type`` are an UPSERT, or a delete and create in one change batch:
+  record.go ``resourceRecordUpdate``), so an A record that becomes an alias is updated in place.
 * ``pulumi:providers:kubernetes`` (pulumi/pulumi-kubernetes provider/pkg/provider/provider.go
   ``DiffConfig``): a changed ``clusterIdentifier`` replaces, an unchanged one never does; without
   one, a computed ``kubeconfig``/``context``/``cluster`` replaces, and so does a change of the
@@ -141,6 +152,37 @@ REPLACE_ON_CHANGE: dict[str, frozenset[str]] = {
     "gitlab:index/applicationSettings:ApplicationSettings": frozenset(),
     # Provider configuration the bridge never replaces on (no ForcesProviderReplace declared).
     "pulumi:providers:gitlab": frozenset(),
+    # The API endpoint (hashicorp/terraform-provider-aws internal/service/elbv2/load_balancer.go,
+    # target_group.go, listener.go, target_group_attachment.go; route53/zone.go, record.go).
+    "aws:lb/loadBalancer:LoadBalancer": frozenset(
+        {"name", "namePrefix", "internal", "loadBalancerType", "customerOwnedIpv4Pool"}
+    ),
+    "aws:lb/targetGroup:TargetGroup": frozenset(
+        {"name", "namePrefix", "port", "protocol", "protocolVersion", "targetType", "vpcId", "ipAddressType"}
+    ),
+    "aws:lb/listener:Listener": frozenset({"loadBalancerArn"}),
+    "aws:lb/targetGroupAttachment:TargetGroupAttachment": frozenset({ALL}),
+    "aws:route53/zone:Zone": frozenset({"name", "delegationSetId"}),
+    "aws:route53/record:Record": frozenset({"name", "zoneId"}),
+}
+
+
+def _removes_an_element(old: Any, new: Any) -> bool:
+    return any(item not in (new or []) for item in (old or []))
+
+
+def _groups_added_or_all_removed(old: Any, new: Any) -> bool:
+    return bool(old) != bool(new)
+
+
+# Inputs whose change replaces the resource only in some cases: (old value, new value) -> replace?
+# A network load balancer cannot lose a subnet, gain security groups when it has none, or lose all
+# of them (terraform-provider-aws load_balancer.go customizeDiffLoadBalancerNLB).
+REPLACE_WHEN: dict[str, dict[str, Callable[[Any, Any], bool]]] = {
+    "aws:lb/loadBalancer:LoadBalancer": {
+        "subnets": _removes_an_element,
+        "securityGroups": _groups_added_or_all_removed,
+    },
 }
 # Inputs applied by stopping and starting the instance (ModifyInstanceAttribute needs it stopped).
 STOP_START: dict[str, frozenset[str]] = {INSTANCE: frozenset({"userData", "userDataBase64", "instanceType"})}
@@ -285,8 +327,13 @@ def _kubernetes_force_new(type_: str) -> frozenset[str] | None:
     return frozenset({"metadata.name", "metadata.namespace"}) | KUBERNETES_FORCE_NEW.get((group, kind), frozenset())
 
 
-def classify(type_: str, keys: Iterable[str], inputs: Mapping[str, Any]) -> Action:
-    """The action for an existing resource whose ``keys`` (paths, ignore_changes applied) changed."""
+def classify(
+    type_: str, keys: Iterable[str], inputs: Mapping[str, Any], previous: Mapping[str, Any] | None = None
+) -> Action:
+    """The action for an existing resource whose ``keys`` (paths, ignore_changes applied) changed.
+
+    ``previous``: the resource's old inputs, for the fields that replace only on some changes (REPLACE_WHEN).
+    """
     keys = list(keys)
     if not keys:
         return "same"
@@ -301,6 +348,9 @@ def classify(type_: str, keys: Iterable[str], inputs: Mapping[str, Any]) -> Acti
     replace_on = REPLACE_ON_CHANGE.get(type_, frozenset())
     if ALL in replace_on or any(_under(key, field) for key in keys for field in replace_on):
         return "replace"
+    for field, replaces in REPLACE_WHEN.get(type_, {}).items():
+        if any(_under(key, field) for key in keys) and replaces((previous or {}).get(field), inputs.get(field)):
+            return "replace"
     stop_start = STOP_START.get(type_, frozenset())
     if any(_top(key) in stop_start for key in keys):
         if (
@@ -392,7 +442,7 @@ def plan(before: ProgramRun, after: ProgramRun, replace: Iterable[str] = (), *, 
             action = kubernetes_provider_action(inputs_before, inputs_after, keys, computed)
             keys |= computed
         else:
-            action = classify(registration.type, keys, plain(registration.inputs))
+            action = classify(registration.type, keys, plain(registration.inputs), plain(previous.inputs))
         if registration.provider.rsplit("::", 1)[0] in replaced:
             action, keys = "replace", {*keys, "provider"}  # its provider was replaced
         if registration.name in forced and registration.custom:
