@@ -22,7 +22,7 @@ from components.hosts import SshAccess
 from components.network import Network, NetworkArgs
 from tests.conftest import ADMIN
 from tools import migration
-from tools.harness import FIXTURE_STACKS, StackMocks, run_fixture_stack, run_function
+from tools.harness import FIXTURE_STACKS, ProgramError, ProgramRun, StackMocks, run_fixture_stack, run_function
 from tools.plan import INSTANCE, Plan, plan, run_twice
 
 K8S = "gitops-k8s"
@@ -449,7 +449,7 @@ def test_a_stack_deployed_before_day_2_moves_onto_this_program_without_replacing
     and go; nothing that runs is replaced or stopped.
     """
     before = migration.load(DEPLOYED_BEFORE_DAY_2)
-    after = migration.comparable(run_fixture_stack("dev", before.config, mocks=migration.deployed_mocks(before)))
+    after = migration.comparable(run_fixture_stack("dev", before.config, mocks=recorded_cluster(before)))
     for preview in (False, True):
         moved = plan(before, after, preview=preview)
         assert moved.errors == []
@@ -473,6 +473,17 @@ def test_a_stack_deployed_before_day_2_moves_onto_this_program_without_replacing
         assert moved.of(f"{K8S}-provider").keys == ("clusterIdentifier",)
         assert not moved.with_action("replace", "kubernetes:core/v1:Namespace")
         assert not [name for name in replaced if moved.of(name).type.startswith("kubernetes:")], preview
+
+
+def recorded_cluster(before: ProgramRun) -> StackMocks:
+    """Mocks for today's program on a recorded stack, whose cluster recorded its first node's address.
+
+    Its init step answers with what kubeadm-config holds on that cluster (userdata/cluster/control-plane-init.sh).
+    """
+    mocks = migration.deployed_mocks(before)
+    address = before.one(INSTANCE, f"{K8S}-master").state["privateIp"]
+    mocks.command_stdout[f"{K8S}-master-init"] = f"{address}:6443\n"
+    return mocks
 
 
 def test_the_recorded_stack_holds_no_private_key() -> None:
@@ -500,3 +511,152 @@ def test_a_new_worker_type_changes_no_running_worker_and_says_so(caplog: pytest.
     with caplog.at_level(logging.WARNING):
         second_up()
     assert not [record for record in caplog.records if "workerInstanceType" in record.getMessage()]
+
+
+# ------------------------------------------------------------------------------------------------
+# A highly available control plane (controlPlaneCount 1 <-> 3)
+# ------------------------------------------------------------------------------------------------
+MEMBERS = ("master2", "master3")
+ENDPOINT = "https://api.gitops-k8s.internal:6443"
+
+
+def test_going_from_one_control_plane_node_to_three_adds_nodes_and_joins_and_replaces_nothing() -> None:
+    result = run_twice(before=ADMIN, after={"controlPlaneCount": 3})
+    plan = result.plan
+    assert plan.errors == []
+    touched = plan.touched()
+    assert {name for name, action in touched.items() if action != "create"} == {f"{K8S}-api-record"}
+    # The name moves from the first node's address to the load balancer, in place.
+    assert plan.action_of(f"{K8S}-api-record") == "update"
+    assert plan.of(f"{K8S}-api-record").keys == ("aliases", "records", "ttl")
+    assert plan.touched(INSTANCE) == {f"{K8S}-{name}": "create" for name in MEMBERS}
+    steps = {f"{K8S}-ha-check"} | {
+        f"{K8S}-{name}-{step}"
+        for name in MEMBERS
+        for step in ("config", "membership", "join", "upgrade", "certificates")
+    }
+    assert {name for name, action in plan.touched(COMMAND).items()} == steps
+    # Nothing kubeadm init recorded changes: not the endpoint, not a certificate, not a worker's join.
+    for output in ("kubernetesPrivateApiUrl", "kubernetesApiUrl", "kubeconfig", "clusterCaPem"):
+        assert result.before.outputs[output] == result.after.outputs[output], output
+    assert result.after.outputs["kubernetesPrivateApiUrl"] == ENDPOINT
+    # In order: the check, then each member joins after the previous one; the name moves to the load
+    # balancer once it forwards to the first node; each member is behind it once joined.
+    order = [
+        plan.position("create", f"{K8S}-ha-check"),
+        plan.position("create", f"{K8S}-master2"),
+        plan.position("create", f"{K8S}-master2-membership"),
+        plan.position("create", f"{K8S}-master2-join"),
+        plan.position("create", f"{K8S}-master2-api-target"),
+        plan.position("create", f"{K8S}-master3-membership"),
+        plan.position("create", f"{K8S}-master3-join"),
+    ]
+    assert order == sorted(order)
+    assert plan.position("create", f"{K8S}-master-api-target") < plan.position("update", f"{K8S}-api-record")
+    assert plan.position("create", f"{K8S}-api-listener") < plan.position("update", f"{K8S}-api-record")
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_three_control_plane_nodes_twice_change_nothing(stack: str) -> None:
+    before = {"controlPlaneCount": 3} if stack == "dev" else {}
+    assert run_twice(before={**ADMIN, **before}, stack=stack).plan.touched() == {}
+
+
+def test_going_from_three_control_plane_nodes_to_one_is_refused() -> None:
+    """Removing a member is refused by its protection, before anything is deleted."""
+    plan = second_up({"controlPlaneCount": 1}, before={"controlPlaneCount": 3})
+    assert len(plan.errors) == 2
+    for name, error in zip(MEMBERS, sorted(plan.errors), strict=True):
+        assert f"Instance::{K8S}-{name}'" in error and "marked for protection" in error
+
+
+def test_a_member_cannot_be_replaced_by_mistake() -> None:
+    plan = second_up(before={"controlPlaneCount": 3}, replace=[f"{K8S}-master2"])
+    (error,) = plan.errors
+    assert f"{K8S}-master2" in error and "marked for protection" in error
+
+
+def test_a_replaced_member_leaves_etcd_before_its_successor_joins_under_its_name() -> None:
+    """`pulumi state unprotect` on master2, then `pulumi up --replace` it (README, Day 2)."""
+    result = run_twice(before={**ADMIN, "controlPlaneCount": 3}, mocks_after=StackMocks(newest_ami=NEWER_DEBIAN))
+    result.before.one(INSTANCE, f"{K8S}-master2").protect = False  # what `pulumi state unprotect` did
+    plan_ = plan(result.before, result.after, replace=[f"{K8S}-master2"])
+    assert plan_.errors == []
+    assert plan_.touched(INSTANCE) == {f"{K8S}-master2": "replace"}
+    order = [
+        plan_.position("delete", f"{K8S}-master2-api-target"),  # no new connections to it
+        plan_.position("delete", f"{K8S}-master2-membership"),  # drained, out of etcd, Node deleted
+        plan_.position("delete", f"{K8S}-master2"),
+        plan_.position("create", f"{K8S}-master2"),
+        plan_.position("create", f"{K8S}-master2-membership"),  # a fresh token, nothing left of the old one
+        plan_.position("create", f"{K8S}-master2-join"),
+        plan_.position("create", f"{K8S}-master2-api-target"),
+    ]
+    assert order == sorted(order)
+    membership = result.before.one(COMMAND, f"{K8S}-master2-membership").plain_inputs
+    assert "STEP_NAME=cluster/remove-control-plane.sh" in membership["delete"]
+    # Nothing else of the cluster is replaced; master3 is not touched.
+    replaced = {name for name, action in plan_.touched().items() if action == "replace"}
+    assert all(name.startswith(f"{K8S}-master2") for name in replaced), replaced
+    assert not [name for name in plan_.touched() if "master3" in name or name.startswith(f"{K8S}-worker")]
+    assert result.after.one(INSTANCE, f"{K8S}-master2").plain_inputs["ami"] == NEWER_DEBIAN
+
+
+def test_a_kubernetes_upgrade_takes_the_control_plane_one_node_at_a_time_then_the_workers() -> None:
+    result = run_twice(before={**ADMIN, "controlPlaneCount": 3}, after={"kubernetesVersion": "1.37"})
+    plan = result.plan
+    order = [f"{K8S}-master-upgrade", *(f"{K8S}-{name}-upgrade" for name in MEMBERS)] + [
+        f"{K8S}-{worker}-{kind}"
+        for worker in ("worker1", "worker2")
+        for kind in ("upgrade-drain", "upgrade", "upgrade-uncordon")
+    ]
+    assert plan.touched() == dict.fromkeys(order, "update")
+    positions = [plan.position("update", name) for name in order]
+    assert positions == sorted(positions)
+    for name in MEMBERS:
+        assert step_env(result.after, f"{K8S}-{name}-upgrade")["KUBERNETES_VERSION"] == "v1.37.5"
+
+
+# ------------------------------------------------------------------------------------------------
+# A stack deployed before the stable endpoint (main at 879c638, right before issue 14)
+# ------------------------------------------------------------------------------------------------
+DEPLOYED_BEFORE_HA = FIXTURE_STACKS.parent / "deployed" / "879c638-dev.jsonl"
+
+
+def test_a_stack_deployed_before_the_stable_endpoint_keeps_its_cluster_as_it_is() -> None:
+    """Its cluster recorded its first node's address: workers and GitLab keep it; nothing running is replaced.
+
+    The stable name and the shared keys are made (the name resolves, unused); the init step runs once
+    more (a new script), reads the endpoint back and changes nothing on the node.
+    """
+    before = migration.load(DEPLOYED_BEFORE_HA)
+    address = before.one(INSTANCE, f"{K8S}-master").state["privateIp"]
+    today = run_fixture_stack("dev", before.config, mocks=recorded_cluster(before))
+    after = migration.comparable(today)
+    for preview in (False, True):
+        moved = plan(before, after, preview=preview)
+        assert moved.errors == []
+        assert moved.touched(INSTANCE) == {}
+        assert not moved.with_action("delete")
+        replaced = moved.with_action("replace")
+        assert replaced == [f"{K8S}-master-init"] and not before.one(COMMAND, f"{K8S}-master-init").inputs.get("delete")
+        created = set(moved.with_action("create"))
+        assert {f"{K8S}-api-zone", f"{K8S}-api-record", f"{K8S}-sa-key", f"{K8S}-etcd-ca"} <= created
+        assert not [name for name in moved.touched() if moved.of(name).type.startswith(("kubernetes:", "gitlab:"))]
+        assert moved.of(f"{K8S}-provider").action == "same"
+    # The workers keep joining the address their kubelets already use: their join steps find them joined.
+    assert (
+        after.outputs["kubernetesPrivateApiUrl"]
+        == before.outputs["kubernetesPrivateApiUrl"]
+        == f"https://{address}:6443"
+    )
+    for worker in ("worker1", "worker2"):
+        assert step_env(today, f"{K8S}-{worker}-join")["API_SERVER_ENDPOINT"] == f"{address}:6443"
+
+
+def test_a_stack_deployed_before_the_stable_endpoint_refuses_three_control_plane_nodes() -> None:
+    before = migration.load(DEPLOYED_BEFORE_HA)
+    with pytest.raises(ProgramError) as refused:
+        run_fixture_stack("dev", {**before.config, "controlPlaneCount": 3}, mocks=recorded_cluster(before))
+    assert "controlPlaneCount: got 3; this cluster was initialised with controlPlaneEndpoint" in str(refused.value)
+    assert "Set controlPlaneCount back to 1" in str(refused.value)
