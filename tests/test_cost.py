@@ -56,10 +56,15 @@ def test_dev_is_priced_by_instance_type_storage_and_public_addresses() -> None:
     assert (lines["ebs:gp3"]["quantity"], lines["ebs:gp3"]["maximum"]) == (5 * 30 + 50, 5 * 30 + 50 + 2 * 30)
     # Two Elastic IPs, the workers' and the manager's auto-assigned addresses; one per job VM.
     assert (lines["ipv4"]["quantity"], lines["ipv4"]["maximum"]) == (2 + 2 + 1, 2 + 2 + 1 + 2)
+    # The API's stable name: a private hosted zone, priced by the month; its queries by use.
+    assert (lines["route53-zone"]["quantity"], lines["route53-zone"]["unit_price"]) == (1, 0.5)
+    assert lines["route53-queries"]["in_total"] is False and lines["route53-queries"]["unit_price"] == 0.4
+    assert "nlb" not in lines, "one control-plane node needs no load balancer"
     expected = (
         (_hourly("t3.large") + 3 * _hourly("t3.medium") + _hourly("t3.small")) * HOURS
         + 200 * _item("ebs_gp3_gib_month")
         + 5 * _item("public_ipv4_hour") * HOURS
+        + _item("route53_hosted_zone_month")
     )
     job_vm = _hourly("t3.medium") * HOURS + 30 * _item("ebs_gp3_gib_month") + _item("public_ipv4_hour") * HOURS
     assert report["total"] == pytest.approx(expected, abs=0.01)
@@ -75,11 +80,17 @@ def test_dev_is_priced_by_instance_type_storage_and_public_addresses() -> None:
 def test_prod_is_priced_from_its_own_stack_file() -> None:
     lines = _lines(cost.estimate(run_fixture_stack("prod", ADMIN)))
     assert lines["instance:m6i.xlarge"]["quantity"] == 1
-    assert lines["instance:m6i.large"]["quantity"] == 4
+    assert lines["instance:m6i.large"]["quantity"] == 3 + 3  # three control-plane nodes, three workers
     assert (lines["instance:t3.medium"]["quantity"], lines["instance:t3.medium"]["maximum"]) == (0, 2)  # job VMs
     assert lines["instance:t3.small"]["quantity"] == 1
-    assert lines["ebs:gp3"]["quantity"] == 6 * 50 + 200
-    assert lines["ipv4"]["quantity"] == 2 + 3 + 1
+    assert lines["ebs:gp3"]["quantity"] == 8 * 50 + 200
+    # Two Elastic IPs; two further control-plane nodes, three workers and the manager auto-assigned.
+    assert lines["ipv4"]["quantity"] == 2 + 2 + 3 + 1
+    # Its highly available control plane's internal load balancer (no public address) and zone.
+    assert (lines["nlb"]["quantity"], lines["nlb"]["unit_price"]) == (1, 0.0225 * HOURS)
+    assert lines["nlb-lcu"]["quantity"] == 1 and lines["nlb-lcu"]["unit_price"] == pytest.approx(0.006 * HOURS)
+    assert lines["route53-zone"]["quantity"] == 1
+    assert "route53-queries" not in lines, "queries to an alias of a load balancer are not charged"
 
 
 def test_a_users_edited_stack_is_priced_as_edited(tmp_path: Path) -> None:
@@ -114,7 +125,11 @@ def test_an_unknown_instance_type_is_reported_not_priced_as_zero() -> None:
     assert "+ 1 unpriced" in text and "**Unpriced**" in text and "EC2 m7g.large: 2 instances" in text
     priced_only = (_hourly("t3.large") + _hourly("t3.medium") + _hourly("t3.small")) * HOURS
     assert report["total"] == pytest.approx(
-        priced_only + 200 * _item("ebs_gp3_gib_month") + 5 * _item("public_ipv4_hour") * HOURS, abs=0.01
+        priced_only
+        + 200 * _item("ebs_gp3_gib_month")
+        + 5 * _item("public_ipv4_hour") * HOURS
+        + _item("route53_hosted_zone_month"),
+        abs=0.01,
     )
 
 

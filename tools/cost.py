@@ -214,6 +214,11 @@ def usages(run: ProgramRun) -> list[Usage]:
             found += _fleet_usages(registration, templates)
         elif registration.type == "aws:lb/loadBalancer:LoadBalancer":
             found += _load_balancer_usages(registration)
+        elif registration.type == "aws:route53/zone:Zone":
+            found.append(Usage("route53-zone", "Route 53 hosted zone", "hosted zone", 1, 1, name))
+        elif registration.type == "aws:route53/record:Record" and not inputs.get("aliases"):
+            # Queries to an alias of a load balancer are not charged (infracost prices none either).
+            found.append(Usage("route53-queries", "Route 53 queries", "1M queries", 0, 0, name))
         elif registration.type in ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"):
             found.append(Usage("s3", "S3 Standard storage", "GiB", 0, 0, name))
         elif registration.type in ("aws:ebs/snapshot:Snapshot", "aws:dlm/lifecyclePolicy:LifecyclePolicy"):
@@ -282,7 +287,8 @@ def price(found: list[Usage], prices: Prices) -> list[Line]:
             line.resources.append(usage.resource)
     for line in lines.values():
         _apply_assumptions(line, prices)
-    order = ["instance", "ebs", "ipv4", "nlb", "nlb-lcu", "alb", "alb-lcu", "lb", "s3", "snapshot"]
+    order = ["instance", "ebs", "ipv4", "nlb", "nlb-lcu", "alb", "alb-lcu", "lb", "route53-zone", "route53-queries"]
+    order += ["s3", "snapshot"]
     order += ["logs-ingest", "logs-storage"]
     return sorted(lines.values(), key=lambda line: (order.index(line.key.partition(":")[0]), line.key))
 
@@ -295,11 +301,13 @@ def _line(usage: Usage, prices: Prices) -> Line:
     hourly_items = {"ipv4": "public_ipv4_hour", "nlb": "nlb_hour", "nlb-lcu": "nlb_lcu_hour"}
     hourly_items |= {"alb": "alb_hour", "alb-lcu": "alb_lcu_hour"}
     monthly_items = {"s3": "s3_standard_gib_month", "snapshot": "ebs_snapshot_gib_month"}
+    monthly_items |= {"route53-zone": "route53_hosted_zone_month"}
     monthly_items |= {"ebs:gp3-iops": "ebs_gp3_iops_month", "ebs:gp3-throughput": "ebs_gp3_throughput_month"}
     # Priced per unit of use: (tools/prices.yaml item, what one unit is).
     usage_items = {
         "logs-ingest": ("cloudwatch_logs_ingest_gb", "GB ingested"),
         "logs-storage": ("cloudwatch_logs_storage_gb_month", "GB-month"),
+        "route53-queries": ("route53_standard_queries_million", "1M queries"),
     }
     if kind == "instance":
         hourly = prices.instance_hour.get(detail)
@@ -339,6 +347,7 @@ def _apply_assumptions(line: Line, prices: Prices) -> None:
     assumed = {"nlb-lcu": "lb_capacity_units", "alb-lcu": "lb_capacity_units"}
     assumed |= {"s3": "s3_stored_gib", "snapshot": "snapshot_stored_gib"}
     assumed |= {"logs-ingest": "logs_ingested_gb", "logs-storage": "logs_stored_gb"}
+    assumed |= {"route53-queries": "route53_million_queries"}
     if line.key not in assumed or line.unit_price is None:
         return
     name = assumed[line.key]
