@@ -83,6 +83,11 @@ TAGGABLE = frozenset(
         "aws:iam/policy:Policy",
         "aws:iam/user:User",
         "aws:kms/key:Key",
+        # The Kubernetes API's stable endpoint (components/cluster_endpoint.py).
+        "aws:route53/zone:Zone",
+        "aws:lb/loadBalancer:LoadBalancer",
+        "aws:lb/targetGroup:TargetGroup",
+        "aws:lb/listener:Listener",
     }
 )
 
