@@ -73,15 +73,17 @@ preview: venv policy/venv/.installed
 	$(call check_pulumi,3.151.0)
 	pulumi preview --diff --stack $(STACK) $(POLICY)
 
-## Everyday teardown (README "Tear down"): delete everything but the GitLab data volume. The control
-## plane's instance is protected against a replacement (README "Day 2"), not against a teardown: it
-## is unprotected first, or --exclude-protected would keep it with its subnet, VPC, security groups,
-## key pair and instance profile, all billed. A plain `pulumi destroy` stops at a protected resource.
-CONTROL_PLANE_URN := [:$$]aws:ec2/instance:Instance::gitops-k8s-master$$
+## Everyday teardown (README "Tear down"): delete everything but the GitLab data volume. The
+## control-plane nodes' instances (master, and master2/master3 with controlPlaneCount 3) are protected
+## against a replacement or a removal (README "Day 2"), not against a teardown: each is unprotected
+## first, or --exclude-protected would keep it with its subnet, VPC, security groups, key pair and
+## instance profile, all billed. A plain `pulumi destroy` stops at a protected resource.
+CONTROL_PLANE_URN := [:$$]aws:ec2/instance:Instance::gitops-k8s-master[0-9]*$$
 destroy:
 	@urns="$$(pulumi stack --stack $(STACK) --show-urns)" || exit 1; \
-	  urn="$$(printf '%s\n' "$$urns" | grep -oE 'urn:pulumi:[^ ]+' | grep -E '$(CONTROL_PLANE_URN)' || true)"; \
-	  if [ -n "$$urn" ]; then pulumi state unprotect --stack $(STACK) --yes "$$urn"; fi
+	  for urn in $$(printf '%s\n' "$$urns" | grep -oE 'urn:pulumi:[^ ]+' | grep -E '$(CONTROL_PLANE_URN)' || true); do \
+	    pulumi state unprotect --stack $(STACK) --yes "$$urn" || exit 1; \
+	  done
 	pulumi destroy --stack $(STACK) --exclude-protected
 
 ## Delete the stack's resources for good, protected ones included (GitLab's data: repositories,

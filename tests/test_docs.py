@@ -275,6 +275,28 @@ def test_make_destroy_is_the_readmes_everyday_teardown(recording_pulumi: tuple[P
     assert "pulumi state unprotect --stack dev --yes '<urn of gitops-k8s-master>'" in teardown
 
 
+def test_make_destroy_unprotects_every_control_plane_node(recording_pulumi: tuple[Path, Path]) -> None:
+    """controlPlaneCount 3: master2 and master3 are protected too (removing one is refused)."""
+    bin_dir, calls = recording_pulumi
+    members = "".join(
+        f"    │  ├─ aws:ec2/instance:Instance        gitops-k8s-{name}\n"
+        f"    │  │     URN: {MASTER_URN}{name[len('master'):]}\n"
+        for name in ("master2", "master3")
+    )
+    lookalike = "    │  ├─ command:remote:Command           gitops-k8s-master2-join\n"
+    lookalike += "    │  │     URN: urn:pulumi:dev::gitops::command:remote:Command::gitops-k8s-master2-join\n"
+    (bin_dir / "stack-tree").write_text(STACK_TREE + members + lookalike)
+    result = _make("destroy", "STACK=dev", path=bin_dir)
+    assert result.returncode == 0, result.stderr
+    assert calls.read_text().splitlines() == [
+        "stack --stack dev --show-urns",
+        f"state unprotect --stack dev --yes {MASTER_URN}",
+        f"state unprotect --stack dev --yes {MASTER_URN}2",
+        f"state unprotect --stack dev --yes {MASTER_URN}3",
+        "destroy --stack dev --exclude-protected",
+    ]
+
+
 def test_make_destroy_on_a_stack_without_a_control_plane_just_destroys(recording_pulumi: tuple[Path, Path]) -> None:
     bin_dir, calls = recording_pulumi
     (bin_dir / "stack-tree").write_text("Current stack is dev:\nCurrent stack resources (0):\n")
