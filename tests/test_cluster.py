@@ -48,6 +48,7 @@ from tools.harness import (
     Registration,
     StackMocks,
     is_secret_value,
+    run_fixture_stack,
     run_function,
 )
 
@@ -1229,3 +1230,18 @@ def test_a_cluster_initialised_before_the_stable_endpoint_keeps_its_address_and_
     message = str(refused.value)
     assert "controlPlaneCount: got 3" in message and f"controlPlaneEndpoint {recorded}" in message
     assert "Set controlPlaneCount back to 1" in message and "Highly available control plane" in message
+
+
+def test_push_deploy_jobs_reach_the_api_load_balancer_in_certificate_mode() -> None:
+    """KUBE_URL is the stable name: with three nodes the CI job VMs go through the load balancer's group."""
+    run = run_fixture_stack(
+        "dev", {**ADMIN, "controlPlaneCount": 3, "delivery": "push", "clusterIntegration": "certificate"}
+    )
+    lb_group = run.one("aws:ec2/securityGroup:SecurityGroup", f"{NAME}-api-lb").id
+    job_vms = run.one("aws:ec2/securityGroup:SecurityGroup", "runners-job-vm-group").id
+    rule = run.one(INGRESS, "runners-cluster-api-lb-from-job-vms").plain_inputs
+    assert (rule["securityGroupId"], rule["referencedSecurityGroupId"], rule["fromPort"]) == (lb_group, job_vms, 6443)
+    # Not in agent mode (jobs use GitLab's k8s proxy), nor with one control-plane node (no load balancer).
+    for overrides in ({"controlPlaneCount": 3}, {"delivery": "push", "clusterIntegration": "certificate"}):
+        other = run_fixture_stack("dev", {**ADMIN, **overrides})
+        assert not [r for r in other.all(INGRESS) if r.name == "runners-cluster-api-lb-from-job-vms"]

@@ -280,7 +280,7 @@ def test_make_destroy_unprotects_every_control_plane_node(recording_pulumi: tupl
     bin_dir, calls = recording_pulumi
     members = "".join(
         f"    │  ├─ aws:ec2/instance:Instance        gitops-k8s-{name}\n"
-        f"    │  │     URN: {MASTER_URN}{name[len('master'):]}\n"
+        f"    │  │     URN: {MASTER_URN}{name[len('master') :]}\n"
         for name in ("master2", "master3")
     )
     lookalike = "    │  ├─ command:remote:Command           gitops-k8s-master2-join\n"

@@ -348,8 +348,8 @@ def classify(
     replace_on = REPLACE_ON_CHANGE.get(type_, frozenset())
     if ALL in replace_on or any(_under(key, field) for key in keys for field in replace_on):
         return "replace"
-    for field, replaces in REPLACE_WHEN.get(type_, {}).items():
-        if any(_under(key, field) for key in keys) and replaces((previous or {}).get(field), inputs.get(field)):
+    for path, replaces in REPLACE_WHEN.get(type_, {}).items():
+        if any(_under(key, path) for key in keys) and replaces((previous or {}).get(path), inputs.get(path)):
             return "replace"
     stop_start = STOP_START.get(type_, frozenset())
     if any(_top(key) in stop_start for key in keys):
