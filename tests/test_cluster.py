@@ -997,7 +997,10 @@ def rules_on(run: ProgramRun, group: str) -> list[tuple[str, int, int, str]]:
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_three_control_plane_nodes_spread_over_the_zones_protected_and_rebuilt_delete_first(stack: str) -> None:
     run = run_cluster(stack, controlPlaneCount=3) if stack == "dev" else run_cluster("prod")
-    subnets = [r.id for r in run.all("aws:ec2/subnet:Subnet")]
+    # Subnet ids in zone order (registration order may differ between runs).
+    zone_of = {r.id: r.plain_inputs["availabilityZone"] for r in run.all("aws:ec2/subnet:Subnet")}
+    zones = sorted(zone_of.values())
+    subnets = sorted(zone_of, key=lambda subnet: zones.index(zone_of[subnet]))
     cluster_group, control_plane_group = group_id(run, "gitops-cluster"), group_id(run, f"{NAME}-control-plane")
     placed = []
     for name in ("master", *MEMBERS):

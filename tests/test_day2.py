@@ -660,3 +660,12 @@ def test_a_stack_deployed_before_the_stable_endpoint_refuses_three_control_plane
         run_fixture_stack("dev", {**before.config, "controlPlaneCount": 3}, mocks=recorded_cluster(before))
     assert "controlPlaneCount: got 3; this cluster was initialised with controlPlaneEndpoint" in str(refused.value)
     assert "Set controlPlaneCount back to 1" in str(refused.value)
+
+
+def test_more_zones_with_three_control_plane_nodes_enable_the_load_balancer_there_in_place() -> None:
+    result = run_twice(before={**ADMIN, "controlPlaneCount": 3}, after={"availabilityZoneCount": 3})
+    plan = result.plan
+    assert plan.action_of(f"{K8S}-api", "aws:lb/loadBalancer:LoadBalancer") == "update"
+    assert plan.of(f"{K8S}-api", "aws:lb/loadBalancer:LoadBalancer").keys == ("subnets",)
+    assert plan.touched(INSTANCE) == {}, "members keep their zone (master3 stays in the first one)"
+    assert not plan.with_action("replace") and not plan.with_action("delete")
