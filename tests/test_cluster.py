@@ -1248,3 +1248,17 @@ def test_push_deploy_jobs_reach_the_api_load_balancer_in_certificate_mode() -> N
     for overrides in ({"controlPlaneCount": 3}, {"delivery": "push", "clusterIntegration": "certificate"}):
         other = run_fixture_stack("dev", {**ADMIN, **overrides})
         assert not [r for r in other.all(INGRESS) if r.name == "runners-cluster-api-lb-from-job-vms"]
+
+
+def test_the_shared_keys_reach_members_only_on_stdin_as_secrets(ha_cluster: ProgramRun) -> None:
+    needles = secret_values(ha_cluster)
+    for step in ha_cluster.all(COMMAND):
+        for command in ("create", "delete"):
+            text = step.plain_inputs.get(command) or ""
+            assert not [label for label, needle in needles.items() if needle in text], f"{step.name} {command}"
+    assert not [hit for r in ha_cluster for hit in unwrapped_hits(r.inputs, needles, r.name)]
+    for name in MEMBERS:
+        join = ha_cluster.named(f"{NAME}-{name}-join")
+        assert is_secret_value(join.inputs["stdin"])
+        for key in ("ca-key", "sa-key", "front-proxy-ca-key", "etcd-ca-key"):
+            assert needles[f"{key} (base64)"] in join.plain_inputs["stdin"], (name, key)
