@@ -172,8 +172,15 @@ class GitLabIntegration(pulumi.ComponentResource):
             name=agent_spec.RELEASE,
             namespace=agent_spec.NAMESPACE,
             values=values,
-            opts=pulumi.ResourceOptions.merge(
-                self._on_cluster, pulumi.ResourceOptions(depends_on=[*identity, token_secret, agent_config])
+            # A remote component: the provider's Construct registers the rendered objects as its
+            # children, which take the providers map the component is registered with. `providers`
+            # is the option meant "for this resource and child resources" (pulumi ResourceOptions);
+            # `provider=` only reaches them because the Python SDK folds it into that map
+            # (pulumi-kubernetes#3684: other SDKs have not).
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                providers=[args.kubernetes_provider],
+                depends_on=[*identity, token_secret, agent_config],
             ),
         )
         # A Ready Deployment says nothing about the connection (agentk's readiness probe does not

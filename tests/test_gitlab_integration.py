@@ -318,3 +318,15 @@ def test_agent_configuration_is_a_yaml_document_with_a_header() -> None:
     text = gitlab_agent.agent_config("operator/shark-application")
     assert text.startswith("# GitLab agent for Kubernetes")
     assert yaml.safe_load(text)["ci_access"]["projects"][0]["id"] == "operator/shark-application"
+
+
+@pytest.mark.parametrize(("kind", "name"), [(CHART, "gitlab-k8s-agentk"), ("kubernetes:yaml/v2:ConfigFile", "flux-install")])
+def test_remote_components_hand_the_clusters_provider_to_the_objects_they_render(dev, kind: str, name: str) -> None:
+    """helm.v4.Chart and yaml.v2.ConfigFile register their objects in the provider's Construct, as children
+    of the component: they get the providers map the component was registered with (`providers`, "for
+    this resource and child resources", pulumi ResourceOptions), never the default provider."""
+    cluster_provider = dev.one("pulumi:providers:kubernetes", "gitops-k8s-provider")
+    component = dev.one(kind, name)
+    assert set(component.providers) == {"kubernetes"}
+    assert component.providers["kubernetes"].startswith(cluster_provider.urn)
+    assert component.provider.startswith(cluster_provider.urn)

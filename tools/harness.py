@@ -624,6 +624,9 @@ class Registration:
     provider: str
     additional_secret_outputs: list[str]
     aliases: list[Any] = field(default_factory=list)
+    # The providers map sent with the registration: what a component's children (a remote component's
+    # too, built by the provider's Construct) inherit, by package name.
+    providers: dict[str, str] = field(default_factory=dict)
     replace_on_changes: list[str] = field(default_factory=list)
 
     @property
@@ -677,6 +680,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 additional_secret_outputs=list(request.additionalSecretOutputs),
                 aliases=list(request.aliases),
                 replace_on_changes=list(request.replaceOnChanges),
+                providers=dict(request.providers),
             )
         )
         return response
