@@ -11,7 +11,7 @@ from components.config import load_config
 from components.flux import Flux, FluxArgs
 from components.gitlab_agent import AGENT_NAME
 from components.gitlab_host import GitLabHost, GitLabHostArgs
-from components.gitlab_integration import ControlPlaneAccess, GitLabIntegration, GitLabIntegrationArgs
+from components.gitlab_integration import GitLabIntegration, GitLabIntegrationArgs, HostAccess
 from components.hosts import SshAccess
 from components.network import Network, NetworkArgs
 from components.remote import operator_ssh_key_step
@@ -84,8 +84,8 @@ integration = GitLabIntegration(
         gitlab_provider=gitlab_host.owner_provider,
         gitlab_hostname=gitlab_host.hostname,
         gitlab_ca_pem=gitlab_host.ca_pem,
-        control_plane=ControlPlaneAccess(cluster.control_plane_ssh_host, cluster.control_plane_instance_id, ssh),
-        owner_token=gitlab_host.admin_user_token,
+        control_plane=HostAccess(cluster.control_plane_ssh_host, cluster.control_plane_instance_id, ssh),
+        gitlab_host=HostAccess(gitlab_host.public_ip, gitlab_host.instance_id, ssh),
         commit_after=app.seed_commits,
         settings_effective=gitlab_host.settings_effective,
     ),

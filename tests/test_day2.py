@@ -249,6 +249,7 @@ AGENT_OBJECTS = {
     "gitlab-k8s-agent-token",
     "gitlab-k8s-agent-config",
     "gitlab-k8s-agent-token-secret",
+    "gitlab-k8s-agentk-rollout",
     "gitlab-k8s-agent-connected",
     "gitlab-k8s-gitlab-ca",
 }
@@ -319,3 +320,28 @@ def test_a_new_gitlab_version_moves_agentk_with_it_and_checks_the_connection_aga
     assert plan.action_of("gitlab-k8s-agent-token") == "same", "the agent keeps its token"
     values = result.after.one("kubernetes:helm.sh/v4:Chart").plain_inputs["values"]
     assert values["image"]["tag"] == "v19.4.1"
+
+
+def test_a_new_agent_token_restarts_agentk_keeps_its_chart_known_and_revokes_the_old_token_last() -> None:
+    """`pulumi up --replace <token urn>` (or a token GitLab no longer has): a new token, agentk restarted
+    to read it, GitLab asked again, and the old token revoked only after that. No chart value depends on
+    the token: during the preview helm.v4.Chart would render nothing with an unknown value, and list
+    every agentk object as deleted (pulumi-kubernetes provider/pkg/provider/helm/v4/chart.go)."""
+    result = run_twice(before=ADMIN, replace=["gitlab-k8s-agent-token"])
+    plan = result.plan
+    assert plan.action_of("gitlab-k8s-agent-token") == "replace"
+    chart = result.after.one("kubernetes:helm.sh/v4:Chart")
+    token = result.after.one("gitlab:index/clusterAgentToken:ClusterAgentToken")
+    assert token.urn not in {urn for urns in chart.property_dependencies.values() for urn in urns}
+    assert plan.of("gitlab-k8s-agentk").keys == (), "every chart value is known in the preview"
+    assert plan.action_of("gitlab-k8s-agent-token-secret") == "update"
+    assert plan.action_of("gitlab-k8s-agentk-rollout") == "update", "agentk restarts for the new token"
+    assert plan.action_of("gitlab-k8s-agent-connected") == "update", "GitLab is asked again"
+    assert plan.touched(INSTANCE) == {}
+    revoked = plan.position("delete", "gitlab-k8s-agent-token")
+    assert plan.position("update", "gitlab-k8s-agent-token-secret") < plan.position(
+        "update", "gitlab-k8s-agentk-rollout"
+    )
+    assert plan.position("update", "gitlab-k8s-agentk-rollout") < plan.position("update", "gitlab-k8s-agent-connected")
+    assert plan.position("update", "gitlab-k8s-agent-connected") < revoked, "the old token goes last"
+    assert plan.errors == []

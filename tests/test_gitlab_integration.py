@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import shlex
 
 import pytest
@@ -161,8 +162,6 @@ def test_agentk_runs_as_gitlab_admin_without_rbac_of_its_own_and_trusts_gitlabs_
     assert "caCert" not in values["config"], "config.caCert was removed in GitLab 17.0"
     assert "token" not in values["config"]
     assert values["image"] == {"repository": versions.AGENTK_IMAGE_REPOSITORY, "tag": "v19.4.1"}
-    token = dev.one(AGENT_TOKEN)
-    assert values["podAnnotations"] == {"gitops/agent-token-id": str(token.state["tokenId"])}
     # The identity and the configuration exist before agentk starts.
     for name in ("gitlab-k8s-sa", "gitlab-k8s-crb", "gitlab-k8s-agent-config"):
         assert dev.named(name).urn in chart.depends_on, name
@@ -172,25 +171,71 @@ def test_agentk_runs_as_gitlab_admin_without_rbac_of_its_own_and_trusts_gitlabs_
 def test_agentk_follows_the_gitlab_version(run_stack, tag: str, agentk: str) -> None:
     run = run_stack("dev", gitlabImageTag=tag, gitlabRunnerImageTag="alpine-v19.2.2")
     assert run.one(CHART).plain_inputs["values"]["image"]["tag"] == agentk
-    assert _step_env(run, "gitlab-k8s-agent-connected")["AGENTK_VERSION"] == agentk
+    assert _step_env(run, "gitlab-k8s-agentk-rollout")["AGENTK_IMAGE"] == f"{versions.AGENTK_IMAGE_REPOSITORY}:{agentk}"
+    program = plain(run.one(COMMAND, "gitlab-k8s-agent-connected").inputs["stdin"])
+    assert f'"agentk_version": "{agentk[1:]}"' in program
 
 
-def test_up_ends_only_when_gitlab_reports_the_agent_connected(dev) -> None:
+def _hosts(run: ProgramRun) -> dict[str, str]:
+    """Public address -> host name, for the GitLab host and every cluster node."""
+    nodes = {node["publicIp"]: node["name"] for node in run.outputs["nodes"]}
+    gitlab = run.one(COMMAND, "gitlab-seed-admin-token").plain_inputs["connection"]["host"]
+    return {**nodes, gitlab: "gitlab"}
+
+
+def test_the_rollout_step_restarts_agentk_for_its_token_on_the_control_plane(dev) -> None:
+    step = dev.one(COMMAND, "gitlab-k8s-agentk-rollout")
+    env = _step_env(dev, "gitlab-k8s-agentk-rollout")
+    assert _hosts(dev)[step.plain_inputs["connection"]["host"]] == "master", "admin.conf is there"
+    assert env["AGENT_TOKEN_ID"] == str(dev.one(AGENT_TOKEN).state["tokenId"]), "a new token runs it again"
+    assert env["TOKEN_ANNOTATION"] == "gitops/agent-token-id"
+    assert env["AGENT_NAMESPACE"] == "kube-system"
+    assert env["POD_SELECTOR"] == "app.kubernetes.io/name=gitlab-agent,app.kubernetes.io/instance=gitlab-agent"
+    assert int(env["TIMEOUT_SECONDS"]) <= 600 and int(env["LOG_GRACE_SECONDS"]) <= 60, "bounded"
+    assert "stdin" not in step.plain_inputs, "it needs no secret"
+    for dependency in (dev.one(CHART).urn, dev.one(SECRET, "gitlab-k8s-agent-token-secret").urn):
+        assert dependency in step.depends_on
+
+
+def test_up_ends_only_when_gitlab_reports_the_pods_that_run_now_connected(dev) -> None:
     step = dev.one(COMMAND, "gitlab-k8s-agent-connected")
     env = _step_env(dev, "gitlab-k8s-agent-connected")
-    master = next(node for node in dev.outputs["nodes"] if node["name"] == "master")
-    assert step.plain_inputs["connection"]["host"] == master["publicIp"], "on the control plane (admin.conf)"
-    assert env["GITLAB_URL"] == dev.outputs["gitlabUrl"]
-    assert env["GITLAB_CA_PEM"] == dev.outputs["gitlabCaPem"]
-    assert env["PROJECT_PATH"] == dev.outputs["gitlabAgent"]["projectPath"]
-    assert env["AGENT_NAME"] == "k8s-cluster" and env["AGENT_NAMESPACE"] == "kube-system"
-    assert env["POD_SELECTOR"] == "app.kubernetes.io/name=gitlab-agent,app.kubernetes.io/instance=gitlab-agent"
-    assert int(env["TIMEOUT_SECONDS"]) <= 900, "bounded"
-    # The Owner's token, on stdin only.
-    assert is_secret_value(step.inputs["stdin"])
-    assert plain(step.inputs["stdin"]) == dev.outputs["gitlabAdminUserToken"]
-    assert dev.outputs["gitlabAdminUserToken"] not in plain(step.inputs["create"])
-    assert dev.one(CHART).urn in step.depends_on
+    assert _hosts(dev)[step.plain_inputs["connection"]["host"]] == "gitlab", "asked inside GitLab"
+    assert int(env["TIMEOUT_SECONDS"]) <= 900 and int(env["RUNNER_BOOT_SECONDS"]) <= 600, "bounded"
+    program = plain(step.inputs["stdin"])
+    rollout = dev.one(COMMAND, "gitlab-k8s-agentk-rollout")
+    pods = rollout.state["stdout"].strip().split(",")
+    assert f'"pods": {json.dumps(pods)}' in program, "only the pods the rollout step found"
+    assert f'"agent_id": {dev.outputs["gitlabAgent"]["id"]}' in program
+    assert f'"token_id": {dev.one(AGENT_TOKEN).state["tokenId"]}' in program
+    assert '"project_path": "operator/shark-application", "agent_name": "k8s-cluster"' in program
+    assert "get_connected_agentks_by_agent_ids" in program
+    assert rollout.urn in step.depends_on
+    assert dev.named("gitlab-k8s-agent-config").urn in step.depends_on
+    assert step.urn in [
+        dependency for r in dev.all(FILE) if r.name.endswith("gitlab-ci-yml") for dependency in r.depends_on
+    ]
+
+
+@pytest.mark.parametrize("delivery", ["pull", "push"])
+def test_no_gitlab_credential_reaches_a_cluster_node(run_stack, delivery: str) -> None:
+    """A cluster-admin can read what a step on a node receives: no GitLab token, password or key may
+    be among it (the daily admin's token would make cluster-admin a GitLab instance admin)."""
+    run = run_stack("dev", delivery=delivery)
+    credentials = {
+        name: str(run.outputs[name])
+        for name in ("gitlabAdminUserToken", "gitlabAdminToken", "gitlabRootPassword", "gitlabAdminPassword")
+    }
+    credentials["runner token"] = run.one("gitlab:index/userRunner:UserRunner").state["token"]
+    hosts = _hosts(run)
+    node_steps = [
+        step for step in run.all(COMMAND) if hosts.get(step.plain_inputs["connection"]["host"], "gitlab") != "gitlab"
+    ]
+    for step in node_steps:
+        sent = json.dumps({key: value for key, value in step.plain_inputs.items() if key != "connection"})
+        for name, value in credentials.items():
+            assert value not in sent, f"{name} reaches {step.name}"
+    assert "gitlab-k8s-agentk-rollout" in {step.name for step in node_steps}
 
 
 def test_the_push_pipeline_deploys_through_the_agents_context(agent_push) -> None:
@@ -311,7 +356,7 @@ def test_kas_address_keeps_its_trailing_slash() -> None:
 
 def test_chart_values_refuse_a_ca_that_is_not_a_certificate() -> None:
     with pytest.raises(ValueError, match="kasCaCert must be a PEM certificate"):
-        gitlab_agent.chart_values(hostname="gitlab.example.com", ca_pem="", agentk_tag="v19.4.1", token_id="1")
+        gitlab_agent.chart_values(hostname="gitlab.example.com", ca_pem="", agentk_tag="v19.4.1")
 
 
 def test_agent_configuration_is_a_yaml_document_with_a_header() -> None:
@@ -320,7 +365,9 @@ def test_agent_configuration_is_a_yaml_document_with_a_header() -> None:
     assert yaml.safe_load(text)["ci_access"]["projects"][0]["id"] == "operator/shark-application"
 
 
-@pytest.mark.parametrize(("kind", "name"), [(CHART, "gitlab-k8s-agentk"), ("kubernetes:yaml/v2:ConfigFile", "flux-install")])
+@pytest.mark.parametrize(
+    ("kind", "name"), [(CHART, "gitlab-k8s-agentk"), ("kubernetes:yaml/v2:ConfigFile", "flux-install")]
+)
 def test_remote_components_hand_the_clusters_provider_to_the_objects_they_render(dev, kind: str, name: str) -> None:
     """helm.v4.Chart and yaml.v2.ConfigFile register their objects in the provider's Construct, as children
     of the component: they get the providers map the component was registered with (`providers`, "for

@@ -362,6 +362,7 @@ def _step_stdout(inputs: dict, config: Mapping[str, str]) -> str:
     version the control plane runs afterwards: the exact TARGET_VERSION, or the newest patch of
     TARGET_MINOR. userdata/cluster/certificates.sh prints the earliest certificate expiry, a year
     ahead. userdata/gitlab/seed-admin-token.sh prints the seeded token's expiry date, 365 days ahead.
+    userdata/agent/agentk-rollout.sh prints the agentk pods that run now (two replicas, the chart's default).
     """
     create = str(inputs.get("create") or "")
     if "STEP_NAME=gitlab/seed-admin-token.sh" in create:
@@ -376,6 +377,10 @@ def _step_stdout(inputs: dict, config: Mapping[str, str]) -> str:
         return f"v{exact.group(1)}\n" if exact else f"v{minor.group(1) if minor else '1.36'}.5\n"
     if "STEP_NAME=cluster/certificates.sh" in create:
         return f"{clock.today() + datetime.timedelta(days=365)}T00:00:00Z\n"
+    if "STEP_NAME=agent/agentk-rollout.sh" in create:
+        token = re.search(r"\bAGENT_TOKEN_ID=(\d+)\b", create)
+        suffix = _digest("agentk", token.group(1) if token else "")[:5]
+        return f"gitlab-agent-v2-7d9f4c{suffix[:4]}-{suffix}a,gitlab-agent-v2-7d9f4c{suffix[:4]}-{suffix}b\n"
     return ""
 
 
