@@ -150,6 +150,8 @@ if integration.kube_context is not None:
             "id": integration.agent_id,
             "projectPath": app.path_with_namespace,
             "kubeContext": integration.kube_context,
+            # The agentk the stack runs: `make doctor` compares what GitLab reports with it.
+            "agentkVersion": integration.agentk_version,
         },
     )
 if flux is not None:

@@ -85,6 +85,7 @@ class GitLabIntegration(pulumi.ComponentResource):
     # agent mode
     agent_id: pulumi.Output[int] | None
     kube_context: pulumi.Output[str] | None
+    agentk_version: str | None  # the agentk image tag the chart runs (v<GitLab version>)
     # certificate mode
     token: pulumi.Output[str] | None
     cluster_id: pulumi.Output[str] | None
@@ -96,6 +97,7 @@ class GitLabIntegration(pulumi.ComponentResource):
         self._on_gitlab = pulumi.ResourceOptions(parent=self, provider=args.gitlab_provider)
         self.integration = args.config.cluster_integration
         self.agent_id = self.kube_context = self.token = self.cluster_id = None
+        self.agentk_version = None
 
         account = k8s.core.v1.ServiceAccount(
             f"{name}-sa",
@@ -165,7 +167,7 @@ class GitLabIntegration(pulumi.ComponentResource):
             string_data={agent_spec.TOKEN_SECRET_KEY: pulumi.Output.secret(token.token)},
             opts=self._on_cluster,
         )
-        agentk_tag = versions.agentk_tag(config.gitlab_image_tag)
+        self.agentk_version = agentk_tag = versions.agentk_tag(config.gitlab_image_tag)
         # Nothing here depends on the token: a token replacement leaves every value known in preview.
         values = pulumi.Output.all(args.gitlab_hostname, args.gitlab_ca_pem).apply(
             lambda v: agent_spec.chart_values(hostname=v[0], ca_pem=v[1], agentk_tag=agentk_tag)

@@ -90,6 +90,7 @@ def test_the_agent_is_registered_in_the_app_project_by_its_owner(dev) -> None:
         "id": agent.state["agentId"],
         "projectPath": path,
         "kubeContext": f"{path}:k8s-cluster",
+        "agentkVersion": "v19.4.1",
     }
 
 
