@@ -78,6 +78,7 @@ integration = GitLabIntegration(
         config=config,
         project_id=app.project_id,
         project_path=app.path_with_namespace,
+        namespace_id=gitlab_host.admin_namespace_id,
         api_url=cluster.private_api_url,
         ca_pem=cluster.ca_pem,
         kubernetes_provider=cluster.provider,
@@ -154,6 +155,9 @@ if integration.kube_context is not None:
             "agentkVersion": integration.agentk_version,
         },
     )
+if integration.dashboard_project_url is not None:
+    # kubernetesDashboard: whose members use GitLab's dashboard for Kubernetes (README: security model).
+    pulumi.export("kubernetesDashboardProjectUrl", integration.dashboard_project_url)
 if flux is not None:
     pulumi.export("fluxNamespace", flux.namespace)
     pulumi.export("fluxObjects", flux.object_names)

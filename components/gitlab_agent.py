@@ -73,7 +73,7 @@ def kube_context(project_path: str) -> str:
     return f"{project_path}:{AGENT_NAME}"
 
 
-def agent_config(project_path: str) -> str:
+def agent_config(project_path: str, operators_project_path: str | None = None) -> str:
     """`.gitlab/agents/<name>/config.yaml`: who may use the agent, read by KAS from the default branch.
 
     ci_access: the app project's jobs in the environment `test` on a protected branch (the push
@@ -81,10 +81,14 @@ def agent_config(project_path: str) -> str:
     CE keeps: it drops ci_job/impersonate entries). An explicit entry for the agent's own project
     replaces GitLab's implicit access for that project's jobs (Authorizations::CiAccess::Finder), so
     no other job of the project (unit tests, builds) sees the cluster.
-    user_access: members (Developer and above) of the app project see the cluster in GitLab's
-    dashboard for Kubernetes, also as the agent's identity.
+
+    user_access (kubernetesDashboard only, ``operators_project_path``): GitLab's dashboard for
+    Kubernetes and its Kubernetes API proxy, for Developer+ members of that private project only, as
+    the agent's identity (CE has no other). GitLab allows a proxied request when the user may
+    `use_k8s_proxies` on any listed project (Clusters::Agents::AuthorizeProxyUserService), which
+    instance admins may on every project. Without the block it refuses every user, admins included.
     """
-    document = {
+    document: dict[str, Any] = {
         "ci_access": {
             "projects": [
                 {
@@ -95,8 +99,9 @@ def agent_config(project_path: str) -> str:
                 }
             ]
         },
-        "user_access": {"access_as": {"agent": {}}, "projects": [{"id": project_path}]},
     }
+    if operators_project_path is not None:
+        document["user_access"] = {"access_as": {"agent": {}}, "projects": [{"id": operators_project_path}]}
     header = (
         "# GitLab agent for Kubernetes: who may use the agent (written by Pulumi, components/gitlab_agent.py;\n"
         "# a `pulumi up` puts this file back as it is here). It acts as kube-system/gitlab-admin (cluster-admin).\n"

@@ -30,7 +30,7 @@ import pulumi_kubernetes as k8s
 
 from components import gitlab_agent as agent_spec
 from components import versions
-from components.config import StackConfig
+from components.config import OPERATORS_PROJECT, StackConfig
 from components.hosts import SshAccess
 from components.remote import remote_step
 
@@ -63,6 +63,7 @@ class GitLabIntegrationArgs:
     config: StackConfig
     project_id: pulumi.Input[str]
     project_path: pulumi.Input[str]  # <namespace>/<project>: what ci_access and CI contexts name
+    namespace_id: pulumi.Input[int]  # the daily admin's namespace: the dashboard's operators project lands there
     api_url: pulumi.Input[str]  # the cluster's private API URL: GitLab reaches it inside the VPC
     ca_pem: pulumi.Input[str]  # the cluster's CA
     kubernetes_provider: pulumi.ProviderResource
@@ -86,6 +87,7 @@ class GitLabIntegration(pulumi.ComponentResource):
     agent_id: pulumi.Output[int] | None
     kube_context: pulumi.Output[str] | None
     agentk_version: str | None  # the agentk image tag the chart runs (v<GitLab version>)
+    dashboard_project_url: pulumi.Output[str] | None  # kubernetesDashboard: the operators project
     # certificate mode
     token: pulumi.Output[str] | None
     cluster_id: pulumi.Output[str] | None
@@ -97,7 +99,7 @@ class GitLabIntegration(pulumi.ComponentResource):
         self._on_gitlab = pulumi.ResourceOptions(parent=self, provider=args.gitlab_provider)
         self.integration = args.config.cluster_integration
         self.agent_id = self.kube_context = self.token = self.cluster_id = None
-        self.agentk_version = None
+        self.agentk_version = self.dashboard_project_url = None
 
         account = k8s.core.v1.ServiceAccount(
             f"{name}-sa",
@@ -141,6 +143,34 @@ class GitLabIntegration(pulumi.ComponentResource):
         self.agent_id = agent.agent_id
         self.kube_context = pulumi.Output.from_input(args.project_path).apply(agent_spec.kube_context)
 
+        # kubernetesDashboard: who may use the agent through GitLab (dashboard, Kubernetes API proxy) is
+        # whoever is Developer+ in this private project, created by the daily admin (its Owner, its only
+        # member), and GitLab's instance admins. Not the app project: its Developers would get
+        # cluster-admin. Same top-level namespace as the agent's project, as user_access requires
+        # (Authorizations::UserAccess::RefreshService: root_ancestor.all_projects).
+        operators_path: pulumi.Input[str | None] = None
+        if config.kubernetes_dashboard:
+            operators = gitlab.Project(
+                f"{name}-operators",
+                name=OPERATORS_PROJECT,
+                path=OPERATORS_PROJECT,
+                namespace_id=args.namespace_id,
+                description=(
+                    "Its members (Developer or higher) and GitLab's administrators use the GitLab agent "
+                    f"{agent_spec.AGENT_NAME} as cluster-admin: dashboard for Kubernetes, Kubernetes API proxy "
+                    "(set by Pulumi, kubernetesDashboard)"
+                ),
+                visibility_level="private",
+                # Nothing runs or is stored here: it only carries a membership.
+                builds_access_level="disabled",
+                container_registry_access_level="disabled",
+                packages_enabled=False,
+                auto_devops_enabled=False,
+                shared_runners_enabled=False,
+                opts=self._on_gitlab,
+            )
+            operators_path = operators.path_with_namespace
+            self.dashboard_project_url = operators.web_url
         # Read by KAS from the default branch when agentk connects (and every poll period after):
         # committed before agentk starts, it authorizes CI from the first connection on.
         agent_config = gitlab.RepositoryFile(
@@ -148,7 +178,9 @@ class GitLabIntegration(pulumi.ComponentResource):
             project=args.project_id,
             branch=config.default_branch,
             file_path=agent_spec.AGENT_CONFIG_PATH,
-            content=pulumi.Output.from_input(args.project_path).apply(agent_spec.agent_config),
+            content=pulumi.Output.all(args.project_path, operators_path).apply(
+                lambda paths: agent_spec.agent_config(paths[0], paths[1])
+            ),
             encoding="text",
             overwrite_on_create=True,
             create_commit_message=f"[skip ci] Configure the GitLab agent {agent_spec.AGENT_NAME}",

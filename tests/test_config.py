@@ -97,6 +97,19 @@ BAD_INPUTS = [
         ["clusterIntegration: got ''", "one of agent, certificate"],
         id="cluster-integration-empty",
     ),
+    pytest.param(
+        {"kubernetesDashboard": "yes"}, ["kubernetesDashboard: got 'yes'", "true or false"], id="dashboard-not-bool"
+    ),
+    pytest.param(
+        {"kubernetesDashboard": True, "clusterIntegration": "certificate"},
+        ["kubernetesDashboard: got True", "false with clusterIntegration certificate", "needs GitLab's agent"],
+        id="dashboard-without-agent",
+    ),
+    pytest.param(
+        {"kubernetesDashboard": True, "projectName": "cluster-operators"},
+        ["projectName: got 'cluster-operators'", "the dashboard's operators project"],
+        id="dashboard-project-name-taken",
+    ),
     pytest.param({"gitlabRunnerImageTag": "latest"}, ["gitlabRunnerImageTag: got 'latest'"], id="runner-latest"),
     pytest.param({"fluxVersion": "latest"}, ["fluxVersion: got 'latest'"], id="flux-latest"),
     pytest.param({"fluxVersion": "v1.25.4"}, ["fluxVersion: got 'v1.25.4'", "Flux v1 is end of life"], id="flux-v1"),

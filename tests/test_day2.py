@@ -345,3 +345,18 @@ def test_a_new_agent_token_restarts_agentk_keeps_its_chart_known_and_revokes_the
     assert plan.position("update", "gitlab-k8s-agentk-rollout") < plan.position("update", "gitlab-k8s-agent-connected")
     assert plan.position("update", "gitlab-k8s-agent-connected") < revoked, "the old token goes last"
     assert plan.errors == []
+
+
+def test_turning_the_dashboard_on_adds_the_operators_project_and_its_user_access_only() -> None:
+    result = run_twice(before=ADMIN, after={"kubernetesDashboard": True})
+    assert result.plan.touched() == {"gitlab-k8s-operators": "create", "gitlab-k8s-agent-config": "update"}
+    assert result.plan.position("create", "gitlab-k8s-operators") < result.plan.position(
+        "update", "gitlab-k8s-agent-config"
+    )
+
+
+def test_turning_the_dashboard_off_withdraws_user_access_before_it_deletes_the_operators_project() -> None:
+    result = run_twice(before={**ADMIN, "kubernetesDashboard": True}, after={"kubernetesDashboard": False})
+    plan = result.plan
+    assert plan.touched() == {"gitlab-k8s-operators": "delete", "gitlab-k8s-agent-config": "update"}
+    assert plan.position("update", "gitlab-k8s-agent-config") < plan.position("delete", "gitlab-k8s-operators")

@@ -121,7 +121,7 @@ def test_the_agent_token_travels_as_a_secret_into_the_secret_agentk_reads(dev) -
     assert secret.urn in chart.depends_on
 
 
-def test_the_agent_configuration_authorizes_only_the_deployment_job_and_the_dashboard(dev) -> None:
+def test_the_agent_configuration_authorizes_only_the_deployment_job_by_default(dev) -> None:
     config_file = _files(dev)[AGENT_CONFIG]
     path = dev.one("gitlab:index/project:Project").state["pathWithNamespace"]
     document = yaml.safe_load(plain(config_file.inputs["content"]))
@@ -135,10 +135,49 @@ def test_the_agent_configuration_authorizes_only_the_deployment_job_and_the_dash
             }
         ]
     }
-    assert document["user_access"] == {"access_as": {"agent": {}}, "projects": [{"id": path}]}
+    # No user_access: GitLab's Kubernetes API proxy (dashboard, `glab`, k8s_proxy tokens) refuses every
+    # user, instance admins included (AuthorizeProxyUserService: forbidden unless user_access is present).
+    assert "user_access" not in document
+    assert "kubernetesDashboardProjectUrl" not in dev.outputs
+    assert [p.inputs["name"] for p in dev.all("gitlab:index/project:Project")] == ["shark-application"]
     assert config_file.inputs["branch"] == "main"
     assert "[skip ci]" in config_file.inputs["createCommitMessage"]
     assert "[skip ci]" in config_file.inputs["updateCommitMessage"]
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> ProgramRun:
+    return run_fixture_stack("dev", {**ADMIN, "kubernetesDashboard": True, "delivery": "push"})
+
+
+def test_the_dashboard_is_for_a_private_operators_project_not_the_apps_members(dashboard) -> None:
+    projects = {p.inputs["name"]: p for p in dashboard.all("gitlab:index/project:Project")}
+    operators, app = projects["cluster-operators"], projects["shark-application"]
+    assert operators.inputs["visibilityLevel"] == "private"
+    assert operators.inputs["namespaceId"] == app.inputs["namespaceId"], "the agent's top-level namespace"
+    owner = dashboard.one("pulumi:providers:gitlab", OWNER_PROVIDER).urn
+    assert operators.provider.startswith(owner), "created by the daily admin: its Owner and only member"
+    assert dashboard.all("gitlab:index/projectMembership:ProjectMembership") == []
+    config_file = _files(dashboard)[AGENT_CONFIG]
+    document = yaml.safe_load(plain(config_file.inputs["content"]))
+    assert document["user_access"] == {
+        "access_as": {"agent": {}},
+        "projects": [{"id": operators.state["pathWithNamespace"]}],
+    }, "only the operators project: the app's Developers get nothing"
+    assert document["ci_access"]["projects"][0]["id"] == app.state["pathWithNamespace"]
+    assert operators.urn in config_file.depends_on or operators.urn in {
+        urn for urns in config_file.property_dependencies.values() for urn in urns
+    }
+    assert dashboard.outputs["kubernetesDashboardProjectUrl"] == operators.state["webUrl"]
+
+
+def test_the_push_pipeline_is_not_tied_to_the_dashboard(dashboard) -> None:
+    """GitLab links an environment to an agent from CI (environment:kubernetes:agent) only when the
+    agent's user_access lists the job's own project (Deployments::UpdateEnvironmentService
+    #matching_authorization): with the operators project alone it would be a silent no-op."""
+    text = plain(_files(dashboard)[".gitlab-ci.yml"].inputs["content"])
+    assert text == pipeline("push", "agent")
+    assert "kubernetes" not in yaml.safe_load(text)["deployment"]["environment"]
 
 
 def test_the_deployment_job_runs_in_the_environment_the_agent_authorizes() -> None:
