@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shlex
+from pathlib import Path
 
 import pytest
 import yaml
 
 from components import gitlab_agent, versions
 from components.app_manifests import pipeline
+from components.config import parse_config
 from tests.conftest import ADMIN
 from tools.harness import ProgramRun, is_secret_value, plain, run_fixture_stack
 
@@ -417,3 +420,50 @@ def test_remote_components_hand_the_clusters_provider_to_the_objects_they_render
     assert set(component.providers) == {"kubernetes"}
     assert component.providers["kubernetes"].startswith(cluster_provider.urn)
     assert component.provider.startswith(cluster_provider.urn)
+
+
+# --------------------------------------------------------------------------------------------
+# What the README tells an operator about this integration
+# --------------------------------------------------------------------------------------------
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+REFERENCE = (Path(__file__).resolve().parent.parent / "REFERENCE.md").read_text()
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return text[start : end if end >= 0 else None]
+
+
+def test_the_readme_tells_an_existing_stack_how_to_keep_the_certificate_integration() -> None:
+    """A stack deployed before the agent became the default does not set clusterIntegration: its next
+    `up` switches. The note comes before the integrations are described, with a command that works."""
+    section = _section(README, "## GitLab and the cluster: two integrations")
+    note = section[: section.index("**`agent` (default)")]
+    command = "pulumi config set clusterIntegration certificate --stack <stack>"
+    assert "Upgrading a stack created before the agent became the default" in note
+    assert command in note
+    config = parse_config({"adminCidrs": '["203.0.113.7/32"]', "clusterIntegration": "certificate"}, "gitops", "dev")
+    assert config.cluster_integration == "certificate", "the default GitLab still accepts it"
+
+
+def test_the_docs_say_the_pinned_chart_is_untested_with_the_oldest_agentk_they_allow() -> None:
+    oldest = "v{}.{}".format(*versions.GITLAB_OLDEST_SUPPORTED)
+    chart = versions.GITLAB_AGENT_CHART_VERSION
+    agent_steps = _section(README, "## GitLab and the cluster: two integrations")
+    assert f"One chart version is pinned ({chart}" in agent_steps
+    assert f"it runs agentk\n   {oldest}.x, a combination nobody has tested here" in agent_steps
+    assert f"The pinned chart {chart} (appVersion v19.4.0) with agentk {oldest}.x is **untested**" in REFERENCE
+
+
+def test_troubleshooting_recovers_a_revoked_agent_token_by_the_resource_the_program_registers(dev) -> None:
+    troubleshooting = _section(README, "## Troubleshooting")
+    entry = troubleshooting[troubleshooting.index("- **A revoked agent token**") :]
+    pattern = re.search(r"grep -o '([^']+)'", entry)
+    assert pattern is not None and "pulumi refresh --yes --stack dev --target" in entry
+    urns = [r.urn for r in dev.registrations if re.fullmatch(pattern.group(1), r.urn)]
+    assert urns == [dev.one(AGENT_TOKEN).urn], "exactly the agent token, not its Secret"
+    # The two-token limit, in GitLab's words, and the name Pulumi's token carries.
+    limit = troubleshooting[troubleshooting.index("An agent can have only two active tokens at a time") :]
+    assert dev.one(AGENT_TOKEN).inputs["name"] == "agentk-gitops-dev"
+    assert "`agentk-gitops-<stack>`" in limit.split("\n- **", 1)[0]
