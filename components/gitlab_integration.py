@@ -6,10 +6,10 @@ identity GitLab acts as in the cluster.
 ``clusterIntegration: agent`` (default, GitLab's supported integration): the agent `k8s-cluster`
 registered in the app project with its token (a secret end to end: GitLab -> Pulumi state -> the
 Secret agentk reads), its configuration file on the default branch (CI access for the push
-pipeline's deployment job, the dashboard for the project's members), agentk from GitLab's chart
-running as `gitlab-admin`, a step on the control plane that restarts agentk for a new token and
-names the pods that run now, and a step on the GitLab host that ends only when GitLab's agent server
-reports one of them connected. No long-lived token exists, GitLab needs no route to the API server,
+pipeline's deployment job; with kubernetesDashboard, GitLab's dashboard for the members of a private
+operators project only), agentk from GitLab's chart running as `gitlab-admin`, a step on the control
+plane that restarts agentk for a new token and names the pods that run now, and a step on the GitLab
+host that ends only when GitLab's agent server reports one of them connected. No long-lived token exists, GitLab needs no route to the API server,
 no KUBE_* variable, and no GitLab credential goes to the cluster.
 
 ``clusterIntegration: certificate`` (legacy, GitLab < 20.0): a long-lived token Secret for
