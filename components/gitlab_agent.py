@@ -219,8 +219,9 @@ def connection_program(
 
 
 # Validated values only (connection_program), inside a quoted heredoc: nothing is interpolated.
-_CONNECTION_PROGRAM = r"""# Waits (bounded) until GitLab's agent server reports the agent connected from the agentk pods that
-# run now (components/gitlab_agent.py connection_program; userdata/agent/wait-connected.sh runs it).
+_CONNECTION_PROGRAM = r"""# Waits (bounded) until GitLab's agent server reports a connection
+# from the agentk pods that run now (components/gitlab_agent.py connection_program;
+# userdata/agent/wait-connected.sh runs it).
 require 'json'
 
 params = JSON.parse(<<~'PARAMS')

@@ -9,8 +9,9 @@ Secret agentk reads), its configuration file on the default branch (CI access fo
 pipeline's deployment job; with kubernetesDashboard, GitLab's dashboard for the members of a private
 operators project only), agentk from GitLab's chart running as `gitlab-admin`, a step on the control
 plane that restarts agentk for a new token and names the pods that run now, and a step on the GitLab
-host that ends only when GitLab's agent server reports one of them connected. No long-lived token exists, GitLab needs no route to the API server,
-no KUBE_* variable, and no GitLab credential goes to the cluster.
+host that ends only when GitLab's agent server reports one of them connected. No long-lived token
+exists, GitLab needs no route to the API server, no KUBE_* variable, and no GitLab credential goes to
+the cluster.
 
 ``clusterIntegration: certificate`` (legacy, GitLab < 20.0): a long-lived token Secret for
 `gitlab-admin`, the project's certificate-based cluster "k8s cluster", and the CI/CD variables
