@@ -272,14 +272,18 @@ unless verdict
   loop do
     begin
       seen = client.public_send(lookup, agent_ids: [agent.id]).map do |connection|
-        meta = connection.agent_meta
+        # agent_meta: what agentk says about itself (the ConnectedAgent GraphQL type reads the same).
+        # Without it a connection cannot be told apart from an old pod's: it never counts.
+        meta = connection.respond_to?(:agent_meta) ? connection.agent_meta : nil
         [meta&.pod_name.to_s, meta&.version.to_s]
       end
       current = seen.select do |pod, version|
         reported = version[/\d+\.\d+\.\d+/]
         pods.include?(pod) && (reported.nil? || reported == params['agentk_version'])
       end
-      described = seen.map { |pod, version| "#{pod} (#{version.empty? ? 'version unknown' : version})" }
+      described = seen.map do |pod, version|
+        "#{pod.empty? ? 'a pod that does not say its name' : pod} (#{version.empty? ? 'version unknown' : version})"
+      end
       unless current.empty?
         verdict = "connected #{current.size} connection(s) from the agentk pods that run now: " +
                   current.map { |pod, version| "#{pod} (#{version.empty? ? 'version unknown' : version})" }.join(', ')

@@ -231,7 +231,8 @@ module Gitlab
         File.write(File.join(ENV.fetch('STATE'), 'asked'), @asked.to_s)
         raise GRPC::Unavailable, '14:connection refused' if reply == 'unavailable'
         reply.each_with_index.map do |(pod, version), index|
-          ConnectedAgent.new(agent_ids.first, index + 1, AgentMeta.new(version, 'abc', 'kube-system', pod))
+          meta = pod.nil? ? nil : AgentMeta.new(version, 'abc', 'kube-system', pod)
+          ConnectedAgent.new(agent_ids.first, index + 1, meta)
         end
       end
 
@@ -330,6 +331,15 @@ def test_a_connection_without_a_version_counts_by_its_pod(gitlab_host: StubHost)
     result = wait(gitlab_host, program())
     assert result.returncode == 0, result.stderr
     assert f"{NEW} (version unknown)" in result.stderr
+
+
+def test_a_connection_without_agentk_metadata_never_counts(gitlab_host: StubHost) -> None:
+    gitlab_says(gitlab_host, [[None, None]])
+    result = wait(gitlab_host, program(timeout=0))
+    assert result.returncode == 1
+    assert "reports only a pod that does not say its name (version unknown), not the pods that run now" in (
+        result.stderr
+    )
 
 
 def test_it_waits_while_kas_does_not_answer_or_no_agentk_is_connected(gitlab_host: StubHost) -> None:
