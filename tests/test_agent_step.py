@@ -45,8 +45,10 @@ case "$*" in
   *" patch deployment.apps/gitlab-agent-v2 --type=merge -p "*)
     token="$(printf '%s' "$7" | sed 's/.*":"\([0-9]*\)".*/\1/')"
     printf '"gitops/agent-token-id": "%s"' "$token" >"$STATE/template"
-    cp "$STATE/pods-after.json" "$STATE/pods.json" ;;
-  *" rollout status "*) [ "$(state rollout)" != "stuck" ] ;;
+    cp "$STATE/pods-after.json" "$STATE/pods.json"
+    echo "deployment.apps/gitlab-agent-v2 patched" ;;
+  *" rollout status "*)
+    [ "$(state rollout)" != "stuck" ] && echo 'deployment "gitlab-agent-v2" successfully rolled out' ;;
   *" get pods -l "*" -o json") state pods.json ;;
   *" get pods -l "*" -o wide") echo "NAME READY STATUS" ;;
   *" logs -l "*) echo "agentk: all pods' logs" ;;
@@ -93,7 +95,8 @@ def rollout(host: StubHost, **env: str) -> subprocess.CompletedProcess[str]:
 def test_a_new_token_restarts_agentk_and_the_step_names_only_the_new_pods(cluster: StubHost) -> None:
     result = rollout(cluster)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"{NEW}\n", "the old pod, terminating, is not one that runs now"
+    assert result.stdout == f"{NEW}\n", "the pods alone: not the old, terminating one, nor kubectl's chatter"
+    assert "deployment.apps/gitlab-agent-v2 patched" in result.stderr
     kubectl = cluster.calls("kubectl")
     patch = '{"spec":{"template":{"metadata":{"annotations":{"gitops/agent-token-id":"798"}}}}}'
     assert kubectl == [

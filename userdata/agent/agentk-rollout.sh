@@ -18,6 +18,9 @@
 # Idempotent: it restarts agentk only when the pod template does not carry this token's id yet.
 # Runs with userdata/lib/common.sh in front (components/remote.py).
 set -euo pipefail
+# stdout is the result alone: from here on, everything the step and kubectl print goes to stderr, and
+# the pods' names are written to file descriptor 3 (the step's stdout) at the end.
+exec 3>&1 1>&2
 
 require_env AGENT_NAMESPACE POD_SELECTOR AGENTK_IMAGE AGENT_TOKEN_ID TOKEN_ANNOTATION TIMEOUT_SECONDS LOG_GRACE_SECONDS
 [[ "$AGENT_TOKEN_ID" =~ ^[0-9]+$ ]] || die "AGENT_TOKEN_ID ${AGENT_TOKEN_ID} is not a token id"
@@ -98,4 +101,4 @@ for pod in "${names[@]}"; do
   esac
 done
 log "agentk runs in ${pods//,/, }"
-printf '%s\n' "$pods"
+printf '%s\n' "$pods" >&3
