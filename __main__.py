@@ -11,7 +11,7 @@ from components.config import load_config
 from components.flux import Flux, FluxArgs
 from components.gitlab_agent import AGENT_NAME
 from components.gitlab_host import GitLabHost, GitLabHostArgs
-from components.gitlab_integration import ControlPlaneAccess, GitLabIntegration, GitLabIntegrationArgs
+from components.gitlab_integration import GitLabIntegration, GitLabIntegrationArgs, HostAccess
 from components.hosts import SshAccess
 from components.network import Network, NetworkArgs
 from components.remote import operator_ssh_key_step
@@ -97,14 +97,15 @@ integration = GitLabIntegration(
         config=config,
         project_id=app.project_id,
         project_path=app.path_with_namespace,
+        namespace_id=gitlab_host.admin_namespace_id,
         api_url=cluster.private_api_url,
         ca_pem=cluster.ca_pem,
         kubernetes_provider=cluster.provider,
         gitlab_provider=gitlab_host.owner_provider,
         gitlab_hostname=gitlab_host.hostname,
         gitlab_ca_pem=gitlab_host.ca_pem,
-        control_plane=ControlPlaneAccess(cluster.control_plane_ssh_host, cluster.control_plane_instance_id, ssh),
-        owner_token=gitlab_host.admin_user_token,
+        control_plane=HostAccess(cluster.control_plane_ssh_host, cluster.control_plane_instance_id, ssh),
+        gitlab_host=HostAccess(gitlab_host.public_ip, gitlab_host.instance_id, ssh),
         commit_after=app.seed_commits,
         settings_effective=gitlab_host.settings_effective,
     ),
@@ -171,8 +172,13 @@ if integration.kube_context is not None:
             "id": integration.agent_id,
             "projectPath": app.path_with_namespace,
             "kubeContext": integration.kube_context,
+            # The agentk the stack runs: `make doctor` compares what GitLab reports with it.
+            "agentkVersion": integration.agentk_version,
         },
     )
+if integration.dashboard_project_url is not None:
+    # kubernetesDashboard: whose members use GitLab's dashboard for Kubernetes (README: security model).
+    pulumi.export("kubernetesDashboardProjectUrl", integration.dashboard_project_url)
 if flux is not None:
     pulumi.export("fluxNamespace", flux.namespace)
     pulumi.export("fluxObjects", flux.object_names)

@@ -31,6 +31,8 @@ DELIVERY_MODES = ("pull", "push")
 # How GitLab reaches the cluster: its agent for Kubernetes (agentk in the cluster, KAS in GitLab), or
 # the tutorial's deprecated certificate-based cluster (components/gitlab_integration.py).
 CLUSTER_INTEGRATIONS = ("agent", "certificate")
+# The private project whose members may use the agent through GitLab (kubernetesDashboard).
+OPERATORS_PROJECT = "cluster-operators"
 # The cluster's own address ranges (components/kubeadm.py: Flannel's pod network, kubeadm's
 # default service range): the VPC must not overlap them.
 CLUSTER_RANGES = {"pod network": "10.244.0.0/16", "service network": "10.96.0.0/12"}
@@ -222,6 +224,14 @@ KEYS: tuple[Key, ...] = (
         "How GitLab reaches the cluster: agent (GitLab agent for Kubernetes) or certificate (the tutorial's "
         "deprecated certificate-based cluster, GitLab below 20.0 only). README: switching.",
     ),
+    Key(
+        "kubernetesDashboard",
+        "boolean",
+        False,
+        "GitLab's dashboard for Kubernetes (and its Kubernetes API proxy) for the members of a private "
+        f"project {OPERATORS_PROJECT}, who then act as cluster-admin; instance admins too. Agent mode only. "
+        "README: security model.",
+    ),
     Key("projectName", "string", "shark-application", "GitLab project path of the sample app."),
     Key("projectVisibility", "string", "public", "GitLab visibility of the app project: public, internal or private."),
     Key("appName", "string", "shark-app", "Kubernetes name of the app's Deployment and Service."),
@@ -290,6 +300,7 @@ class StackConfig:
     flux_version: str
     delivery: Literal["pull", "push"]
     cluster_integration: Literal["agent", "certificate"]
+    kubernetes_dashboard: bool
     project_name: str
     project_visibility: Literal["public", "internal", "private"]
     app_name: str
@@ -637,6 +648,7 @@ def parse_config(raw: Mapping[str, str | None], project: str, stack: str) -> Sta
         flux_version=reader.matching("fluxVersion", _SEMVER_TAG, "a pinned Flux v2 release tag such as v2.10.0"),
         delivery=reader.choice("delivery", DELIVERY_MODES),  # type: ignore[arg-type]
         cluster_integration=reader.choice("clusterIntegration", CLUSTER_INTEGRATIONS),  # type: ignore[arg-type]
+        kubernetes_dashboard=reader.boolean("kubernetesDashboard"),
         project_name=reader.matching(
             "projectName",
             _PROJECT_PATH,
@@ -650,6 +662,18 @@ def parse_config(raw: Mapping[str, str | None], project: str, stack: str) -> Sta
         default_branch=reader.matching("defaultBranch", _BRANCH, "a git branch name such as main"),
         extra_tags=_extra_tags(reader),
     )
+    if config.kubernetes_dashboard and config.cluster_integration == "certificate":
+        reader.fail(
+            "kubernetesDashboard",
+            True,
+            "false with clusterIntegration certificate: the dashboard needs GitLab's agent (clusterIntegration agent)",
+        )
+    if config.kubernetes_dashboard and config.project_name == OPERATORS_PROJECT:
+        reader.fail(
+            "projectName",
+            config.project_name,
+            f"a name other than {OPERATORS_PROJECT}, the dashboard's operators project (kubernetesDashboard)",
+        )
     if config.flux_version and not config.flux_version.startswith("v2."):
         reader.fail("fluxVersion", config.flux_version, "a Flux v2 release (v2.X.Y): Flux v1 is end of life")
     if reader.problems:

@@ -151,6 +151,19 @@ BAD_INPUTS = [
         id="flow-log-retention",
     ),
     pytest.param({"flowLogRetentionDays": "forever"}, ["flowLogRetentionDays: got 'forever'"], id="flow-log-words"),
+    pytest.param(
+        {"kubernetesDashboard": "yes"}, ["kubernetesDashboard: got 'yes'", "true or false"], id="dashboard-not-bool"
+    ),
+    pytest.param(
+        {"kubernetesDashboard": True, "clusterIntegration": "certificate"},
+        ["kubernetesDashboard: got True", "false with clusterIntegration certificate", "needs GitLab's agent"],
+        id="dashboard-without-agent",
+    ),
+    pytest.param(
+        {"kubernetesDashboard": True, "projectName": "cluster-operators"},
+        ["projectName: got 'cluster-operators'", "the dashboard's operators project"],
+        id="dashboard-project-name-taken",
+    ),
     pytest.param({"fluxVersion": "latest"}, ["fluxVersion: got 'latest'"], id="flux-latest"),
     pytest.param({"fluxVersion": "v1.25.4"}, ["fluxVersion: got 'v1.25.4'", "Flux v1 is end of life"], id="flux-v1"),
     pytest.param({"flannelVersion": "latest"}, ["flannelVersion: got 'latest'"], id="flannel-latest"),

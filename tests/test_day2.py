@@ -274,6 +274,7 @@ AGENT_OBJECTS = {
     "gitlab-k8s-agent-token",
     "gitlab-k8s-agent-config",
     "gitlab-k8s-agent-token-secret",
+    "gitlab-k8s-agentk-rollout",
     "gitlab-k8s-agent-connected",
     "gitlab-k8s-gitlab-ca",
 }
@@ -500,3 +501,46 @@ def test_a_new_worker_type_changes_no_running_worker_and_says_so(caplog: pytest.
     with caplog.at_level(logging.WARNING):
         second_up()
     assert not [record for record in caplog.records if "workerInstanceType" in record.getMessage()]
+
+
+def test_a_new_agent_token_restarts_agentk_keeps_its_chart_known_and_revokes_the_old_token_last() -> None:
+    """`pulumi up --replace <token urn>` (or a token GitLab no longer has): a new token, agentk restarted
+    to read it, GitLab asked again, and the old token revoked only after that. No chart value depends on
+    the token: during the preview helm.v4.Chart would render nothing with an unknown value, and list
+    every agentk object as deleted (pulumi-kubernetes provider/pkg/provider/helm/v4/chart.go)."""
+    result = run_twice(before=ADMIN, replace=["gitlab-k8s-agent-token"])
+    plan = result.plan
+    assert plan.action_of("gitlab-k8s-agent-token") == "replace"
+    chart = result.after.one("kubernetes:helm.sh/v4:Chart")
+    token = result.after.one("gitlab:index/clusterAgentToken:ClusterAgentToken")
+    assert token.urn not in {urn for urns in chart.property_dependencies.values() for urn in urns}
+    assert plan.of("gitlab-k8s-agentk").keys == (), "every chart value is known in the preview"
+    # The Secret gets the new token: pulumi-kubernetes replaces a Secret whose data changes unless the
+    # provider enables mutable Secrets (provider/pkg/provider/diff.go forceNewProperties); a plan
+    # harness that does not model that kind shows an update. Either way it comes before the restart.
+    secret = plan.action_of("gitlab-k8s-agent-token-secret")
+    assert secret in ("update", "replace")
+    new_secret = plan.position("update" if secret == "update" else "create", "gitlab-k8s-agent-token-secret")
+    assert plan.action_of("gitlab-k8s-agentk-rollout") == "update", "agentk restarts for the new token"
+    assert plan.action_of("gitlab-k8s-agent-connected") == "update", "GitLab is asked again"
+    assert plan.touched(INSTANCE) == {}
+    revoked = plan.position("delete", "gitlab-k8s-agent-token")
+    assert new_secret < plan.position("update", "gitlab-k8s-agentk-rollout")
+    assert plan.position("update", "gitlab-k8s-agentk-rollout") < plan.position("update", "gitlab-k8s-agent-connected")
+    assert plan.position("update", "gitlab-k8s-agent-connected") < revoked, "the old token goes last"
+    assert plan.errors == []
+
+
+def test_turning_the_dashboard_on_adds_the_operators_project_and_its_user_access_only() -> None:
+    result = run_twice(before=ADMIN, after={"kubernetesDashboard": True})
+    assert result.plan.touched() == {"gitlab-k8s-operators": "create", "gitlab-k8s-agent-config": "update"}
+    assert result.plan.position("create", "gitlab-k8s-operators") < result.plan.position(
+        "update", "gitlab-k8s-agent-config"
+    )
+
+
+def test_turning_the_dashboard_off_withdraws_user_access_before_it_deletes_the_operators_project() -> None:
+    result = run_twice(before={**ADMIN, "kubernetesDashboard": True}, after={"kubernetesDashboard": False})
+    plan = result.plan
+    assert plan.touched() == {"gitlab-k8s-operators": "delete", "gitlab-k8s-agent-config": "update"}
+    assert plan.position("update", "gitlab-k8s-agent-config") < plan.position("delete", "gitlab-k8s-operators")

@@ -35,6 +35,7 @@ AGENT = {
     "id": 7,
     "projectPath": "operator/shark-application",
     "kubeContext": "operator/shark-application:k8s-cluster",
+    "agentkVersion": "v19.4.1",
 }
 RUNNER_ID = "7"
 VERSION = "v1.36.5"
@@ -81,11 +82,18 @@ def flux_object(kind: str, *, ready: str = "True", generation: int = 1, observed
     }
 
 
-def agent_answer(*pods: str, errors: list[str] | None = None, registered: bool = True) -> dict[str, Any]:
+def agent_answer(
+    *pods: str,
+    errors: list[str] | None = None,
+    registered: bool = True,
+    version: str = "v19.4.1",
+    project_visible: bool = True,
+) -> dict[str, Any]:
     """GitLab's GraphQL answer for project.clusterAgent(name).connections (Types::Kas::AgentConnectionType)."""
-    nodes = [{"connectedAt": "2026-11-30T10:00:00Z", "metadata": {"version": "v19.4.1", "podName": p}} for p in pods]
+    nodes = [{"connectedAt": "2026-11-30T10:00:00Z", "metadata": {"version": version, "podName": p}} for p in pods]
     agent = {"id": "gid://gitlab/Clusters::Agent/7", "connections": {"nodes": nodes}} if registered else None
-    document: dict[str, Any] = {"data": {"project": {"clusterAgent": agent}}}
+    project = {"clusterAgent": agent} if project_visible else None
+    document: dict[str, Any] = {"data": {"project": project}}
     if errors:
         document["errors"] = [{"message": message} for message in errors]
     return document
@@ -284,8 +292,14 @@ def test_every_output_a_check_reads_is_exported_by_the_program(dev: ProgramRun) 
         ),
         (
             agent_answer(registered=False),
-            "GitLab has no agent k8s-cluster in operator/shark-application",
-            "`pulumi up`",
+            "GitLab shows this token no agent k8s-cluster in operator/shark-application: it was deleted, or the "
+            "token's user is not a Maintainer or Owner of the project",
+            "`pulumi up --refresh`",
+        ),
+        (
+            agent_answer(project_visible=False),
+            "GitLab shows this token no project operator/shark-application",
+            "gitlabAdminUserToken",
         ),
         (
             agent_answer(errors=["GRPC::Unavailable"]),
@@ -300,6 +314,26 @@ def test_an_agent_that_is_not_connected_fails(live: LiveStack, answer: dict[str,
     assert code == 1
     assert verdict(lines["agent"]) == "FAIL" and expected in lines["agent"], text
     assert fix in lines["agent"].split("-> fix: ", 1)[1]
+
+
+def test_an_agentk_of_another_version_is_a_warning(live: LiveStack) -> None:
+    """The agentk that answers is not the one the stack runs: the last `pulumi up` did not finish its
+    rollout, or an old pod is still connected."""
+    answer = agent_answer("gitlab-agent-v2-old01", version="v19.2.4")
+    live.gitlab.routes["POST /api/graphql"] = graphql_route(json_reply(200, answer))
+    code, lines, text = run_doctor(live.outputs)
+    assert code == 0, text
+    assert verdict(lines["agent"]) == "WARN"
+    assert "connected: gitlab-agent-v2-old01 (v19.2.4), but none runs agentk v19.4.1" in lines["agent"]
+    assert "`pulumi up`" in lines["agent"].split("-> fix: ", 1)[1]
+
+
+def test_an_older_stack_without_the_agentk_version_is_not_judged_by_it(live: LiveStack) -> None:
+    agent = {key: value for key, value in AGENT.items() if key != "agentkVersion"}
+    answer = agent_answer("gitlab-agent-v2-old01", version="v19.2.4")
+    live.gitlab.routes["POST /api/graphql"] = graphql_route(json_reply(200, answer))
+    code, lines, text = run_doctor({**live.outputs, "gitlabAgent": agent})
+    assert code == 0 and verdict(lines["agent"]) == "PASS", text
 
 
 def test_a_refused_owner_token_fails_the_agent_check(live: LiveStack) -> None:

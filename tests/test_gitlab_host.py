@@ -630,7 +630,7 @@ def test_seed_step_pipes_stdin_to_rails_runner() -> None:
 
 
 # ---- no runner on the GitLab host ------------------------------------------------------------------
-GITLAB_HOST_STEPS = ("install", "seed-admin-token", "remove-runner", "operator-ssh-key")
+GITLAB_HOST_STEPS = ("install", "seed-admin-token", "remove-runner", "operator-ssh-key", "k8s-agent-connected")
 
 
 def test_the_gitlab_host_runs_no_runner(dev) -> None:

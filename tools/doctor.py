@@ -496,11 +496,20 @@ def check_agent(ctx: Context) -> Result:
             "GitLab's agent server (KAS) does not answer GitLab: on the host `docker exec gitlab gitlab-ctl status "
             "gitlab-kas`, then " + logs,
         )
-    found = ((document.get("data") or {}).get("project") or {}).get("clusterAgent")
-    if found is None:
+    project_found = (document.get("data") or {}).get("project")
+    if project_found is None:
         return failed(
-            f"GitLab has no agent {name} in {project} (or the token cannot see it)",
-            "`pulumi up` registers it again; the token must be the project Owner's",
+            f"GitLab shows this token no project {project}",
+            "the project was renamed or deleted, or gitlabAdminUserToken is not its Owner's: `pulumi up` "
+            "restores the outputs and the project",
+        )
+    found = project_found.get("clusterAgent")
+    if found is None:
+        # ClusterAgentType is `authorize :admin_cluster`: an agent the token may not administer is null too.
+        return failed(
+            f"GitLab shows this token no agent {name} in {project}: it was deleted, or the token's user is not "
+            "a Maintainer or Owner of the project",
+            "`pulumi up --refresh` registers a deleted agent again; the token must be the project Owner's",
         )
     nodes = (found.get("connections") or {}).get("nodes") or []
     if not nodes:
@@ -509,6 +518,15 @@ def check_agent(ctx: Context) -> Result:
         f"{(node.get('metadata') or {}).get('podName', '?')} ({(node.get('metadata') or {}).get('version', '?')})"
         for node in nodes
     )
+    # The agentk the stack runs (gitlabAgent.agentkVersion; older stacks do not export it).
+    expected = str(agent.get("agentkVersion") or "")
+    versions = {str((node.get("metadata") or {}).get("version") or "").removeprefix("v") for node in nodes}
+    if expected and expected.removeprefix("v") not in versions:
+        return warned(
+            f"agent {project}:{name} connected: {pods}, but none runs agentk {expected}",
+            "the last `pulumi up` did not finish agentk's rollout, or an old pod is still connected: run "
+            "`pulumi up` (it restarts agentk and waits for the new pods), then " + logs,
+        )
     return passed(f"agent {project}:{name} connected: {pods}")
 
 

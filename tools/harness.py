@@ -362,6 +362,7 @@ def _step_stdout(inputs: dict, config: Mapping[str, str]) -> str:
     version the control plane runs afterwards: the exact TARGET_VERSION, or the newest patch of
     TARGET_MINOR. userdata/cluster/certificates.sh prints the earliest certificate expiry, a year
     ahead. userdata/gitlab/seed-admin-token.sh prints the seeded token's expiry date, 365 days ahead.
+    userdata/agent/agentk-rollout.sh prints the agentk pods that run now (two replicas, the chart's default).
     """
     create = str(inputs.get("create") or "")
     if "STEP_NAME=gitlab/seed-admin-token.sh" in create:
@@ -376,6 +377,10 @@ def _step_stdout(inputs: dict, config: Mapping[str, str]) -> str:
         return f"v{exact.group(1)}\n" if exact else f"v{minor.group(1) if minor else '1.36'}.5\n"
     if "STEP_NAME=cluster/certificates.sh" in create:
         return f"{clock.today() + datetime.timedelta(days=365)}T00:00:00Z\n"
+    if "STEP_NAME=agent/agentk-rollout.sh" in create:
+        token = re.search(r"\bAGENT_TOKEN_ID=(\d+)\b", create)
+        suffix = _digest("agentk", token.group(1) if token else "")[:5]
+        return f"gitlab-agent-v2-7d9f4c{suffix[:4]}-{suffix}a,gitlab-agent-v2-7d9f4c{suffix[:4]}-{suffix}b\n"
     return ""
 
 
@@ -685,6 +690,9 @@ class Registration:
     provider: str
     additional_secret_outputs: list[str]
     aliases: list[Any] = field(default_factory=list)
+    # The providers map sent with the registration: what a component's children (a remote component's
+    # too, built by the provider's Construct) inherit, by package name.
+    providers: dict[str, str] = field(default_factory=dict)
     replace_on_changes: list[str] = field(default_factory=list)
 
     @property
@@ -740,6 +748,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 additional_secret_outputs=list(request.additionalSecretOutputs),
                 aliases=list(request.aliases),
                 replace_on_changes=list(request.replaceOnChanges),
+                providers=dict(request.providers),
             )
         )
         return response
