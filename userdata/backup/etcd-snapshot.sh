@@ -3,6 +3,7 @@
 # take an etcd snapshot, prove it restores, upload it to the stack's bucket as a set (snapshot.db,
 # then SHA256SUMS). Usage: etcd-backup [frequent|pre-upgrade] (default frequent). The first frequent
 # snapshot of each UTC day is also uploaded under etcd/daily/ (kept longer). Prints the set's URL.
+# As a remote step (the snapshot before a Kubernetes upgrade) the kind comes as SNAPSHOT_KIND.
 #
 # etcdctl and etcdutl run inside the node's own etcd container (`crictl exec`): the image kubeadm
 # deploys has them (the upstream etcd image, /usr/local/bin, from etcd 3.6: Kubernetes 1.34+) and they
@@ -27,7 +28,7 @@ if [[ -f "$BACKUP_ENV" ]]; then
 fi
 require_env BACKUP_BUCKET AWS_DEFAULT_REGION NODE_NAME
 export AWS_DEFAULT_REGION
-kind="${1:-frequent}"
+kind="${1:-${SNAPSHOT_KIND:-frequent}}"
 [[ "$kind" == frequent || "$kind" == pre-upgrade ]] || die "unknown snapshot kind '${kind}': frequent or pre-upgrade"
 ROOT="${FS_ROOT:-}"
 DATA_DIR="${ETCD_DATA_DIR:-/var/lib/etcd}"
