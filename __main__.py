@@ -141,6 +141,7 @@ pulumi.export("delivery", config.delivery)
 if backups:
     pulumi.export("backupBucket", backups.bucket_name)
     pulumi.export("backupRegion", backups.region)
+    pulumi.export("etcdSnapshotIntervalMinutes", config.etcd_snapshot_interval_minutes)
 if flux is not None:
     pulumi.export("fluxNamespace", flux.namespace)
     pulumi.export("fluxObjects", flux.object_names)

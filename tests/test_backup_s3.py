@@ -11,6 +11,7 @@ nor delete anything.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -23,6 +24,7 @@ import pytest
 from components import backup_layout as layout
 from tests.backup_support import MotoServer, aws_cli
 from tests.test_backup_steps import BACKUP_ID, GitLabHost
+from tools import doctor
 
 BUCKET = "gitops-backups-test"
 REGION = "us-east-1"
@@ -189,3 +191,62 @@ def test_every_action_of_the_host_policy_is_needed_by_a_script(
             "gitlab-host", "s3api", "list-objects-v2", "--bucket", BUCKET, "--prefix", "gitlab/", check=False
         )
         assert listed.returncode != 0 and "AccessDenied" in listed.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# The doctor reads the last backups with the operator's credentials
+# --------------------------------------------------------------------------------------------
+def doctor_outputs() -> dict[str, Any]:
+    nodes = [{"name": "master", "role": "control-plane"}, {"name": "worker1", "role": "worker"}]
+    return {"backupBucket": BUCKET, "backupRegion": REGION, "etcdSnapshotIntervalMinutes": 60, "nodes": nodes}
+
+
+def run_backup_checks(s3: S3, monkeypatch: pytest.MonkeyPatch, now: datetime.datetime) -> dict[str, doctor.Result]:
+    monkeypatch.setenv(doctor.AWS_CLI_ENV, s3.cli)
+    monkeypatch.setenv(doctor.S3_ENDPOINT_ENV, s3.moto.url)
+    for name, value in s3.keys["operator"].items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    ctx = doctor.Context(outputs=doctor_outputs(), now=now, timeout=10)
+    checks = {check.name: check for check in doctor.CHECKS}
+    return {name: doctor.run_check(checks[name], ctx) for name in ("gitlab-backup", "etcd-backup")}
+
+
+def test_the_doctor_finds_the_newest_complete_sets_and_flags_missed_runs(
+    s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    empty = run_backup_checks(s3, monkeypatch, now)
+    assert empty["gitlab-backup"].verdict == "FAIL" and "no complete GitLab backup" in empty["gitlab-backup"].message
+    assert "master: none" in empty["etcd-backup"].message
+    probe = tmp_path / "file"
+    probe.write_text("x")
+    for key in (
+        f"gitlab/daily/{BACKUP_ID}/SHA256SUMS",
+        "gitlab/daily/1764547200_2026_12_01_19.4.1/gitlab-config.tar.gz",  # unfinished: no SHA256SUMS
+        "etcd/frequent/master/20261130T110000Z/SHA256SUMS",
+    ):
+        s3.aws("admin", "s3", "cp", str(probe), f"s3://{BUCKET}/{key}")
+    fresh = run_backup_checks(s3, monkeypatch, now)
+    assert fresh["gitlab-backup"].verdict == "PASS", fresh["gitlab-backup"]
+    assert f"s3://{BUCKET}/gitlab/daily/{BACKUP_ID}/" in fresh["gitlab-backup"].message
+    assert fresh["etcd-backup"].verdict == "PASS" and "master" in fresh["etcd-backup"].message
+    later = run_backup_checks(s3, monkeypatch, now + datetime.timedelta(hours=31))
+    assert (
+        later["gitlab-backup"].verdict == "FAIL" and "journalctl -u gitops-gitlab-backup" in later["gitlab-backup"].fix
+    )
+    assert later["etcd-backup"].verdict == "FAIL" and "late" in later["etcd-backup"].message
+
+
+def test_the_doctor_says_which_credentials_it_needs_when_listing_is_refused(
+    s3: S3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3.keys["operator"] = s3.keys["gitlab-host"]  # may list gitlab/ only by condition, and etcd/ not at all
+    s3.put_policy(
+        "gitlab-host",
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]},
+    )
+    result = run_backup_checks(s3, monkeypatch, datetime.datetime.now(datetime.UTC))["gitlab-backup"]
+    assert result.verdict == "FAIL" and "AccessDenied" in result.message
+    assert "your own AWS credentials" in result.fix and "s3:ListBucket" in result.fix
