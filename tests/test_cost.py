@@ -44,6 +44,13 @@ def test_every_price_names_its_source_and_date() -> None:
         assert entry["source"] and entry["as_of"] and entry["unit"], key
 
 
+# The backup bucket and the data volume's snapshots at the table's assumed sizes (backups on by default).
+BACKUPS = (
+    PRICES["assumptions"]["s3_stored_gib"] * _item("s3_standard_gib_month")
+    + PRICES["assumptions"]["snapshot_stored_gib"] * _item("ebs_snapshot_gib_month")
+)
+
+
 # ---- the repository's stacks -----------------------------------------------------------------
 def test_dev_is_priced_by_instance_type_storage_and_public_addresses() -> None:
     lines = _lines(cost.estimate(run_fixture_stack("dev", ADMIN)))
@@ -56,6 +63,7 @@ def test_dev_is_priced_by_instance_type_storage_and_public_addresses() -> None:
         (_hourly("t3.large") + 3 * _hourly("t3.medium")) * HOURS
         + 170 * _item("ebs_gp3_gib_month")
         + 4 * _item("public_ipv4_hour") * HOURS
+        + BACKUPS
     )
     assert report["total"] == pytest.approx(expected, abs=0.01)
     assert report["total_max"] == report["total"] and report["unpriced"] == 0
@@ -101,7 +109,7 @@ def test_an_unknown_instance_type_is_reported_not_priced_as_zero() -> None:
     assert "+ 1 unpriced" in text and "**Unpriced**" in text and "EC2 m7g.large: 2 instances" in text
     priced_only = (_hourly("t3.large") + _hourly("t3.medium")) * HOURS
     assert report["total"] == pytest.approx(
-        priced_only + 170 * _item("ebs_gp3_gib_month") + 4 * _item("public_ipv4_hour") * HOURS, abs=0.01
+        priced_only + 170 * _item("ebs_gp3_gib_month") + 4 * _item("public_ipv4_hour") * HOURS + BACKUPS, abs=0.01
     )
 
 
@@ -151,11 +159,11 @@ def test_fleets_load_balancers_buckets_and_provisioned_gp3_slot_in() -> None:
     assert lines["nlb-lcu"]["quantity"] == PRICES["assumptions"]["lb_capacity_units"]
     assert "assumes" in lines["nlb-lcu"]["note"]
     assert (lines["ipv4"]["quantity"], lines["ipv4"]["maximum"]) == (2, 2 + 4)  # NLB's two zones, then runners
-    assert lines["s3"]["in_total"] is False and "not in the total" in lines["s3"]["note"]
+    assert lines["s3"]["in_total"] is True and "assumes 93 GiB each" in lines["s3"]["note"]
     assert report["total_max"] > report["total"]
     text = cost.markdown(report)
     assert "at max |" in text and "(max 4 instances)" in text
-    assert "S3 Standard storage (backups): depends on use" in text
+    assert "| S3 Standard storage | 93 GiB |" in text
 
 
 # ---- the difference against a base -------------------------------------------------------------
