@@ -45,10 +45,9 @@ def test_every_price_names_its_source_and_date() -> None:
 
 
 # The backup bucket and the data volume's snapshots at the table's assumed sizes (backups on by default).
-BACKUPS = (
-    PRICES["assumptions"]["s3_stored_gib"] * _item("s3_standard_gib_month")
-    + PRICES["assumptions"]["snapshot_stored_gib"] * _item("ebs_snapshot_gib_month")
-)
+ASSUMED = PRICES["assumptions"]
+BACKUPS = ASSUMED["s3_stored_gib"] * _item("s3_standard_gib_month")
+BACKUPS += ASSUMED["snapshot_stored_gib"] * _item("ebs_snapshot_gib_month")
 
 
 # ---- the repository's stacks -----------------------------------------------------------------
