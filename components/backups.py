@@ -232,7 +232,7 @@ class Backups(pulumi.ComponentResource):
                 **now,
             },
             delete_script="backup/remove-timer.sh",
-            delete_env={"UNIT": unit, "FILE_PATHS": " ".join(sorted(file_paths))},
+            delete_env={"UNIT": unit, "FILE_PATHS": " ".join(sorted(file_paths)), "INSTANCE_ID": instance_id},
             # A new instance has none of the files (they live on its root volume).
             triggers=[instance_id],
             opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on),

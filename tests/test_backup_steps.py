@@ -288,13 +288,22 @@ def test_the_setup_step_installs_the_cli_timer_and_hook_once_then_checks_the_buc
     assert host.calls("apt-get") == [] and "wrote" not in again.stderr
 
 
-def test_removing_the_step_stops_the_timer_and_removes_its_files(tmp_path: Path) -> None:
+def test_removing_the_step_stops_the_timer_and_removes_its_files_on_its_own_instance_only(tmp_path: Path) -> None:
     host = StubHost(tmp_path)
+    # IMDSv2: a token, then the instance id of the host the step reaches.
+    host.stub("curl", 'case "$*" in *api/token*) echo token ;; *instance-id*) cat "$STATE/instance" ;; esac\n')
     files = backups.gitlab_files(BUCKET, "eu-west-3", 3)
     for path in files:
         (host.root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
         (host.root / path.lstrip("/")).write_text("x")
-    env = {"UNIT": backups.GITLAB_UNIT, "FILE_PATHS": " ".join(sorted(files))}
+    env = {"UNIT": backups.GITLAB_UNIT, "FILE_PATHS": " ".join(sorted(files)), "INSTANCE_ID": "i-0old"}
+    # The instance was replaced and the Elastic IP reaches the new one: its timer stays.
+    host.set(instance="i-0new")
+    result = host.run("backup/remove-timer.sh", env)
+    assert result.returncode == 0, result.stderr
+    assert "left in place" in result.stderr and host.calls("systemctl") == []
+    assert all((host.root / path.lstrip("/")).exists() for path in files)
+    host.set(instance="i-0old")
     result = host.run("backup/remove-timer.sh", env)
     assert result.returncode == 0, result.stderr
     assert host.calls("systemctl")[0] == "systemctl disable --now gitops-gitlab-backup.timer"

@@ -45,6 +45,17 @@ aws_s3() {
   aws "${endpoint[@]}" "$@"
 }
 
+# upload FILE URL [aws s3 cp options]: three attempts (a network blip; a role policy made seconds ago).
+upload() {
+  local file="$1" url="$2" attempt
+  shift 2
+  for attempt in 1 2 3; do
+    aws_s3 s3 cp "$file" "$url" --only-show-errors "$@" >&2 && return 0
+    ((attempt == 3)) || sleep $((attempt * 10))
+  done
+  die "upload to ${url} failed (3 attempts)"
+}
+
 mkdir -p "$STATE_DIR"
 exec 9>"$STATE_DIR/etcd-backup.lock"
 flock -w 900 9 || die "another etcd backup has held ${STATE_DIR}/etcd-backup.lock for 15 minutes"
@@ -88,10 +99,8 @@ rm -rf "$verify"
 printf '%s  snapshot.db\n' "$sha" >"${WORK}/SHA256SUMS"
 upload_set() { # upload_set PREFIX: snapshot then SHA256SUMS; prints the set's URL
   local url="s3://${BACKUP_BUCKET}/$1${NODE_NAME}/${stamp}"
-  aws_s3 s3 cp "$snapshot" "${url}/snapshot.db" --only-show-errors \
-    --metadata "sha256=${sha},revision=${revision},etcd-storage-version=${version}" >&2 ||
-    die "upload to ${url}/snapshot.db failed"
-  aws_s3 s3 cp "${WORK}/SHA256SUMS" "${url}/SHA256SUMS" --only-show-errors >&2 || die "upload to ${url}/SHA256SUMS failed"
+  upload "$snapshot" "${url}/snapshot.db" --metadata "sha256=${sha},revision=${revision},etcd-storage-version=${version}"
+  upload "${WORK}/SHA256SUMS" "${url}/SHA256SUMS"
   log "uploaded ${url}/ (sha256 ${sha})"
   printf '%s/\n' "$url"
 }

@@ -50,6 +50,17 @@ aws_s3() {
   aws "${endpoint[@]}" "$@"
 }
 
+# upload FILE URL [aws s3 cp options]: three attempts (a network blip; a role policy made seconds ago).
+upload() {
+  local file="$1" url="$2" attempt
+  shift 2
+  for attempt in 1 2 3; do
+    aws_s3 s3 cp "$file" "$url" --only-show-errors "$@" >&2 && return 0
+    ((attempt == 3)) || sleep $((attempt * 10))
+  done
+  die "upload to ${url} failed (3 attempts)"
+}
+
 mkdir -p "$STATE_DIR"
 exec 9>"${STATE_DIR}/gitlab-backup.lock"
 flock -w 10800 9 || die "another GitLab backup has held ${STATE_DIR}/gitlab-backup.lock for 3 hours"
@@ -93,11 +104,9 @@ printf '%s  %s\n%s  %s\n' "$archive_sha" "$new" "$config_sha" gitlab-config.tar.
 
 url="s3://${BACKUP_BUCKET}/gitlab/${kind}/${id}"
 log "uploading ${new} ($(du -h "$archive" | cut -f 1)) to ${url}/"
-aws_s3 s3 cp "$archive" "${url}/${new}" --only-show-errors --metadata "sha256=${archive_sha},gitlab-version=${version}" >&2 ||
-  die "upload to ${url}/${new} failed; the archive stays in ${ARCHIVES}"
-aws_s3 s3 cp "${STAGING}/gitlab-config.tar.gz" "${url}/gitlab-config.tar.gz" --only-show-errors \
-  --metadata "sha256=${config_sha}" >&2 || die "upload to ${url}/gitlab-config.tar.gz failed"
-aws_s3 s3 cp "${STAGING}/SHA256SUMS" "${url}/SHA256SUMS" --only-show-errors >&2 || die "upload to ${url}/SHA256SUMS failed"
+upload "$archive" "${url}/${new}" --metadata "sha256=${archive_sha},gitlab-version=${version}"
+upload "${STAGING}/gitlab-config.tar.gz" "${url}/gitlab-config.tar.gz" --metadata "sha256=${config_sha}"
+upload "${STAGING}/SHA256SUMS" "${url}/SHA256SUMS"
 rm -f "$archive"
 printf '%s %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$kind" "$id" >"${STATE_DIR}/gitlab-last-success"
 log "GitLab ${version} backed up to ${url}/"

@@ -55,8 +55,16 @@ case "$NOW" in
     ;;
   check)
     require_env CHECK_PREFIX
-    aws s3api list-objects-v2 --bucket "$BACKUP_BUCKET" --prefix "$CHECK_PREFIX" --max-items 1 >/dev/null ||
-      die "this host cannot list s3://${BACKUP_BUCKET}/${CHECK_PREFIX} with its instance profile: backups would fail"
+    # A role policy made moments ago may take a few seconds to apply (IAM is eventually consistent).
+    listed=0
+    for attempt in 1 2 3 4 5 6; do
+      if aws s3api list-objects-v2 --bucket "$BACKUP_BUCKET" --prefix "$CHECK_PREFIX" --max-items 1 >/dev/null; then
+        listed=1
+        break
+      fi
+      ((attempt == 6)) || sleep 10
+    done
+    ((listed)) || die "this host cannot list s3://${BACKUP_BUCKET}/${CHECK_PREFIX} with its instance profile: backups would fail"
     log "s3://${BACKUP_BUCKET}/${CHECK_PREFIX} is reachable with this host's instance profile"
     ;;
   *) die "NOW must be run or check, not ${NOW}" ;;
