@@ -218,8 +218,9 @@ def test_the_doctor_finds_the_newest_complete_sets_and_flags_missed_runs(
 ) -> None:
     now = datetime.datetime.now(datetime.UTC)
     empty = run_backup_checks(s3, monkeypatch, now)
-    assert empty["gitlab-backup"].verdict == "FAIL" and "no complete GitLab backup" in empty["gitlab-backup"].message
-    assert "master: none" in empty["etcd-backup"].message
+    # A new stack: no GitLab backup before the first daily run (a warning); the first `up` took an etcd one.
+    assert empty["gitlab-backup"].verdict == "WARN" and "no complete GitLab backup" in empty["gitlab-backup"].message
+    assert empty["etcd-backup"].verdict == "FAIL" and "master: none" in empty["etcd-backup"].message
     probe = tmp_path / "file"
     probe.write_text("x")
     for key in (
@@ -250,3 +251,11 @@ def test_the_doctor_says_which_credentials_it_needs_when_listing_is_refused(
     result = run_backup_checks(s3, monkeypatch, datetime.datetime.now(datetime.UTC))["gitlab-backup"]
     assert result.verdict == "FAIL" and "AccessDenied" in result.message
     assert "your own AWS credentials" in result.fix and "s3:ListBucket" in result.fix
+
+
+def test_without_an_aws_cli_the_doctor_warns_and_says_what_it_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(doctor.AWS_CLI_ENV, "/nonexistent/aws")
+    ctx = doctor.Context(outputs=doctor_outputs(), now=datetime.datetime.now(datetime.UTC), timeout=5)
+    for check in (c for c in doctor.CHECKS if c.name.endswith("-backup")):
+        result = doctor.run_check(check, ctx)
+        assert result.verdict == "WARN" and "is not installed" in result.message and "s3:ListBucket" in result.fix
