@@ -6,6 +6,8 @@ Reads like the architecture diagram in the README; each concept lives in compone
 import pulumi
 
 from components.app_project import AppProject, AppProjectArgs
+from components.backup_layout import dlm_target_tag
+from components.backups import Backups
 from components.cluster import KubeadmCluster, KubeadmClusterArgs
 from components.config import load_config
 from components.flux import Flux, FluxArgs
@@ -22,6 +24,8 @@ config = load_config()
 network = Network("gitops", NetworkArgs(config=config))
 # The Pulumi-made admin SSH key every host accepts; remote steps use its private half.
 ssh = SshAccess("gitops-ssh", config)
+# The stack's backup bucket; the GitLab host and the control plane plug their backups in below.
+backups = Backups("backups", config) if config.backups else None
 
 gitlab_host = GitLabHost(
     "gitlab",
@@ -32,8 +36,11 @@ gitlab_host = GitLabHost(
         gitlab_security_group_id=network.gitlab_security_group_id,
         cluster_security_group_id=network.cluster_security_group_id,
         ssh=ssh,
+        before_install=backups.gitlab_before_install if backups else None,
     ),
 )
+if backups:
+    backups.gitlab_snapshots(dlm_target_tag(config.project, config.stack))
 
 # operatorSshPublicKey follows the configuration on the GitLab host too (its user data is first-boot only).
 operator_ssh_key_step(
@@ -53,6 +60,7 @@ cluster = KubeadmCluster(
         registry_host=gitlab_host.registry_host,
         registry_ca_pem=gitlab_host.ca_pem,
         ssh=ssh,
+        pre_upgrade=backups.etcd_pre_upgrade if backups else None,
     ),
 )
 
@@ -179,6 +187,10 @@ if integration.kube_context is not None:
 if integration.dashboard_project_url is not None:
     # kubernetesDashboard: whose members use GitLab's dashboard for Kubernetes (README: security model).
     pulumi.export("kubernetesDashboardProjectUrl", integration.dashboard_project_url)
+if backups:
+    pulumi.export("backupBucket", backups.bucket_name)
+    pulumi.export("backupRegion", backups.region)
+    pulumi.export("etcdSnapshotIntervalMinutes", config.etcd_snapshot_interval_minutes)
 if flux is not None:
     pulumi.export("fluxNamespace", flux.namespace)
     pulumi.export("fluxObjects", flux.object_names)

@@ -97,7 +97,14 @@ class KubeadmCluster(pulumi.ComponentResource):
 
         control_plane = bootstrap_control_plane(name, config, nodes, pki, ssh, self)
         gate = upgrade_control_plane(
-            name, config, master, ssh, after=[control_plane.ready], pre_upgrade=args.pre_upgrade, parent=self
+            name,
+            config,
+            master,
+            ssh,
+            after=[control_plane.ready],
+            pre_upgrade=args.pre_upgrade,
+            control_plane_role=nodes.control_plane_role,
+            parent=self,
         )
         self.kubernetes_version = gate.stdout.apply(lambda out: kubeadm.kubernetes_version(out, "the upgrade step"))
         workers = [

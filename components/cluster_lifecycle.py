@@ -50,6 +50,7 @@ class UpgradeContext:
     control_plane: Node
     ssh: SshAccess
     target: dict[str, str]  # TARGET_MINOR, TARGET_VERSION (exact patch or "")
+    control_plane_role: pulumi.Input[str]  # the control-plane nodes' IAM role (name): etcd snapshots' writer
     after: list[pulumi.Resource]  # what the hook's steps must wait for
     parent: pulumi.Resource
 
@@ -66,11 +67,21 @@ def upgrade_control_plane(
     *,
     after: list[pulumi.Resource],
     pre_upgrade: PreUpgradeHook | None,
+    control_plane_role: pulumi.Input[str],
     parent: pulumi.Resource,
 ) -> command.remote.Command:
     """The gate and the control plane's upgrade; its stdout is the version the control plane runs."""
     target = kubeadm.upgrade_target(config.kubernetes_version, config.kubernetes_patch)
-    hooked = list(pre_upgrade(UpgradeContext(name, master, ssh, target, after, parent))) if pre_upgrade else []
+    context = UpgradeContext(
+        cluster_name=name,
+        control_plane=master,
+        ssh=ssh,
+        target=target,
+        control_plane_role=control_plane_role,
+        after=after,
+        parent=parent,
+    )
+    hooked = list(pre_upgrade(context)) if pre_upgrade else []
     return remote_step(
         f"{name}-{master.name}-upgrade",
         host=master.ssh_host,

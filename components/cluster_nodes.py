@@ -86,6 +86,7 @@ class ClusterNodes:
     control_planes: list[Node]  # one today
     workers: list[Node]
     endpoint: aws.ec2.Eip  # the control plane's Elastic IP: the API's stable public address
+    control_plane_role: pulumi.Output[str]  # its own IAM role (name): what only control planes may do
 
 
 def cluster_nodes(
@@ -102,6 +103,8 @@ def cluster_nodes(
 ) -> ClusterNodes:
     ami_id = debian_ami_id(config, parent)
     profile = instance_profile(name, config, parent)
+    # Control-plane nodes get a role of their own (workers must not write etcd snapshots, components/backups.py).
+    control_plane_profile = instance_profile(f"{name}-control-plane", config, parent)
     material = pulumi.Output.all(registry_host, registry_ca_pem).apply(
         lambda values: kubeadm.node_material(
             registry_host=values[0],
@@ -110,7 +113,14 @@ def cluster_nodes(
         )
     )
 
-    def spec(hostname: str, instance_type: str, subnet_id: pulumi.Input[str], groups: list, public: bool) -> HostSpec:
+    def spec(
+        hostname: str,
+        instance_type: str,
+        subnet_id: pulumi.Input[str],
+        groups: list,
+        public: bool,
+        role: aws.iam.InstanceProfile = profile,
+    ) -> HostSpec:
         return HostSpec(
             instance_type=instance_type,
             subnet_id=subnet_id,
@@ -125,7 +135,7 @@ def cluster_nodes(
             ),
             ami_id=ami_id,
             key_name=ssh.key_name,
-            instance_profile=profile.name,
+            instance_profile=role.name,
             associate_public_ip=public,
         )
 
@@ -159,6 +169,7 @@ def cluster_nodes(
             subnet_ids[0],
             [cluster_group_id, control_plane_group_id],
             public=False,
+            role=control_plane_profile,
         ),
         config,
         # Replacing the control plane would run `kubeadm init` on an empty etcd: refused (README "Day 2").
@@ -217,7 +228,12 @@ def cluster_nodes(
                 material=material_step(hostname, instance.public_ip, instance, []),
             )
         )
-    return ClusterNodes(control_planes=control_planes, workers=workers, endpoint=endpoint)
+    return ClusterNodes(
+        control_planes=control_planes,
+        workers=workers,
+        endpoint=endpoint,
+        control_plane_role=control_plane_profile.role.apply(lambda role: role or ""),
+    )
 
 
 def _warn(resource: pulumi.Resource, message: str | None) -> None:

@@ -118,6 +118,49 @@ KEYS: tuple[Key, ...] = (
         True,
         "Protect the GitLab data volume from deletion by Pulumi (set false only to tear a stack down for good).",
     ),
+    Key(
+        "backups",
+        "boolean",
+        True,
+        "Back up GitLab (daily gitlab-backup and its secrets to S3, daily EBS snapshots of its data volume) and "
+        'etcd (snapshots to S3) into this stack\'s bucket (README "Backups and restore"). The policy pack flags '
+        "false in prod.",
+    ),
+    Key(
+        "backupHourUtc",
+        "integer",
+        3,
+        "UTC hour (0-23) of the daily GitLab backup; the data volume's snapshot follows 2 h later.",
+    ),
+    Key("gitlabBackupRetentionDays", "integer", 30, "Days each daily GitLab backup is kept in S3 (1-3650)."),
+    Key(
+        "gitlabSnapshotRetentionDays",
+        "integer",
+        7,
+        "Days each daily EBS snapshot of the GitLab data volume is kept (1-365).",
+    ),
+    Key(
+        "etcdSnapshotIntervalMinutes",
+        "integer",
+        60,
+        "Minutes between etcd snapshots on each control-plane node (15-1440).",
+    ),
+    Key("etcdSnapshotRetentionDays", "integer", 7, "Days each frequent etcd snapshot is kept in S3 (1-3650)."),
+    Key(
+        "etcdDailyRetentionDays", "integer", 90, "Days the first etcd snapshot of each UTC day is kept in S3 (1-3650)."
+    ),
+    Key(
+        "preUpgradeBackupRetentionDays",
+        "integer",
+        90,
+        "Days the backups taken before a GitLab or Kubernetes upgrade are kept in S3 (1-3650).",
+    ),
+    Key(
+        "backupNoncurrentRetentionDays",
+        "integer",
+        7,
+        "Days an expired or overwritten backup stays recoverable as a noncurrent S3 version (1-365).",
+    ),
     Key("workerCount", "integer", 2, f"Number of Kubernetes workers (1-{MAX_WORKERS})."),
     Key(
         "kubernetesVersion",
@@ -278,6 +321,15 @@ class StackConfig:
     root_volume_size_gb: int
     gitlab_data_volume_size_gb: int
     gitlab_data_volume_protect: bool
+    backups: bool
+    backup_hour_utc: int
+    gitlab_backup_retention_days: int
+    gitlab_snapshot_retention_days: int
+    etcd_snapshot_interval_minutes: int
+    etcd_snapshot_retention_days: int
+    etcd_daily_retention_days: int
+    pre_upgrade_backup_retention_days: int
+    backup_noncurrent_retention_days: int
     worker_count: int
     kubernetes_version: str
     kubernetes_patch: str | None
@@ -616,6 +668,15 @@ def parse_config(raw: Mapping[str, str | None], project: str, stack: str) -> Sta
         root_volume_size_gb=reader.integer("rootVolumeSizeGb", 20, 1000),
         gitlab_data_volume_size_gb=reader.integer("gitlabDataVolumeSizeGb", 20, 16384),
         gitlab_data_volume_protect=reader.boolean("gitlabDataVolumeProtect"),
+        backups=reader.boolean("backups"),
+        backup_hour_utc=reader.integer("backupHourUtc", 0, 23),
+        gitlab_backup_retention_days=reader.integer("gitlabBackupRetentionDays", 1, 3650),
+        gitlab_snapshot_retention_days=reader.integer("gitlabSnapshotRetentionDays", 1, 365),
+        etcd_snapshot_interval_minutes=reader.integer("etcdSnapshotIntervalMinutes", 15, 1440),
+        etcd_snapshot_retention_days=reader.integer("etcdSnapshotRetentionDays", 1, 3650),
+        etcd_daily_retention_days=reader.integer("etcdDailyRetentionDays", 1, 3650),
+        pre_upgrade_backup_retention_days=reader.integer("preUpgradeBackupRetentionDays", 1, 3650),
+        backup_noncurrent_retention_days=reader.integer("backupNoncurrentRetentionDays", 1, 365),
         worker_count=reader.integer("workerCount", 1, MAX_WORKERS),
         kubernetes_version=_kubernetes_minor(reader),
         kubernetes_patch=_kubernetes_patch(reader),

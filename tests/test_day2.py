@@ -98,8 +98,10 @@ def test_a_kubernetes_minor_upgrade_stops_no_instance_and_runs_the_upgrade_steps
         for worker in ("worker1", "worker2")
         for kind in ("upgrade-drain", "upgrade", "upgrade-uncordon")
     ]
-    assert plan.touched() == dict.fromkeys(order, "update")
-    positions = [plan.position("update", name) for name in order]
+    # A fresh etcd snapshot first (the backups' pre-upgrade hook, run again for the new target).
+    snapshot = f"{K8S}-master-etcd-pre-upgrade-snapshot"
+    assert plan.touched() == {snapshot: "replace", **dict.fromkeys(order, "update")}
+    positions = [plan.position("create", snapshot)] + [plan.position("update", name) for name in order]
     assert positions == sorted(positions)
     # The gate gets the new minor; the workers follow what the control plane then runs.
     assert step_env(result.after, f"{K8S}-master-upgrade")["TARGET_MINOR"] == "1.37"
@@ -124,7 +126,8 @@ def test_a_patch_upgrade_takes_the_same_path() -> None:
     plan = second_up({"kubernetesPatch": "1.36.9"})
     assert plan.touched(INSTANCE) == {}
     assert plan.touched()[f"{K8S}-master-upgrade"] == "update"
-    assert set(plan.touched().values()) == {"update"}
+    assert plan.touched()[f"{K8S}-master-etcd-pre-upgrade-snapshot"] == "replace"
+    assert set(plan.touched().values()) == {"update", "replace"}
 
 
 def test_adding_a_worker_only_adds() -> None:

@@ -531,6 +531,14 @@ class StackMocks(pulumi_mocks.Mocks):
         if typ == "aws:ebs/volume:Volume":
             state.update(arn=self._arn("ec2", f"volume/vol-{short}"))
             return f"vol-{short}", state
+        if typ == "aws:s3/bucket:Bucket":
+            # Autonamed from bucket_prefix (terraform's id.PrefixedUniqueId: prefix + 26 characters).
+            bucket = inputs.get("bucket") or f"{inputs.get('bucketPrefix') or name + '-'}{short}{short[:9]}"
+            state.update(bucket=bucket, arn=f"arn:{partition(self.region)[0]}:s3:::{bucket}", region=self.region)
+            return bucket, state
+        if typ == "aws:dlm/lifecyclePolicy:LifecyclePolicy":
+            state.update(arn=self._arn("dlm", f"policy/policy-{short}"))
+            return f"policy-{short}", state
         if typ == "aws:ec2/volumeAttachment:VolumeAttachment":
             return f"vai-{short}", state
         if typ == "aws:ec2/keyPair:KeyPair":
