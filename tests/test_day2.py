@@ -462,7 +462,7 @@ def test_a_stack_deployed_before_day_2_moves_onto_this_program_without_replacing
         instances = moved.touched(INSTANCE)
         assert {name: action for name, action in instances.items() if action != "create"} == {f"{K8S}-master": "update"}
         assert {name for name, action in instances.items() if action == "create"} <= {"runners-manager"}
-        assert moved.of(f"{K8S}-master").keys == ("vpcSecurityGroupIds",)
+        assert moved.of(f"{K8S}-master").keys == ("iamInstanceProfile", "vpcSecurityGroupIds")
         # Only steps are replaced (they run again, and are idempotent); of the AWS resources only the
         # etcd rule goes (one control plane: no etcd peer). No replaced or retired step had a delete.
         replaced, deleted = moved.with_action("replace"), moved.with_action("delete")
