@@ -6,12 +6,14 @@ Reads like the architecture diagram in the README; each concept lives in compone
 import pulumi
 
 from components.app_project import AppProject, AppProjectArgs
+from components.backup_layout import dlm_target_tag
+from components.backups import Backups
 from components.cluster import KubeadmCluster, KubeadmClusterArgs
 from components.config import load_config
 from components.flux import Flux, FluxArgs
 from components.gitlab_agent import AGENT_NAME
 from components.gitlab_host import GitLabHost, GitLabHostArgs
-from components.gitlab_integration import ControlPlaneAccess, GitLabIntegration, GitLabIntegrationArgs
+from components.gitlab_integration import GitLabIntegration, GitLabIntegrationArgs, HostAccess
 from components.hosts import SshAccess
 from components.network import Network, NetworkArgs
 from components.remote import operator_ssh_key_step
@@ -22,6 +24,8 @@ config = load_config()
 network = Network("gitops", NetworkArgs(config=config))
 # The Pulumi-made admin SSH key every host accepts; remote steps use its private half.
 ssh = SshAccess("gitops-ssh", config)
+# The stack's backup bucket; the GitLab host and the control plane plug their backups in below.
+backups = Backups("backups", config) if config.backups else None
 
 gitlab_host = GitLabHost(
     "gitlab",
@@ -32,8 +36,11 @@ gitlab_host = GitLabHost(
         gitlab_security_group_id=network.gitlab_security_group_id,
         cluster_security_group_id=network.cluster_security_group_id,
         ssh=ssh,
+        before_install=backups.gitlab_before_install if backups else None,
     ),
 )
+if backups:
+    backups.gitlab_snapshots(dlm_target_tag(config.project, config.stack))
 
 # operatorSshPublicKey follows the configuration on the GitLab host too (its user data is first-boot only).
 operator_ssh_key_step(
@@ -53,6 +60,8 @@ cluster = KubeadmCluster(
         registry_host=gitlab_host.registry_host,
         registry_ca_pem=gitlab_host.ca_pem,
         ssh=ssh,
+        pre_upgrade=backups.etcd_pre_upgrade if backups else None,
+        member_joined=backups.etcd_member_joined if backups else None,
     ),
 )
 
@@ -98,14 +107,15 @@ integration = GitLabIntegration(
         config=config,
         project_id=app.project_id,
         project_path=app.path_with_namespace,
+        namespace_id=gitlab_host.admin_namespace_id,
         api_url=cluster.private_api_url,
         ca_pem=cluster.ca_pem,
         kubernetes_provider=cluster.provider,
         gitlab_provider=gitlab_host.owner_provider,
         gitlab_hostname=gitlab_host.hostname,
         gitlab_ca_pem=gitlab_host.ca_pem,
-        control_plane=ControlPlaneAccess(cluster.control_plane_ssh_host, cluster.control_plane_instance_id, ssh),
-        owner_token=gitlab_host.admin_user_token,
+        control_plane=HostAccess(cluster.control_plane_ssh_host, cluster.control_plane_instance_id, ssh),
+        gitlab_host=HostAccess(gitlab_host.public_ip, gitlab_host.instance_id, ssh),
         commit_after=app.seed_commits,
         settings_effective=gitlab_host.settings_effective,
     ),
@@ -172,8 +182,17 @@ if integration.kube_context is not None:
             "id": integration.agent_id,
             "projectPath": app.path_with_namespace,
             "kubeContext": integration.kube_context,
+            # The agentk the stack runs: `make doctor` compares what GitLab reports with it.
+            "agentkVersion": integration.agentk_version,
         },
     )
+if integration.dashboard_project_url is not None:
+    # kubernetesDashboard: whose members use GitLab's dashboard for Kubernetes (README: security model).
+    pulumi.export("kubernetesDashboardProjectUrl", integration.dashboard_project_url)
+if backups:
+    pulumi.export("backupBucket", backups.bucket_name)
+    pulumi.export("backupRegion", backups.region)
+    pulumi.export("etcdSnapshotIntervalMinutes", config.etcd_snapshot_interval_minutes)
 if flux is not None:
     pulumi.export("fluxNamespace", flux.namespace)
     pulumi.export("fluxObjects", flux.object_names)

@@ -39,6 +39,8 @@ from components.cluster_bootstrap import bootstrap_control_plane, bootstrap_work
 from components.cluster_endpoint import api_endpoint
 from components.cluster_firewall import add_rules, cluster_rules, control_plane_group, etcd_rules
 from components.cluster_lifecycle import (
+    MemberContext,
+    MemberHook,
     PreUpgradeHook,
     certificate_renewal,
     upgrade_control_plane,
@@ -66,6 +68,8 @@ class KubeadmClusterArgs:
     ssh: SshAccess
     # Steps that must finish before a Kubernetes upgrade touches the control plane (backups: an etcd snapshot).
     pre_upgrade: PreUpgradeHook | None = None
+    # Steps on each further control-plane node once it has joined (backups: its etcd snapshot timer).
+    member_joined: MemberHook | None = None
 
 
 class KubeadmCluster(pulumi.ComponentResource):
@@ -131,7 +135,14 @@ class KubeadmCluster(pulumi.ComponentResource):
 
         control_plane = bootstrap_control_plane(name, config, nodes, pki, ssh, api, self)
         gate = upgrade_control_plane(
-            name, config, master, ssh, after=[control_plane.ready], pre_upgrade=args.pre_upgrade, parent=self
+            name,
+            config,
+            master,
+            ssh,
+            after=[control_plane.ready],
+            pre_upgrade=args.pre_upgrade,
+            control_plane_role=nodes.control_plane_role,
+            parent=self,
         )
         self.kubernetes_version = gate.stdout.apply(lambda out: kubeadm.kubernetes_version(out, "the upgrade step"))
         members = control_plane_members(
@@ -147,6 +158,11 @@ class KubeadmCluster(pulumi.ComponentResource):
             after=[gate],
             parent=self,
         )
+        if args.member_joined is not None:
+            for member in members:
+                args.member_joined(
+                    MemberContext(cluster_name=name, node=member.node, ssh=ssh, after=[member.join], parent=self)
+                )
         workers = [
             bootstrap_worker(
                 name,

@@ -4,7 +4,8 @@ Upgrade order (kubernetes.io "Upgrading kubeadm clusters", "Upgrading Linux node
 no-op when the node already runs the target:
 
 0. ``pre_upgrade`` hook: steps that must finish before kubeadm touches the control plane. The
-   backups change plugs its etcd snapshot in here (``KubeadmClusterArgs.pre_upgrade``).
+   backups change plugs its etcd snapshot in here (``KubeadmClusterArgs.pre_upgrade``); its timer
+   on a further control-plane node follows that node's join (``KubeadmClusterArgs.member_joined``).
 1. ``<cluster>-master-upgrade``, the gate: reads the version the cluster runs and refuses, before
    changing anything, a skipped minor or a downgrade, naming the allowed next step. Then the
    repository moves to the target minor, kubeadm to the target patch, `kubeadm upgrade plan` and
@@ -55,12 +56,28 @@ class UpgradeContext:
     control_plane: Node
     ssh: SshAccess
     target: dict[str, str]  # TARGET_MINOR, TARGET_VERSION (exact patch or "")
+    control_plane_role: pulumi.Input[str]  # the control-plane nodes' IAM role (name): etcd snapshots' writer
     after: list[pulumi.Resource]  # what the hook's steps must wait for
     parent: pulumi.Resource
 
 
 # Returns resources the control-plane upgrade must wait for (e.g. an etcd snapshot step).
 PreUpgradeHook = Callable[[UpgradeContext], Sequence[pulumi.Resource]]
+
+
+@dataclass(frozen=True)
+class MemberContext:
+    """What a member hook may use: a further control-plane node (master2, master3), once it has joined."""
+
+    cluster_name: str
+    node: Node
+    ssh: SshAccess
+    after: list[pulumi.Resource]  # its join: etcd runs on it
+    parent: pulumi.Resource
+
+
+# Runs once per further control-plane node, after the pre-upgrade hook (e.g. its etcd snapshot timer).
+MemberHook = Callable[[MemberContext], Sequence[pulumi.Resource]]
 
 
 def upgrade_control_plane(
@@ -71,11 +88,21 @@ def upgrade_control_plane(
     *,
     after: list[pulumi.Resource],
     pre_upgrade: PreUpgradeHook | None,
+    control_plane_role: pulumi.Input[str],
     parent: pulumi.Resource,
 ) -> command.remote.Command:
     """The gate and the control plane's upgrade; its stdout is the version the control plane runs."""
     target = kubeadm.upgrade_target(config.kubernetes_version, config.kubernetes_patch)
-    hooked = list(pre_upgrade(UpgradeContext(name, master, ssh, target, after, parent))) if pre_upgrade else []
+    context = UpgradeContext(
+        cluster_name=name,
+        control_plane=master,
+        ssh=ssh,
+        target=target,
+        control_plane_role=control_plane_role,
+        after=after,
+        parent=parent,
+    )
+    hooked = list(pre_upgrade(context)) if pre_upgrade else []
     return remote_step(
         f"{name}-{master.name}-upgrade",
         host=master.ssh_host,

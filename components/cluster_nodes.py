@@ -110,7 +110,8 @@ class NodeBuilder:
     name: str  # the cluster's
     config: StackConfig
     ami_id: pulumi.Input[str]
-    instance_profile: pulumi.Input[str]
+    instance_profile: pulumi.Input[str]  # workers'
+    control_plane_profile: pulumi.Input[str]  # every control-plane node's (etcd snapshots' writer)
     material: pulumi.Output[dict[str, str]]
     subnet_ids: list[pulumi.Input[str]]
     cluster_group_id: pulumi.Input[str]
@@ -119,7 +120,13 @@ class NodeBuilder:
     parent: pulumi.Resource
 
     def spec(
-        self, hostname: str, instance_type: str, subnet_id: pulumi.Input[str], groups: list, public: bool
+        self,
+        hostname: str,
+        instance_type: str,
+        subnet_id: pulumi.Input[str],
+        groups: list,
+        public: bool,
+        control_plane: bool = False,
     ) -> HostSpec:
         config = self.config
         return HostSpec(
@@ -136,7 +143,7 @@ class NodeBuilder:
             ),
             ami_id=self.ami_id,
             key_name=self.ssh.key_name,
-            instance_profile=self.instance_profile,
+            instance_profile=self.control_plane_profile if control_plane else self.instance_profile,
             associate_public_ip=public,
         )
 
@@ -171,6 +178,7 @@ class NodeBuilder:
                 self.subnet_ids[control_plane_subnet_index(index, len(self.subnet_ids))],
                 [self.cluster_group_id, self.control_plane_group_id],
                 public=True,
+                control_plane=True,
             ),
             config,
             pulumi.ResourceOptions(
@@ -204,6 +212,7 @@ class ClusterNodes:
     workers: list[Node]
     endpoint: aws.ec2.Eip  # the first control plane's Elastic IP: the API's stable public address
     builder: NodeBuilder
+    control_plane_role: pulumi.Output[str]  # the control planes' own IAM role (name): what only they may do
 
 
 def cluster_nodes(
@@ -218,6 +227,9 @@ def cluster_nodes(
     ssh: SshAccess,
     parent: pulumi.Resource,
 ) -> ClusterNodes:
+    # Control-plane nodes get a role of their own (workers must not write etcd snapshots,
+    # components/backups.py); every control-plane node has it, the members too.
+    control_plane_profile = instance_profile(f"{name}-control-plane", config, parent)
     material = pulumi.Output.all(registry_host, registry_ca_pem).apply(
         lambda values: kubeadm.node_material(
             registry_host=values[0],
@@ -230,6 +242,7 @@ def cluster_nodes(
         config=config,
         ami_id=debian_ami_id(config, parent),
         instance_profile=instance_profile(name, config, parent).name,
+        control_plane_profile=control_plane_profile.name,
         material=material,
         subnet_ids=list(subnet_ids),
         cluster_group_id=cluster_group_id,
@@ -254,6 +267,7 @@ def cluster_nodes(
             subnet_ids[0],
             [cluster_group_id, control_plane_group_id],
             public=False,
+            control_plane=True,
         ),
         config,
         # Replacing the control plane would run `kubeadm init` on an empty etcd: refused (README "Day 2").
@@ -312,7 +326,13 @@ def cluster_nodes(
                 material=builder.material_step(hostname, instance.public_ip, instance, []),
             )
         )
-    return ClusterNodes(control_planes=control_planes, workers=workers, endpoint=endpoint, builder=builder)
+    return ClusterNodes(
+        control_planes=control_planes,
+        workers=workers,
+        endpoint=endpoint,
+        builder=builder,
+        control_plane_role=control_plane_profile.role.apply(lambda role: role or ""),
+    )
 
 
 def _warn(resource: pulumi.Resource, message: str | None) -> None:

@@ -35,6 +35,8 @@ DELIVERY_MODES = ("pull", "push")
 # How GitLab reaches the cluster: its agent for Kubernetes (agentk in the cluster, KAS in GitLab), or
 # the tutorial's deprecated certificate-based cluster (components/gitlab_integration.py).
 CLUSTER_INTEGRATIONS = ("agent", "certificate")
+# The private project whose members may use the agent through GitLab (kubernetesDashboard).
+OPERATORS_PROJECT = "cluster-operators"
 # The cluster's own address ranges (components/kubeadm.py: Flannel's pod network, kubeadm's
 # default service range): the VPC must not overlap them.
 CLUSTER_RANGES = {"pod network": "10.244.0.0/16", "service network": "10.96.0.0/12"}
@@ -127,6 +129,49 @@ KEYS: tuple[Key, ...] = (
         "Kubernetes control-plane nodes, each with an etcd member: 1, or 3 for a highly available control plane "
         "behind an internal load balancer (README: Highly available control plane). 1 to 3 is a `pulumi up`; "
         "3 to 1 is refused.",
+    ),
+    Key(
+        "backups",
+        "boolean",
+        True,
+        "Back up GitLab (daily gitlab-backup and its secrets to S3, daily EBS snapshots of its data volume) and "
+        'etcd (snapshots to S3) into this stack\'s bucket (README "Backups and restore"). The policy pack flags '
+        "false in prod.",
+    ),
+    Key(
+        "backupHourUtc",
+        "integer",
+        3,
+        "UTC hour (0-23) of the daily GitLab backup; the data volume's snapshot follows 2 h later.",
+    ),
+    Key("gitlabBackupRetentionDays", "integer", 30, "Days each daily GitLab backup is kept in S3 (1-3650)."),
+    Key(
+        "gitlabSnapshotRetentionDays",
+        "integer",
+        7,
+        "Days each daily EBS snapshot of the GitLab data volume is kept (1-365).",
+    ),
+    Key(
+        "etcdSnapshotIntervalMinutes",
+        "integer",
+        60,
+        "Minutes between etcd snapshots on each control-plane node (15-1440).",
+    ),
+    Key("etcdSnapshotRetentionDays", "integer", 7, "Days each frequent etcd snapshot is kept in S3 (1-3650)."),
+    Key(
+        "etcdDailyRetentionDays", "integer", 90, "Days the first etcd snapshot of each UTC day is kept in S3 (1-3650)."
+    ),
+    Key(
+        "preUpgradeBackupRetentionDays",
+        "integer",
+        90,
+        "Days the backups taken before a GitLab or Kubernetes upgrade are kept in S3 (1-3650).",
+    ),
+    Key(
+        "backupNoncurrentRetentionDays",
+        "integer",
+        7,
+        "Days an expired or overwritten backup stays recoverable as a noncurrent S3 version (1-365).",
     ),
     Key("workerCount", "integer", 2, f"Number of Kubernetes workers (1-{MAX_WORKERS})."),
     Key(
@@ -234,6 +279,14 @@ KEYS: tuple[Key, ...] = (
         "How GitLab reaches the cluster: agent (GitLab agent for Kubernetes) or certificate (the tutorial's "
         "deprecated certificate-based cluster, GitLab below 20.0 only). README: switching.",
     ),
+    Key(
+        "kubernetesDashboard",
+        "boolean",
+        False,
+        "GitLab's dashboard for Kubernetes (and its Kubernetes API proxy) for the members of a private "
+        f"project {OPERATORS_PROJECT}, who then act as cluster-admin; instance admins too. Agent mode only. "
+        "README: security model.",
+    ),
     Key("projectName", "string", "shark-application", "GitLab project path of the sample app."),
     Key("projectVisibility", "string", "public", "GitLab visibility of the app project: public, internal or private."),
     Key("appName", "string", "shark-app", "Kubernetes name of the app's Deployment and Service."),
@@ -281,6 +334,15 @@ class StackConfig:
     gitlab_data_volume_size_gb: int
     gitlab_data_volume_protect: bool
     control_plane_count: int
+    backups: bool
+    backup_hour_utc: int
+    gitlab_backup_retention_days: int
+    gitlab_snapshot_retention_days: int
+    etcd_snapshot_interval_minutes: int
+    etcd_snapshot_retention_days: int
+    etcd_daily_retention_days: int
+    pre_upgrade_backup_retention_days: int
+    backup_noncurrent_retention_days: int
     worker_count: int
     kubernetes_version: str
     kubernetes_patch: str | None
@@ -303,6 +365,7 @@ class StackConfig:
     flux_version: str
     delivery: Literal["pull", "push"]
     cluster_integration: Literal["agent", "certificate"]
+    kubernetes_dashboard: bool
     project_name: str
     project_visibility: Literal["public", "internal", "private"]
     app_name: str
@@ -645,6 +708,15 @@ def parse_config(raw: Mapping[str, str | None], project: str, stack: str) -> Sta
         gitlab_data_volume_size_gb=reader.integer("gitlabDataVolumeSizeGb", 20, 16384),
         gitlab_data_volume_protect=reader.boolean("gitlabDataVolumeProtect"),
         control_plane_count=_control_plane_count(reader),
+        backups=reader.boolean("backups"),
+        backup_hour_utc=reader.integer("backupHourUtc", 0, 23),
+        gitlab_backup_retention_days=reader.integer("gitlabBackupRetentionDays", 1, 3650),
+        gitlab_snapshot_retention_days=reader.integer("gitlabSnapshotRetentionDays", 1, 365),
+        etcd_snapshot_interval_minutes=reader.integer("etcdSnapshotIntervalMinutes", 15, 1440),
+        etcd_snapshot_retention_days=reader.integer("etcdSnapshotRetentionDays", 1, 3650),
+        etcd_daily_retention_days=reader.integer("etcdDailyRetentionDays", 1, 3650),
+        pre_upgrade_backup_retention_days=reader.integer("preUpgradeBackupRetentionDays", 1, 3650),
+        backup_noncurrent_retention_days=reader.integer("backupNoncurrentRetentionDays", 1, 365),
         worker_count=reader.integer("workerCount", 1, MAX_WORKERS),
         kubernetes_version=_kubernetes_minor(reader),
         kubernetes_patch=_kubernetes_patch(reader),
@@ -677,6 +749,7 @@ def parse_config(raw: Mapping[str, str | None], project: str, stack: str) -> Sta
         flux_version=reader.matching("fluxVersion", _SEMVER_TAG, "a pinned Flux v2 release tag such as v2.10.0"),
         delivery=reader.choice("delivery", DELIVERY_MODES),  # type: ignore[arg-type]
         cluster_integration=reader.choice("clusterIntegration", CLUSTER_INTEGRATIONS),  # type: ignore[arg-type]
+        kubernetes_dashboard=reader.boolean("kubernetesDashboard"),
         project_name=reader.matching(
             "projectName",
             _PROJECT_PATH,
@@ -690,6 +763,18 @@ def parse_config(raw: Mapping[str, str | None], project: str, stack: str) -> Sta
         default_branch=reader.matching("defaultBranch", _BRANCH, "a git branch name such as main"),
         extra_tags=_extra_tags(reader),
     )
+    if config.kubernetes_dashboard and config.cluster_integration == "certificate":
+        reader.fail(
+            "kubernetesDashboard",
+            True,
+            "false with clusterIntegration certificate: the dashboard needs GitLab's agent (clusterIntegration agent)",
+        )
+    if config.kubernetes_dashboard and config.project_name == OPERATORS_PROJECT:
+        reader.fail(
+            "projectName",
+            config.project_name,
+            f"a name other than {OPERATORS_PROJECT}, the dashboard's operators project (kubernetesDashboard)",
+        )
     if config.flux_version and not config.flux_version.startswith("v2."):
         reader.fail("fluxVersion", config.flux_version, "a Flux v2 release (v2.X.Y): Flux v1 is end of life")
     if reader.problems:

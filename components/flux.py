@@ -136,7 +136,11 @@ class Flux(pulumi.ComponentResource):
         # The controllers and their CRDs, straight from the pinned release (a remote component:
         # it waits for the controllers' Deployments to be ready).
         install = k8s.yaml.v2.ConfigFile(
-            f"{name}-install", file=install_manifest_url(config.flux_version), opts=on_cluster
+            f"{name}-install",
+            file=install_manifest_url(config.flux_version),
+            # Its objects are children registered by the provider's Construct: they take the providers
+            # map given here (components/gitlab_integration.py, the agent's chart, says why).
+            opts=pulumi.ResourceOptions(parent=self, providers=[args.kubernetes_provider]),
         )
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace", metadata=k8s.meta.v1.ObjectMetaArgs(name=NAMESPACE), opts=on_cluster

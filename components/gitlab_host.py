@@ -31,6 +31,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,8 @@ import pulumi_gitlab as gitlab
 import pulumi_random as random
 import pulumi_tls as tls
 
+from components.backup_layout import dlm_target_tag
+from components.backups import GitLabBackupTarget
 from components.cloudinit import render
 from components.config import StackConfig
 from components.gitlab_config import (
@@ -94,6 +97,8 @@ class GitLabHostArgs:
     cluster_security_group_id: pulumi.Input[str]
     ssh: SshAccess
     ami_id: pulumi.Input[str] | None = None  # None: the newest official Debian 12 image (or config amiId)
+    # Steps the install step waits for (backups: the hook it runs before an upgrade, the role's policy).
+    before_install: Callable[[GitLabBackupTarget], Sequence[pulumi.Resource]] | None = None
 
 
 def ca_file_path(stack: str) -> str:
@@ -270,7 +275,8 @@ class GitLabHost(pulumi.ComponentResource):
             size=config.gitlab_data_volume_size_gb,
             type="gp3",
             encrypted=True,
-            tags=config.tags(f"{name}-data"),
+            # The backup tag selects it for the stack's daily snapshots (components/backups.py).
+            tags={**config.tags(f"{name}-data"), **dlm_target_tag(config.project, config.stack)},
             # Repositories, registry and database: a destroy or a replacement must be deliberate.
             opts=pulumi.ResourceOptions(parent=self, protect=config.gitlab_data_volume_protect),
         )
@@ -293,6 +299,22 @@ class GitLabHost(pulumi.ComponentResource):
 
         # ---- 3. steps over SSH --------------------------------------------------------------------
         ssh_host = eip.public_ip
+        prepared = (
+            list(
+                args.before_install(
+                    GitLabBackupTarget(
+                        role_name=profile.role.apply(lambda role: role or ""),
+                        ssh_host=ssh_host,
+                        instance_id=instance.id,
+                        ssh=args.ssh,
+                        after=[association],
+                        parent=self,
+                    )
+                )
+            )
+            if args.before_install
+            else []
+        )
         install = remote_step(
             f"{name}-install",
             host=ssh_host,
@@ -332,7 +354,7 @@ class GitLabHost(pulumi.ComponentResource):
             ),
             # A new instance (or a new data volume) starts from scratch: run again.
             triggers=[instance.id, volume.id],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[association, attachment]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[association, attachment, *prepared]),
         )
         seed = remote_step(
             f"{name}-seed-admin-token",

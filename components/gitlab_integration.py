@@ -6,9 +6,12 @@ identity GitLab acts as in the cluster.
 ``clusterIntegration: agent`` (default, GitLab's supported integration): the agent `k8s-cluster`
 registered in the app project with its token (a secret end to end: GitLab -> Pulumi state -> the
 Secret agentk reads), its configuration file on the default branch (CI access for the push
-pipeline's deployment job, the dashboard for the project's members), agentk from GitLab's chart
-running as `gitlab-admin`, and a step that ends only when GitLab reports the agent connected. No
-long-lived token exists, GitLab needs no route to the API server, and no KUBE_* variable.
+pipeline's deployment job; with kubernetesDashboard, GitLab's dashboard for the members of a private
+operators project only), agentk from GitLab's chart running as `gitlab-admin`, a step on the control
+plane that restarts agentk for a new token and names the pods that run now, and a step on the GitLab
+host that ends only when GitLab's agent server reports one of them connected. No long-lived token
+exists, GitLab needs no route to the API server, no KUBE_* variable, and no GitLab credential goes to
+the cluster.
 
 ``clusterIntegration: certificate`` (legacy, GitLab < 20.0): a long-lived token Secret for
 `gitlab-admin`, the project's certificate-based cluster "k8s cluster", and the CI/CD variables
@@ -28,7 +31,7 @@ import pulumi_kubernetes as k8s
 
 from components import gitlab_agent as agent_spec
 from components import versions
-from components.config import StackConfig
+from components.config import OPERATORS_PROJECT, StackConfig
 from components.hosts import SshAccess
 from components.remote import remote_step
 
@@ -38,11 +41,18 @@ TOKEN_SECRET = "gitlab-admin-token"
 CLUSTER_NAME = "k8s cluster"  # the tutorial's name in GitLab
 # agentk dials KAS within seconds of starting; GitLab answers for it once KAS has the connection.
 AGENT_CONNECT_TIMEOUT_SECONDS = 600
+# What `gitlab-rails runner` may take to start on the GitLab host, on top of that wait.
+RAILS_RUNNER_BOOT_SECONDS = 300
+# agentk's pods: rolled out (a restart for a new token included) within this; then their log is
+# watched this long for errors no waiting fixes (userdata/agent/agentk-rollout.sh).
+AGENTK_ROLLOUT_TIMEOUT_SECONDS = 300
+AGENTK_LOG_GRACE_SECONDS = 15
 
 
 @dataclass(frozen=True)
-class ControlPlaneAccess:
-    """Where a step with the admin kubeconfig runs (KubeadmCluster.control_plane_*)."""
+class HostAccess:
+    """Where a step runs over SSH: the control plane (KubeadmCluster.control_plane_*, the admin
+    kubeconfig) or the GitLab host (GitLabHost.public_ip/instance_id, the GitLab container)."""
 
     ssh_host: pulumi.Input[str]
     instance_id: pulumi.Input[str]
@@ -54,14 +64,15 @@ class GitLabIntegrationArgs:
     config: StackConfig
     project_id: pulumi.Input[str]
     project_path: pulumi.Input[str]  # <namespace>/<project>: what ci_access and CI contexts name
+    namespace_id: pulumi.Input[int]  # the daily admin's namespace: the dashboard's operators project lands there
     api_url: pulumi.Input[str]  # the cluster's private API URL: GitLab reaches it inside the VPC
     ca_pem: pulumi.Input[str]  # the cluster's CA
     kubernetes_provider: pulumi.ProviderResource
     gitlab_provider: pulumi.ProviderResource  # the project Owner's (GitLabHost.owner_provider)
     gitlab_hostname: pulumi.Input[str]
     gitlab_ca_pem: pulumi.Input[str]
-    control_plane: ControlPlaneAccess
-    owner_token: pulumi.Input[str]  # the Owner's API token: the readiness step asks GitLab with it
+    control_plane: HostAccess
+    gitlab_host: HostAccess
     # The app's seed commits: the agent's configuration file is committed after them, one commit at a time.
     commit_after: Sequence[pulumi.Resource] = ()
     # GitLabHost.settings_effective: the step that turned on local requests and the
@@ -76,6 +87,8 @@ class GitLabIntegration(pulumi.ComponentResource):
     # agent mode
     agent_id: pulumi.Output[int] | None
     kube_context: pulumi.Output[str] | None
+    agentk_version: str | None  # the agentk image tag the chart runs (v<GitLab version>)
+    dashboard_project_url: pulumi.Output[str] | None  # kubernetesDashboard: the operators project
     # certificate mode
     token: pulumi.Output[str] | None
     cluster_id: pulumi.Output[str] | None
@@ -87,6 +100,7 @@ class GitLabIntegration(pulumi.ComponentResource):
         self._on_gitlab = pulumi.ResourceOptions(parent=self, provider=args.gitlab_provider)
         self.integration = args.config.cluster_integration
         self.agent_id = self.kube_context = self.token = self.cluster_id = None
+        self.agentk_version = self.dashboard_project_url = None
 
         account = k8s.core.v1.ServiceAccount(
             f"{name}-sa",
@@ -130,6 +144,34 @@ class GitLabIntegration(pulumi.ComponentResource):
         self.agent_id = agent.agent_id
         self.kube_context = pulumi.Output.from_input(args.project_path).apply(agent_spec.kube_context)
 
+        # kubernetesDashboard: who may use the agent through GitLab (dashboard, Kubernetes API proxy) is
+        # whoever is Developer+ in this private project, created by the daily admin (its Owner, its only
+        # member), and GitLab's instance admins. Not the app project: its Developers would get
+        # cluster-admin. Same top-level namespace as the agent's project, as user_access requires
+        # (Authorizations::UserAccess::RefreshService: root_ancestor.all_projects).
+        operators_path: pulumi.Input[str | None] = None
+        if config.kubernetes_dashboard:
+            operators = gitlab.Project(
+                f"{name}-operators",
+                name=OPERATORS_PROJECT,
+                path=OPERATORS_PROJECT,
+                namespace_id=args.namespace_id,
+                description=(
+                    "Its members (Developer or higher) and GitLab's administrators use the GitLab agent "
+                    f"{agent_spec.AGENT_NAME} as cluster-admin: dashboard for Kubernetes, Kubernetes API proxy "
+                    "(set by Pulumi, kubernetesDashboard)"
+                ),
+                visibility_level="private",
+                # Nothing runs or is stored here: it only carries a membership.
+                builds_access_level="disabled",
+                container_registry_access_level="disabled",
+                packages_enabled=False,
+                auto_devops_enabled=False,
+                shared_runners_enabled=False,
+                opts=self._on_gitlab,
+            )
+            operators_path = operators.path_with_namespace
+            self.dashboard_project_url = operators.web_url
         # Read by KAS from the default branch when agentk connects (and every poll period after):
         # committed before agentk starts, it authorizes CI from the first connection on.
         agent_config = gitlab.RepositoryFile(
@@ -137,7 +179,9 @@ class GitLabIntegration(pulumi.ComponentResource):
             project=args.project_id,
             branch=config.default_branch,
             file_path=agent_spec.AGENT_CONFIG_PATH,
-            content=pulumi.Output.from_input(args.project_path).apply(agent_spec.agent_config),
+            content=pulumi.Output.all(args.project_path, operators_path).apply(
+                lambda paths: agent_spec.agent_config(paths[0], paths[1])
+            ),
             encoding="text",
             overwrite_on_create=True,
             create_commit_message=f"[skip ci] Configure the GitLab agent {agent_spec.AGENT_NAME}",
@@ -156,13 +200,10 @@ class GitLabIntegration(pulumi.ComponentResource):
             string_data={agent_spec.TOKEN_SECRET_KEY: pulumi.Output.secret(token.token)},
             opts=self._on_cluster,
         )
-        values = pulumi.Output.all(args.gitlab_hostname, args.gitlab_ca_pem, token.token_id).apply(
-            lambda v: agent_spec.chart_values(
-                hostname=v[0],
-                ca_pem=v[1],
-                agentk_tag=versions.agentk_tag(config.gitlab_image_tag),
-                token_id=str(v[2]),
-            )
+        self.agentk_version = agentk_tag = versions.agentk_tag(config.gitlab_image_tag)
+        # Nothing here depends on the token: a token replacement leaves every value known in preview.
+        values = pulumi.Output.all(args.gitlab_hostname, args.gitlab_ca_pem).apply(
+            lambda v: agent_spec.chart_values(hostname=v[0], ca_pem=v[1], agentk_tag=agentk_tag)
         )
         chart = k8s.helm.v4.Chart(
             f"{name}-agentk",
@@ -172,32 +213,64 @@ class GitLabIntegration(pulumi.ComponentResource):
             name=agent_spec.RELEASE,
             namespace=agent_spec.NAMESPACE,
             values=values,
-            opts=pulumi.ResourceOptions.merge(
-                self._on_cluster, pulumi.ResourceOptions(depends_on=[*identity, token_secret, agent_config])
+            # A remote component: the provider's Construct registers the rendered objects as its
+            # children, which take the providers map the component is registered with. `providers`
+            # is the option meant "for this resource and child resources" (pulumi ResourceOptions);
+            # `provider=` only reaches them because the Python SDK folds it into that map
+            # (pulumi-kubernetes#3684: other SDKs have not).
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                providers=[args.kubernetes_provider],
+                depends_on=[*identity, token_secret, agent_config],
             ),
         )
-        # A Ready Deployment says nothing about the connection (agentk's readiness probe does not
-        # check KAS): wait until GitLab itself reports the agent connected, or fail with agentk's logs.
-        connected = remote_step(
-            f"{name}-agent-connected",
+        # On the control plane, with admin.conf only: restart agentk when the token is new, wait for
+        # the rollout, and name the pods that run now (the token's id re-runs it).
+        rollout = remote_step(
+            f"{name}-agentk-rollout",
             host=args.control_plane.ssh_host,
             private_key=args.control_plane.ssh.private_key_openssh,
-            script="agent/wait-connected.sh",
+            script="agent/agentk-rollout.sh",
             env={
-                "GITLAB_URL": pulumi.Output.concat("https://", args.gitlab_hostname),
-                "GITLAB_CA_PEM": args.gitlab_ca_pem,
-                "PROJECT_PATH": args.project_path,
-                "AGENT_NAME": agent_spec.AGENT_NAME,
                 "AGENT_NAMESPACE": agent_spec.NAMESPACE,
                 "POD_SELECTOR": agent_spec.POD_SELECTOR,
-                "AGENTK_VERSION": versions.agentk_tag(config.gitlab_image_tag),
-                # A new token (or agent) is checked again.
+                "AGENTK_IMAGE": agent_spec.agentk_image(agentk_tag),
                 "AGENT_TOKEN_ID": token.token_id.apply(str),
-                "TIMEOUT_SECONDS": str(AGENT_CONNECT_TIMEOUT_SECONDS),
+                "TOKEN_ANNOTATION": agent_spec.TOKEN_ID_ANNOTATION,
+                "TIMEOUT_SECONDS": str(AGENTK_ROLLOUT_TIMEOUT_SECONDS),
+                "LOG_GRACE_SECONDS": str(AGENTK_LOG_GRACE_SECONDS),
             },
-            stdin=pulumi.Output.secret(args.owner_token),
             triggers=[args.control_plane.instance_id],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[chart, token_secret, agent_config]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[chart, token_secret]),
+        )
+        # A Ready Deployment says nothing about the connection (agentk's readiness probe does not
+        # check KAS): on the GitLab host, GitLab itself is asked, with no token, until its agent
+        # server reports one of those pods connected. The old token is revoked only after this.
+        program = pulumi.Output.all(agent.agent_id, token.token_id, args.project_path, rollout.stdout).apply(
+            lambda v: agent_spec.connection_program(
+                agent_id=int(v[0]),
+                token_id=int(v[1]),
+                project_path=v[2],
+                agent_name=agent_spec.AGENT_NAME,
+                agentk_tag=agentk_tag,
+                pods=agent_spec.agentk_pods(v[3]),
+                timeout_seconds=AGENT_CONNECT_TIMEOUT_SECONDS,
+            )
+        )
+        connected = remote_step(
+            f"{name}-agent-connected",
+            host=args.gitlab_host.ssh_host,
+            private_key=args.gitlab_host.ssh.private_key_openssh,
+            script="agent/wait-connected.sh",
+            env={
+                "TIMEOUT_SECONDS": str(AGENT_CONNECT_TIMEOUT_SECONDS),
+                "RUNNER_BOOT_SECONDS": str(RAILS_RUNNER_BOOT_SECONDS),
+                "AGENT_NAMESPACE": agent_spec.NAMESPACE,
+                "POD_SELECTOR": agent_spec.POD_SELECTOR,
+            },
+            stdin=program,
+            triggers=[args.gitlab_host.instance_id],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[rollout, agent_config]),
         )
         # GitLab's Kubernetes API proxy serves GitLab's certificate; the KUBECONFIG it injects has no CA.
         ca_variable = gitlab.ProjectVariable(

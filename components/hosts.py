@@ -85,9 +85,10 @@ class SshAccess(pulumi.ComponentResource):
 
 
 def instance_profile(name: str, config: StackConfig, parent: pulumi.Resource) -> aws.iam.InstanceProfile:
-    """A role with no permissions at all: the hosts call no AWS API (no cloud provider, no SSM).
+    """A role with no permissions of its own (no cloud provider, no SSM).
 
-    It exists so that an operator can attach a policy later without replacing the instance.
+    Components attach what a host needs (components/backups.py: its own prefix of the backup bucket),
+    and an operator can attach a policy later, without replacing the instance.
     """
     role = aws.iam.Role(
         f"{name}-role",

@@ -100,6 +100,7 @@ def test_every_step_whose_stdout_the_program_reads_sends_everything_else_to_stde
         "cluster/control-plane-upgrade.sh",
         "cluster/certificates.sh",
         "gitlab/seed-admin-token.sh",
+        "agent/agentk-rollout.sh",
     }
     for script in [*reading, "cluster/renew-certificates.sh"]:
         body = (ROOT / "userdata" / script).read_text()

@@ -172,6 +172,19 @@ BAD_INPUTS = [
         id="flow-log-retention",
     ),
     pytest.param({"flowLogRetentionDays": "forever"}, ["flowLogRetentionDays: got 'forever'"], id="flow-log-words"),
+    pytest.param(
+        {"kubernetesDashboard": "yes"}, ["kubernetesDashboard: got 'yes'", "true or false"], id="dashboard-not-bool"
+    ),
+    pytest.param(
+        {"kubernetesDashboard": True, "clusterIntegration": "certificate"},
+        ["kubernetesDashboard: got True", "false with clusterIntegration certificate", "needs GitLab's agent"],
+        id="dashboard-without-agent",
+    ),
+    pytest.param(
+        {"kubernetesDashboard": True, "projectName": "cluster-operators"},
+        ["projectName: got 'cluster-operators'", "the dashboard's operators project"],
+        id="dashboard-project-name-taken",
+    ),
     pytest.param({"fluxVersion": "latest"}, ["fluxVersion: got 'latest'"], id="flux-latest"),
     pytest.param({"fluxVersion": "v1.25.4"}, ["fluxVersion: got 'v1.25.4'", "Flux v1 is end of life"], id="flux-v1"),
     pytest.param({"flannelVersion": "latest"}, ["flannelVersion: got 'latest'"], id="flannel-latest"),
@@ -206,6 +219,35 @@ BAD_INPUTS = [
     pytest.param({"operatorSshPublicKey": "not a key"}, ["operatorSshPublicKey: got 'not a key'"], id="ssh-key"),
     pytest.param({"gitlabAdminEmail": "ops"}, ["gitlabAdminEmail: got 'ops'"], id="email"),
     pytest.param({"adminCidr": ["203.0.113.7/32"]}, ["adminCidr: unknown key"], id="typo-key"),
+    pytest.param({"backups": "off"}, ["backups: got 'off'", "true or false"], id="backups-not-bool"),
+    pytest.param({"backupHourUtc": 24}, ["backupHourUtc: got 24", "an integer from 0 to 23"], id="backup-hour"),
+    pytest.param({"backupHourUtc": "3am"}, ["backupHourUtc: got '3am'"], id="backup-hour-text"),
+    pytest.param(
+        {"gitlabBackupRetentionDays": 0}, ["gitlabBackupRetentionDays: got 0", "from 1 to 3650"], id="gitlab-keep-0"
+    ),
+    pytest.param(
+        {"gitlabSnapshotRetentionDays": 366},
+        ["gitlabSnapshotRetentionDays: got 366", "from 1 to 365"],
+        id="snapshot-keep-above-max",
+    ),
+    pytest.param(
+        {"etcdSnapshotIntervalMinutes": 5},
+        ["etcdSnapshotIntervalMinutes: got 5", "an integer from 15 to 1440"],
+        id="etcd-interval-too-often",
+    ),
+    pytest.param(
+        {"etcdSnapshotIntervalMinutes": 2880}, ["etcdSnapshotIntervalMinutes: got 2880"], id="etcd-interval-rare"
+    ),
+    pytest.param({"etcdSnapshotRetentionDays": -1}, ["etcdSnapshotRetentionDays: got -1"], id="etcd-keep-negative"),
+    pytest.param({"etcdDailyRetentionDays": 3651}, ["etcdDailyRetentionDays: got 3651"], id="etcd-daily-keep-max"),
+    pytest.param(
+        {"preUpgradeBackupRetentionDays": "90d"}, ["preUpgradeBackupRetentionDays: got '90d'"], id="pre-upgrade-keep"
+    ),
+    pytest.param(
+        {"backupNoncurrentRetentionDays": 0},
+        ["backupNoncurrentRetentionDays: got 0", "from 1 to 365"],
+        id="noncurrent-keep-0",
+    ),
 ]
 
 

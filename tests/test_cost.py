@@ -44,6 +44,12 @@ def test_every_price_names_its_source_and_date() -> None:
         assert entry["source"] and entry["as_of"] and entry["unit"], key
 
 
+# The backup bucket and the data volume's snapshots at the table's assumed sizes (backups on by default).
+ASSUMED = PRICES["assumptions"]
+BACKUPS = ASSUMED["s3_stored_gib"] * _item("s3_standard_gib_month")
+BACKUPS += ASSUMED["snapshot_stored_gib"] * _item("ebs_snapshot_gib_month")
+
+
 # ---- the repository's stacks -----------------------------------------------------------------
 def test_dev_is_priced_by_instance_type_storage_and_public_addresses() -> None:
     report = cost.estimate(run_fixture_stack("dev", ADMIN))
@@ -65,6 +71,7 @@ def test_dev_is_priced_by_instance_type_storage_and_public_addresses() -> None:
         + 200 * _item("ebs_gp3_gib_month")
         + 5 * _item("public_ipv4_hour") * HOURS
         + _item("route53_hosted_zone_month")
+        + BACKUPS
     )
     job_vm = _hourly("t3.medium") * HOURS + 30 * _item("ebs_gp3_gib_month") + _item("public_ipv4_hour") * HOURS
     assert report["total"] == pytest.approx(expected, abs=0.01)
@@ -128,7 +135,8 @@ def test_an_unknown_instance_type_is_reported_not_priced_as_zero() -> None:
         priced_only
         + 200 * _item("ebs_gp3_gib_month")
         + 5 * _item("public_ipv4_hour") * HOURS
-        + _item("route53_hosted_zone_month"),
+        + _item("route53_hosted_zone_month")
+        + BACKUPS,
         abs=0.01,
     )
 
@@ -179,11 +187,11 @@ def test_fleets_load_balancers_buckets_and_provisioned_gp3_slot_in() -> None:
     assert lines["nlb-lcu"]["quantity"] == PRICES["assumptions"]["lb_capacity_units"]
     assert "assumes" in lines["nlb-lcu"]["note"]
     assert (lines["ipv4"]["quantity"], lines["ipv4"]["maximum"]) == (2, 2 + 4)  # NLB's two zones, then runners
-    assert lines["s3"]["in_total"] is False and "not in the total" in lines["s3"]["note"]
+    assert lines["s3"]["in_total"] is True and "assumes 93 GiB each" in lines["s3"]["note"]
     assert report["total_max"] > report["total"]
     text = cost.markdown(report)
     assert "at max |" in text and "(max 4 instances)" in text
-    assert "S3 Standard storage (backups): depends on use" in text
+    assert "| S3 Standard storage | 93 GiB |" in text
 
 
 # ---- the difference against a base -------------------------------------------------------------

@@ -33,7 +33,7 @@ case "$1 $2" in
   "stack select") [[ -f "$state/stack" ]] || { echo "error: no stack named '$3' found" >&2; exit 255; } ;;
   "stack init") touch "$state/stack" ;;
   "stack rm") rm -f "$state/stack" ;;
-  "stack output") [[ -f "$state/ca.pem" ]] && cat "$state/ca.pem" || { echo "error: current stack does not have output property '$3'" >&2; exit 255; } ;;
+  "stack output") file="$state/ca.pem"; [[ "$3" == backupBucket ]] && file="$state/bucket"; [[ -f "$file" ]] && cat "$file" || { echo "error: current stack does not have output property '$3'" >&2; exit 255; } ;;
   "config get") cat "$state/config-$3" ;;
   "config set") printf '%s' "$4" >"$state/config-$3" ;;
   "up --stack") fail_if up ;;
@@ -58,6 +58,11 @@ case "$1 $2" in
   "ec2 describe-tags") id="${6#Name=resource-id,Values=}"; if [[ -f "$state/exists-$id" ]]; then echo 2; else echo 0; fi ;;
   "ec2 delete-snapshot") : ;;
   "iam get-role") echo "An error occurred (NoSuchEntity) when calling the GetRole operation" >&2; exit 254 ;;
+  "s3api list-object-versions")
+    # One page per call: versions-1, versions-2, ... then nothing.
+    n="$(cat "$state/version-calls" 2>/dev/null || echo 0)"; n=$((n + 1)); echo "$n" >"$state/version-calls"
+    cat "$state/versions-$n" 2>/dev/null || echo '{}' ;;
+  "s3api delete-objects") : ;;
   *) echo "aws stub: unexpected: $*" >&2; exit 2 ;;
 esac
 """
@@ -275,6 +280,7 @@ def test_cleanup_unprotects_this_stack_only_destroys_checks_leaks_then_removes_i
         f"pulumi cancel --stack {STACK} --yes --non-interactive",
         f"pulumi stack output gitlabCaPem --stack {STACK} --non-interactive",
         f"pulumi state unprotect --all --stack {STACK} --yes --non-interactive",
+        f"pulumi stack output backupBucket --stack {STACK} --non-interactive",
         f"pulumi destroy --stack {STACK} --yes --non-interactive --continue-on-error",
         CLEAN_TAGS,
         f"pulumi stack rm {STACK} --yes --non-interactive",
@@ -282,6 +288,31 @@ def test_cleanup_unprotects_this_stack_only_destroys_checks_leaks_then_removes_i
     # The GitLab provider reads its CA from the file the program writes; a fresh checkout gets it back.
     ca = lane.tmp / "checkout" / ca_file_path(STACK)
     assert ca.read_text() == "-----BEGIN CERTIFICATE-----\n"
+
+
+def test_cleanup_empties_the_backup_bucket_every_version_before_the_destroy(lane: Lane) -> None:
+    lane.write("stack", "")
+    lane.write("ca.pem", "-----BEGIN CERTIFICATE-----\n")
+    lane.write("bucket", "gitops-e2e-4242-pull-backups-0123")
+    version = '{"Key": "etcd/frequent/master/20261130T110000Z/snapshot.db", "VersionId": "v1"}'
+    marker = '{"Key": "etcd/frequent/master/20261101T110000Z/SHA256SUMS", "VersionId": "v2"}'
+    lane.write("versions-1", f'{{"Versions": [{version}], "DeleteMarkers": [{marker}]}}')
+    result = lane.run("cleanup.sh")
+    assert result.returncode == 0, result.stderr
+    calls = lane.calls()
+    bucket = "--bucket gitops-e2e-4242-pull-backups-0123"
+    deletes = [call for call in calls if call.startswith("aws s3api delete-objects")]
+    assert deletes == [
+        f"aws s3api delete-objects {bucket} --delete "
+        + '{"Objects": [{"Key": "etcd/frequent/master/20261130T110000Z/snapshot.db", "VersionId": "v1"}, '
+        + '{"Key": "etcd/frequent/master/20261101T110000Z/SHA256SUMS", "VersionId": "v2"}], "Quiet": true}'
+    ]
+    # Listed until nothing is left, then destroyed.
+    assert calls.index(deletes[0]) < calls.index(
+        f"pulumi destroy --stack {STACK} --yes --non-interactive --continue-on-error"
+    )
+    assert len([call for call in calls if call.startswith("aws s3api list-object-versions")]) == 2
+    assert "emptied the backup bucket" in result.stderr
 
 
 def test_cleanup_lets_a_preview_write_the_ca_file_when_the_first_up_never_finished(lane: Lane) -> None:

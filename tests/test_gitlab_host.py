@@ -630,14 +630,16 @@ def test_seed_step_pipes_stdin_to_rails_runner() -> None:
 
 
 # ---- no runner on the GitLab host ------------------------------------------------------------------
-GITLAB_HOST_STEPS = ("install", "seed-admin-token", "remove-runner", "operator-ssh-key")
+GITLAB_HOST_STEPS = ("install", "seed-admin-token", "remove-runner", "operator-ssh-key", "k8s-agent-connected")
 
 
 def test_the_gitlab_host_runs_no_runner(dev) -> None:
     """No step sends a runner token to the GitLab host, registers or starts a runner there."""
     eip = plain(dev.one("aws:ec2/eip:Eip", "gitlab-eip").state)
     on_host = [r for r in dev.all(STEP) if r.plain_inputs["connection"]["host"] == eip["publicIp"]]
-    assert sorted(r.name for r in on_host) == sorted(f"gitlab-{name}" for name in GITLAB_HOST_STEPS)
+    # The GitLab host's own steps, plus the backups' timer (components/backups.py) that runs there.
+    expected = [f"gitlab-{name}" for name in GITLAB_HOST_STEPS] + ["backups-gitlab-timer"]
+    assert sorted(r.name for r in on_host) == sorted(expected)
     runner = dev.one("gitlab:index/userRunner:UserRunner")
     for registration in on_host:
         assert runner.urn not in registration.property_dependencies.get("stdin", []), registration.name

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import json
+import re
 import shlex
+from pathlib import Path
 
 import pytest
 import yaml
 
 from components import gitlab_agent, versions
 from components.app_manifests import pipeline
+from components.config import parse_config
 from tests.conftest import ADMIN
 from tools.harness import ProgramRun, is_secret_value, plain, run_fixture_stack
 
@@ -89,6 +93,7 @@ def test_the_agent_is_registered_in_the_app_project_by_its_owner(dev) -> None:
         "id": agent.state["agentId"],
         "projectPath": path,
         "kubeContext": f"{path}:k8s-cluster",
+        "agentkVersion": "v19.4.1",
     }
 
 
@@ -119,7 +124,7 @@ def test_the_agent_token_travels_as_a_secret_into_the_secret_agentk_reads(dev) -
     assert secret.urn in chart.depends_on
 
 
-def test_the_agent_configuration_authorizes_only_the_deployment_job_and_the_dashboard(dev) -> None:
+def test_the_agent_configuration_authorizes_only_the_deployment_job_by_default(dev) -> None:
     config_file = _files(dev)[AGENT_CONFIG]
     path = dev.one("gitlab:index/project:Project").state["pathWithNamespace"]
     document = yaml.safe_load(plain(config_file.inputs["content"]))
@@ -133,10 +138,49 @@ def test_the_agent_configuration_authorizes_only_the_deployment_job_and_the_dash
             }
         ]
     }
-    assert document["user_access"] == {"access_as": {"agent": {}}, "projects": [{"id": path}]}
+    # No user_access: GitLab's Kubernetes API proxy (dashboard, `glab`, k8s_proxy tokens) refuses every
+    # user, instance admins included (AuthorizeProxyUserService: forbidden unless user_access is present).
+    assert "user_access" not in document
+    assert "kubernetesDashboardProjectUrl" not in dev.outputs
+    assert [p.inputs["name"] for p in dev.all("gitlab:index/project:Project")] == ["shark-application"]
     assert config_file.inputs["branch"] == "main"
     assert "[skip ci]" in config_file.inputs["createCommitMessage"]
     assert "[skip ci]" in config_file.inputs["updateCommitMessage"]
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> ProgramRun:
+    return run_fixture_stack("dev", {**ADMIN, "kubernetesDashboard": True, "delivery": "push"})
+
+
+def test_the_dashboard_is_for_a_private_operators_project_not_the_apps_members(dashboard) -> None:
+    projects = {p.inputs["name"]: p for p in dashboard.all("gitlab:index/project:Project")}
+    operators, app = projects["cluster-operators"], projects["shark-application"]
+    assert operators.inputs["visibilityLevel"] == "private"
+    assert operators.inputs["namespaceId"] == app.inputs["namespaceId"], "the agent's top-level namespace"
+    owner = dashboard.one("pulumi:providers:gitlab", OWNER_PROVIDER).urn
+    assert operators.provider.startswith(owner), "created by the daily admin: its Owner and only member"
+    assert dashboard.all("gitlab:index/projectMembership:ProjectMembership") == []
+    config_file = _files(dashboard)[AGENT_CONFIG]
+    document = yaml.safe_load(plain(config_file.inputs["content"]))
+    assert document["user_access"] == {
+        "access_as": {"agent": {}},
+        "projects": [{"id": operators.state["pathWithNamespace"]}],
+    }, "only the operators project: the app's Developers get nothing"
+    assert document["ci_access"]["projects"][0]["id"] == app.state["pathWithNamespace"]
+    assert operators.urn in config_file.depends_on or operators.urn in {
+        urn for urns in config_file.property_dependencies.values() for urn in urns
+    }
+    assert dashboard.outputs["kubernetesDashboardProjectUrl"] == operators.state["webUrl"]
+
+
+def test_the_push_pipeline_is_not_tied_to_the_dashboard(dashboard) -> None:
+    """GitLab links an environment to an agent from CI (environment:kubernetes:agent) only when the
+    agent's user_access lists the job's own project (Deployments::UpdateEnvironmentService
+    #matching_authorization): with the operators project alone it would be a silent no-op."""
+    text = plain(_files(dashboard)[".gitlab-ci.yml"].inputs["content"])
+    assert text == pipeline("push", "agent")
+    assert "kubernetes" not in yaml.safe_load(text)["deployment"]["environment"]
 
 
 def test_the_deployment_job_runs_in_the_environment_the_agent_authorizes() -> None:
@@ -161,8 +205,6 @@ def test_agentk_runs_as_gitlab_admin_without_rbac_of_its_own_and_trusts_gitlabs_
     assert "caCert" not in values["config"], "config.caCert was removed in GitLab 17.0"
     assert "token" not in values["config"]
     assert values["image"] == {"repository": versions.AGENTK_IMAGE_REPOSITORY, "tag": "v19.4.1"}
-    token = dev.one(AGENT_TOKEN)
-    assert values["podAnnotations"] == {"gitops/agent-token-id": str(token.state["tokenId"])}
     # The identity and the configuration exist before agentk starts.
     for name in ("gitlab-k8s-sa", "gitlab-k8s-crb", "gitlab-k8s-agent-config"):
         assert dev.named(name).urn in chart.depends_on, name
@@ -172,25 +214,71 @@ def test_agentk_runs_as_gitlab_admin_without_rbac_of_its_own_and_trusts_gitlabs_
 def test_agentk_follows_the_gitlab_version(run_stack, tag: str, agentk: str) -> None:
     run = run_stack("dev", gitlabImageTag=tag)
     assert run.one(CHART).plain_inputs["values"]["image"]["tag"] == agentk
-    assert _step_env(run, "gitlab-k8s-agent-connected")["AGENTK_VERSION"] == agentk
+    assert _step_env(run, "gitlab-k8s-agentk-rollout")["AGENTK_IMAGE"] == f"{versions.AGENTK_IMAGE_REPOSITORY}:{agentk}"
+    program = plain(run.one(COMMAND, "gitlab-k8s-agent-connected").inputs["stdin"])
+    assert f'"agentk_version": "{agentk[1:]}"' in program
 
 
-def test_up_ends_only_when_gitlab_reports_the_agent_connected(dev) -> None:
+def _hosts(run: ProgramRun) -> dict[str, str]:
+    """Public address -> host name, for the GitLab host and every cluster node."""
+    nodes = {node["publicIp"]: node["name"] for node in run.outputs["nodes"]}
+    gitlab = run.one(COMMAND, "gitlab-seed-admin-token").plain_inputs["connection"]["host"]
+    return {**nodes, gitlab: "gitlab"}
+
+
+def test_the_rollout_step_restarts_agentk_for_its_token_on_the_control_plane(dev) -> None:
+    step = dev.one(COMMAND, "gitlab-k8s-agentk-rollout")
+    env = _step_env(dev, "gitlab-k8s-agentk-rollout")
+    assert _hosts(dev)[step.plain_inputs["connection"]["host"]] == "master", "admin.conf is there"
+    assert env["AGENT_TOKEN_ID"] == str(dev.one(AGENT_TOKEN).state["tokenId"]), "a new token runs it again"
+    assert env["TOKEN_ANNOTATION"] == "gitops/agent-token-id"
+    assert env["AGENT_NAMESPACE"] == "kube-system"
+    assert env["POD_SELECTOR"] == "app.kubernetes.io/name=gitlab-agent,app.kubernetes.io/instance=gitlab-agent"
+    assert int(env["TIMEOUT_SECONDS"]) <= 600 and int(env["LOG_GRACE_SECONDS"]) <= 60, "bounded"
+    assert "stdin" not in step.plain_inputs, "it needs no secret"
+    for dependency in (dev.one(CHART).urn, dev.one(SECRET, "gitlab-k8s-agent-token-secret").urn):
+        assert dependency in step.depends_on
+
+
+def test_up_ends_only_when_gitlab_reports_the_pods_that_run_now_connected(dev) -> None:
     step = dev.one(COMMAND, "gitlab-k8s-agent-connected")
     env = _step_env(dev, "gitlab-k8s-agent-connected")
-    master = next(node for node in dev.outputs["nodes"] if node["name"] == "master")
-    assert step.plain_inputs["connection"]["host"] == master["publicIp"], "on the control plane (admin.conf)"
-    assert env["GITLAB_URL"] == dev.outputs["gitlabUrl"]
-    assert env["GITLAB_CA_PEM"] == dev.outputs["gitlabCaPem"]
-    assert env["PROJECT_PATH"] == dev.outputs["gitlabAgent"]["projectPath"]
-    assert env["AGENT_NAME"] == "k8s-cluster" and env["AGENT_NAMESPACE"] == "kube-system"
-    assert env["POD_SELECTOR"] == "app.kubernetes.io/name=gitlab-agent,app.kubernetes.io/instance=gitlab-agent"
-    assert int(env["TIMEOUT_SECONDS"]) <= 900, "bounded"
-    # The Owner's token, on stdin only.
-    assert is_secret_value(step.inputs["stdin"])
-    assert plain(step.inputs["stdin"]) == dev.outputs["gitlabAdminUserToken"]
-    assert dev.outputs["gitlabAdminUserToken"] not in plain(step.inputs["create"])
-    assert dev.one(CHART).urn in step.depends_on
+    assert _hosts(dev)[step.plain_inputs["connection"]["host"]] == "gitlab", "asked inside GitLab"
+    assert int(env["TIMEOUT_SECONDS"]) <= 900 and int(env["RUNNER_BOOT_SECONDS"]) <= 600, "bounded"
+    program = plain(step.inputs["stdin"])
+    rollout = dev.one(COMMAND, "gitlab-k8s-agentk-rollout")
+    pods = rollout.state["stdout"].strip().split(",")
+    assert f'"pods": {json.dumps(pods)}' in program, "only the pods the rollout step found"
+    assert f'"agent_id": {dev.outputs["gitlabAgent"]["id"]}' in program
+    assert f'"token_id": {dev.one(AGENT_TOKEN).state["tokenId"]}' in program
+    assert '"project_path": "operator/shark-application", "agent_name": "k8s-cluster"' in program
+    assert "get_connected_agentks_by_agent_ids" in program
+    assert rollout.urn in step.depends_on
+    assert dev.named("gitlab-k8s-agent-config").urn in step.depends_on
+    assert step.urn in [
+        dependency for r in dev.all(FILE) if r.name.endswith("gitlab-ci-yml") for dependency in r.depends_on
+    ]
+
+
+@pytest.mark.parametrize("delivery", ["pull", "push"])
+def test_no_gitlab_credential_reaches_a_cluster_node(run_stack, delivery: str) -> None:
+    """A cluster-admin can read what a step on a node receives: no GitLab token, password or key may
+    be among it (the daily admin's token would make cluster-admin a GitLab instance admin)."""
+    run = run_stack("dev", delivery=delivery)
+    credentials = {
+        name: str(run.outputs[name])
+        for name in ("gitlabAdminUserToken", "gitlabAdminToken", "gitlabRootPassword", "gitlabAdminPassword")
+    }
+    credentials["runner token"] = run.one("gitlab:index/userRunner:UserRunner").state["token"]
+    hosts = _hosts(run)
+    node_steps = [
+        step for step in run.all(COMMAND) if hosts.get(step.plain_inputs["connection"]["host"], "gitlab") != "gitlab"
+    ]
+    for step in node_steps:
+        sent = json.dumps({key: value for key, value in step.plain_inputs.items() if key != "connection"})
+        for name, value in credentials.items():
+            assert value not in sent, f"{name} reaches {step.name}"
+    assert "gitlab-k8s-agentk-rollout" in {step.name for step in node_steps}
 
 
 def test_the_push_pipeline_deploys_through_the_agents_context(agent_push) -> None:
@@ -312,10 +400,71 @@ def test_kas_address_keeps_its_trailing_slash() -> None:
 
 def test_chart_values_refuse_a_ca_that_is_not_a_certificate() -> None:
     with pytest.raises(ValueError, match="kasCaCert must be a PEM certificate"):
-        gitlab_agent.chart_values(hostname="gitlab.example.com", ca_pem="", agentk_tag="v19.4.1", token_id="1")
+        gitlab_agent.chart_values(hostname="gitlab.example.com", ca_pem="", agentk_tag="v19.4.1")
 
 
 def test_agent_configuration_is_a_yaml_document_with_a_header() -> None:
     text = gitlab_agent.agent_config("operator/shark-application")
     assert text.startswith("# GitLab agent for Kubernetes")
     assert yaml.safe_load(text)["ci_access"]["projects"][0]["id"] == "operator/shark-application"
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"), [(CHART, "gitlab-k8s-agentk"), ("kubernetes:yaml/v2:ConfigFile", "flux-install")]
+)
+def test_remote_components_hand_the_clusters_provider_to_the_objects_they_render(dev, kind: str, name: str) -> None:
+    """helm.v4.Chart and yaml.v2.ConfigFile register their objects in the provider's Construct, as children
+    of the component: they get the providers map the component was registered with (`providers`, "for
+    this resource and child resources", pulumi ResourceOptions), never the default provider."""
+    cluster_provider = dev.one("pulumi:providers:kubernetes", "gitops-k8s-provider")
+    component = dev.one(kind, name)
+    assert set(component.providers) == {"kubernetes"}
+    assert component.providers["kubernetes"].startswith(cluster_provider.urn)
+    assert component.provider.startswith(cluster_provider.urn)
+
+
+# --------------------------------------------------------------------------------------------
+# What the README tells an operator about this integration
+# --------------------------------------------------------------------------------------------
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+REFERENCE = (Path(__file__).resolve().parent.parent / "REFERENCE.md").read_text()
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return text[start : end if end >= 0 else None]
+
+
+def test_the_readme_tells_an_existing_stack_how_to_keep_the_certificate_integration() -> None:
+    """A stack deployed before the agent became the default does not set clusterIntegration: its next
+    `up` switches. The note comes before the integrations are described, with a command that works."""
+    section = _section(README, "## GitLab and the cluster: two integrations")
+    note = section[: section.index("**`agent` (default)")]
+    command = "pulumi config set clusterIntegration certificate --stack <stack>"
+    assert "Upgrading a stack created before the agent became the default" in note
+    assert command in note
+    config = parse_config({"adminCidrs": '["203.0.113.7/32"]', "clusterIntegration": "certificate"}, "gitops", "dev")
+    assert config.cluster_integration == "certificate", "the default GitLab still accepts it"
+
+
+def test_the_docs_say_the_pinned_chart_is_untested_with_the_oldest_agentk_they_allow() -> None:
+    oldest = "v{}.{}".format(*versions.GITLAB_OLDEST_SUPPORTED)
+    chart = versions.GITLAB_AGENT_CHART_VERSION
+    agent_steps = _section(README, "## GitLab and the cluster: two integrations")
+    assert f"One chart version is pinned ({chart}" in agent_steps
+    assert f"it runs agentk\n   {oldest}.x, a combination nobody has tested here" in agent_steps
+    assert f"The pinned chart {chart} (appVersion v19.4.0) with agentk {oldest}.x is **untested**" in REFERENCE
+
+
+def test_troubleshooting_recovers_a_revoked_agent_token_by_the_resource_the_program_registers(dev) -> None:
+    troubleshooting = _section(README, "## Troubleshooting")
+    entry = troubleshooting[troubleshooting.index("- **A revoked agent token**") :]
+    pattern = re.search(r"grep -o '([^']+)'", entry)
+    assert pattern is not None and "pulumi refresh --yes --stack dev --target" in entry
+    urns = [r.urn for r in dev.registrations if re.fullmatch(pattern.group(1), r.urn)]
+    assert urns == [dev.one(AGENT_TOKEN).urn], "exactly the agent token, not its Secret"
+    # The two-token limit, in GitLab's words, and the name Pulumi's token carries.
+    limit = troubleshooting[troubleshooting.index("An agent can have only two active tokens at a time") :]
+    assert dev.one(AGENT_TOKEN).inputs["name"] == "agentk-gitops-dev"
+    assert "`agentk-gitops-<stack>`" in limit.split("\n- **", 1)[0]

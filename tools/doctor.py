@@ -496,11 +496,20 @@ def check_agent(ctx: Context) -> Result:
             "GitLab's agent server (KAS) does not answer GitLab: on the host `docker exec gitlab gitlab-ctl status "
             "gitlab-kas`, then " + logs,
         )
-    found = ((document.get("data") or {}).get("project") or {}).get("clusterAgent")
-    if found is None:
+    project_found = (document.get("data") or {}).get("project")
+    if project_found is None:
         return failed(
-            f"GitLab has no agent {name} in {project} (or the token cannot see it)",
-            "`pulumi up` registers it again; the token must be the project Owner's",
+            f"GitLab shows this token no project {project}",
+            "the project was renamed or deleted, or gitlabAdminUserToken is not its Owner's: `pulumi up` "
+            "restores the outputs and the project",
+        )
+    found = project_found.get("clusterAgent")
+    if found is None:
+        # ClusterAgentType is `authorize :admin_cluster`: an agent the token may not administer is null too.
+        return failed(
+            f"GitLab shows this token no agent {name} in {project}: it was deleted, or the token's user is not "
+            "a Maintainer or Owner of the project",
+            "`pulumi up --refresh` registers a deleted agent again; the token must be the project Owner's",
         )
     nodes = (found.get("connections") or {}).get("nodes") or []
     if not nodes:
@@ -509,6 +518,15 @@ def check_agent(ctx: Context) -> Result:
         f"{(node.get('metadata') or {}).get('podName', '?')} ({(node.get('metadata') or {}).get('version', '?')})"
         for node in nodes
     )
+    # The agentk the stack runs (gitlabAgent.agentkVersion; older stacks do not export it).
+    expected = str(agent.get("agentkVersion") or "")
+    versions = {str((node.get("metadata") or {}).get("version") or "").removeprefix("v") for node in nodes}
+    if expected and expected.removeprefix("v") not in versions:
+        return warned(
+            f"agent {project}:{name} connected: {pods}, but none runs agentk {expected}",
+            "the last `pulumi up` did not finish agentk's rollout, or an old pod is still connected: run "
+            "`pulumi up` (it restarts agentk and waits for the new pods), then " + logs,
+        )
     return passed(f"agent {project}:{name} connected: {pods}")
 
 
@@ -572,7 +590,106 @@ def check_api_certificate(ctx: Context) -> Result:
     return passed(f"the API server's certificate is valid until {when} ({days} days)")
 
 
+# --------------------------------------------------------------------------------------------
+# Backups: the newest complete set in the bucket, read with the operator's own AWS credentials
+# --------------------------------------------------------------------------------------------
+# A set is complete once its SHA256SUMS is uploaded (components/backup_layout.py). The daily GitLab
+# backup may start up to 10 min late and take a few hours; etcd snapshots run every
+# etcdSnapshotIntervalMinutes: a set older than these is a missed run.
+GITLAB_BACKUP_MAX_AGE = datetime.timedelta(hours=30)
+ETCD_SNAPSHOT_SLACK = datetime.timedelta(minutes=20)
+AWS_CLI_ENV = "AWS_CLI"  # the AWS CLI to run (default `aws` on PATH)
+S3_ENDPOINT_ENV = "GITOPS_S3_ENDPOINT_URL"  # an S3-compatible endpoint instead of AWS (the tests' server)
+
+
+class NoAwsCli(CheckFailed):
+    """The operator's machine has no AWS CLI: a warning, not a verdict on the backups."""
+
+
+def _complete_sets(ctx: Context, prefix: str) -> list[tuple[str, datetime.datetime]]:
+    """(set key, upload time of its SHA256SUMS) under ``prefix``, listed with the operator's AWS CLI."""
+    bucket, region = str(ctx.outputs["backupBucket"]), str(ctx.outputs["backupRegion"])
+    command = [os.environ.get(AWS_CLI_ENV) or "aws", "s3api", "list-objects-v2", "--bucket", bucket]
+    command += ["--prefix", prefix, "--region", region, "--output", "json"]
+    if os.environ.get(S3_ENDPOINT_ENV):
+        command += ["--endpoint-url", os.environ[S3_ENDPOINT_ENV]]
+    fix = (
+        "the doctor lists the bucket with your own AWS credentials (the ones `pulumi up` uses: AWS_PROFILE or "
+        f"AWS_ACCESS_KEY_ID...), which need s3:ListBucket on {bucket}; install the AWS CLI if it is missing"
+    )
+    try:
+        listed = subprocess.run(command, capture_output=True, text=True, check=False, timeout=ctx.timeout * 6)  # noqa: S603
+    except FileNotFoundError as error:
+        raise NoAwsCli(f"the AWS CLI ({command[0]}) is not installed, so the bucket cannot be read", fix) from error
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise CheckFailed(f"cannot run the AWS CLI ({error})", fix) from error
+    if listed.returncode != 0:
+        raise CheckFailed(f"cannot list s3://{bucket}/{prefix}: {listed.stderr.strip()[-300:]}", fix)
+    objects = (json.loads(listed.stdout or "{}") or {}).get("Contents") or []
+    return [
+        (item["Key"].rsplit("/", 1)[0], datetime.datetime.fromisoformat(item["LastModified"].replace("Z", "+00:00")))
+        for item in objects
+        if item["Key"].endswith("/SHA256SUMS")
+    ]
+
+
+def _age(ctx: Context, when: datetime.datetime) -> str:
+    minutes = int((ctx.now - when).total_seconds() // 60)
+    return f"{minutes // 60} h {minutes % 60} min ago" if minutes >= 60 else f"{max(minutes, 0)} min ago"
+
+
+def check_gitlab_backup(ctx: Context) -> Result:
+    """The newest complete GitLab backup (daily or pre-upgrade) is at most a day and a bit old."""
+    bucket = ctx.outputs["backupBucket"]
+    try:
+        sets = _complete_sets(ctx, "gitlab/")
+    except NoAwsCli as error:
+        return warned(error.message, error.fix)
+    fix = (
+        "on the GitLab host: `systemctl status gitops-gitlab-backup.timer` and `journalctl -u gitops-gitlab-backup`; "
+        "run one now with `sudo systemctl start gitops-gitlab-backup`"
+    )
+    if not sets:
+        # A new stack has none until the first daily run (backupHourUtc); an old one has missed them all.
+        return warned(f"no complete GitLab backup in s3://{bucket}/gitlab/ yet", fix)
+    key, when = max(sets, key=lambda item: item[1])
+    if ctx.now - when > GITLAB_BACKUP_MAX_AGE:
+        return failed(f"the newest GitLab backup, {key}, is from {when:%Y-%m-%d %H:%M} UTC ({_age(ctx, when)})", fix)
+    return passed(f"GitLab backed up {_age(ctx, when)}: s3://{bucket}/{key}/")
+
+
+def check_etcd_backup(ctx: Context) -> Result:
+    """Every control-plane node uploaded a complete snapshot within two of its intervals."""
+    bucket = ctx.outputs["backupBucket"]
+    interval = datetime.timedelta(minutes=int(ctx.outputs["etcdSnapshotIntervalMinutes"]))
+    nodes = ctx.outputs.get("nodes") or []
+    control_planes = [n["name"] for n in nodes if n.get("role") == "control-plane"] or ["master"]
+    newest: dict[str, tuple[str, datetime.datetime]] = {}
+    try:
+        sets = _complete_sets(ctx, "etcd/frequent/")
+    except NoAwsCli as error:
+        return warned(error.message, error.fix)
+    for key, when in sets:
+        node = key.split("/")[2]
+        if node not in newest or when > newest[node][1]:
+            newest[node] = (key, when)
+    fix = (
+        "on that node: `systemctl status gitops-etcd-backup.timer` and `journalctl -u gitops-etcd-backup`; "
+        "run one now with `sudo systemctl start gitops-etcd-backup`"
+    )
+    stale = [
+        f"{node}: " + (f"newest {_age(ctx, newest[node][1])}" if node in newest else "none")
+        for node in control_planes
+        if node not in newest or ctx.now - newest[node][1] > 2 * interval + ETCD_SNAPSHOT_SLACK
+    ]
+    if stale:
+        return failed(f"etcd snapshots in s3://{bucket}/etcd/frequent/ are missing or late ({'; '.join(stale)})", fix)
+    ages = ", ".join(f"{node} {_age(ctx, newest[node][1])}" for node in control_planes)
+    return passed(f"etcd snapshots every {int(interval.total_seconds() // 60)} min: {ages}")
+
+
 KUBE = ("kubeconfig",)
+BACKUPS = ("backupBucket", "backupRegion")
 CHECKS: tuple[Check, ...] = (
     Check("gitlab-api", ("gitlabUrl", "gitlabCaPem", "gitlabAdminToken"), check_gitlab_api),
     Check("registry", ("gitlabRegistryHost", "gitlabCaPem"), check_registry),
@@ -582,6 +699,8 @@ CHECKS: tuple[Check, ...] = (
     Check("agent", ("clusterIntegration",), check_agent),
     Check("app", ("appUrls",), check_app),
     Check("api-certificate", (*KUBE, "kubernetesApiUrl"), check_api_certificate),
+    Check("gitlab-backup", BACKUPS, check_gitlab_backup),
+    Check("etcd-backup", (*BACKUPS, "etcdSnapshotIntervalMinutes"), check_etcd_backup),
 )
 
 

@@ -362,6 +362,7 @@ def _step_stdout(inputs: dict, config: Mapping[str, str]) -> str:
     version the control plane runs afterwards: the exact TARGET_VERSION, or the newest patch of
     TARGET_MINOR. userdata/cluster/certificates.sh prints the earliest certificate expiry, a year
     ahead. userdata/gitlab/seed-admin-token.sh prints the seeded token's expiry date, 365 days ahead.
+    userdata/agent/agentk-rollout.sh prints the agentk pods that run now (two replicas, the chart's default).
     """
     create = str(inputs.get("create") or "")
     if "STEP_NAME=gitlab/seed-admin-token.sh" in create:
@@ -380,6 +381,10 @@ def _step_stdout(inputs: dict, config: Mapping[str, str]) -> str:
         # A cluster this step initialised records the endpoint it was given (CONTROL_PLANE_ENDPOINT).
         endpoint = re.search(r"\bCONTROL_PLANE_ENDPOINT=(\S+)", create)
         return f"{endpoint.group(1)}\n" if endpoint else ""
+    if "STEP_NAME=agent/agentk-rollout.sh" in create:
+        token = re.search(r"\bAGENT_TOKEN_ID=(\d+)\b", create)
+        suffix = _digest("agentk", token.group(1) if token else "")[:5]
+        return f"gitlab-agent-v2-7d9f4c{suffix[:4]}-{suffix}a,gitlab-agent-v2-7d9f4c{suffix[:4]}-{suffix}b\n"
     return ""
 
 
@@ -530,6 +535,14 @@ class StackMocks(pulumi_mocks.Mocks):
         if typ == "aws:ebs/volume:Volume":
             state.update(arn=self._arn("ec2", f"volume/vol-{short}"))
             return f"vol-{short}", state
+        if typ == "aws:s3/bucket:Bucket":
+            # Autonamed from bucket_prefix (terraform's id.PrefixedUniqueId: prefix + 26 characters).
+            bucket = inputs.get("bucket") or f"{inputs.get('bucketPrefix') or name + '-'}{short}{short[:9]}"
+            state.update(bucket=bucket, arn=f"arn:{partition(self.region)[0]}:s3:::{bucket}", region=self.region)
+            return bucket, state
+        if typ == "aws:dlm/lifecyclePolicy:LifecyclePolicy":
+            state.update(arn=self._arn("dlm", f"policy/policy-{short}"))
+            return f"policy-{short}", state
         if typ == "aws:ec2/volumeAttachment:VolumeAttachment":
             return f"vai-{short}", state
         if typ == "aws:lb/loadBalancer:LoadBalancer":
@@ -727,6 +740,9 @@ class Registration:
     provider: str
     additional_secret_outputs: list[str]
     aliases: list[Any] = field(default_factory=list)
+    # The providers map sent with the registration: what a component's children (a remote component's
+    # too, built by the provider's Construct) inherit, by package name.
+    providers: dict[str, str] = field(default_factory=dict)
     replace_on_changes: list[str] = field(default_factory=list)
 
     @property
@@ -782,6 +798,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 additional_secret_outputs=list(request.additionalSecretOutputs),
                 aliases=list(request.aliases),
                 replace_on_changes=list(request.replaceOnChanges),
+                providers=dict(request.providers),
             )
         )
         return response

@@ -104,6 +104,11 @@ _INSTANCE_FORCE_NEW = """
 # Inputs whose change replaces the resource (top-level names or dotted paths), by type.
 REPLACE_ON_CHANGE: dict[str, frozenset[str]] = {
     INSTANCE: frozenset(_INSTANCE_FORCE_NEW.split()),
+    # aws_ebs_volume's ForceNew arguments (internal/service/ec2/ebs_volume.go); tags, size, type, IOPS
+    # and throughput change in place (ModifyVolume, or tags only).
+    "aws:ebs/volume:Volume": frozenset(
+        {"availabilityZone", "encrypted", "kmsKeyId", "multiAttachEnabled", "outpostArn", "snapshotId"}
+    ),
     "command:remote:Command": frozenset({"triggers"}),
     "command:local:Command": frozenset({"triggers"}),
     "aws:ec2/eip:Eip": frozenset(

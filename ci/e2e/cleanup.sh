@@ -6,7 +6,8 @@
 #   2. `pulumi cancel`: a job killed during `up` leaves the stack locked
 #   3. the GitLab provider's CA file, which a fresh checkout lacks (from the stack's output, else a
 #      preview lets the program write it from state)
-#   4. `pulumi state unprotect --all` on this stack only (the data volume, the control plane)
+#   4. `pulumi state unprotect --all` on this stack only (the data volume, the control plane), and the
+#      backup bucket emptied, every version (it is never force-destroyed: README "Backups and restore")
 #   5. `pulumi destroy --continue-on-error`, twice at most (a second pass catches ordering errors)
 #   6. the leak check (leak-check.sh), even when the destroy failed
 #   7. `pulumi stack rm` once the destroy succeeded; otherwise the stack stays for a retry
@@ -43,6 +44,29 @@ destroy() {
   pulumi destroy --stack "$STACK" --yes --non-interactive --continue-on-error
 }
 
+# Every object version and delete marker of the stack's backup bucket, 1,000 per DeleteObjects call:
+# a bucket that still holds one stops the destroy (BucketNotEmpty).
+empty_backup_bucket() {
+  local bucket listing batch
+  bucket="$(pulumi stack output backupBucket --stack "$STACK" --non-interactive 2>/dev/null)" || bucket=""
+  if [[ -z "$bucket" ]]; then
+    log "no backupBucket output: no backup bucket to empty"
+    return 0
+  fi
+  while :; do
+    listing="$(aws s3api list-object-versions --bucket "$bucket" --max-items 1000 --output json)" || return 1
+    batch="$(python3 -c '
+import json, sys
+listing = json.loads(sys.stdin.read() or "{}")
+found = (listing.get("Versions") or []) + (listing.get("DeleteMarkers") or [])
+objects = [{"Key": item["Key"], "VersionId": item["VersionId"]} for item in found][:1000]
+print(json.dumps({"Objects": objects, "Quiet": True}) if objects else "")' <<<"$listing")"
+    [[ -n "$batch" ]] || break
+    aws s3api delete-objects --bucket "$bucket" --delete "$batch" >/dev/null || return 1
+  done
+  log "emptied the backup bucket ${bucket}"
+}
+
 step "stack ${STACK}"
 if ! selected="$(pulumi stack select "$STACK" --non-interactive 2>&1)"; then
   if [[ "$selected" == *"no stack named"* ]]; then
@@ -60,6 +84,7 @@ else
   provider_ca_file
   # Protection guards real stacks' data; this stack is a test, and only this stack is unprotected.
   pulumi state unprotect --all --stack "$STACK" --yes --non-interactive || log "unprotect failed; destroying anyway"
+  empty_backup_bucket || log "could not empty the backup bucket; the destroy may stop at it"
   if with_attempts 2 60 "pulumi destroy" destroy; then
     destroyed=true
   else

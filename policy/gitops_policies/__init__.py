@@ -6,7 +6,7 @@ engine and blocks); the tests and ``tools/policy_runner.py`` import them from he
 
 from pulumi_policy import EnforcementLevel, Policy
 
-from . import aws, gitlab, kubernetes, runners, stack
+from . import aws, backups, gitlab, kubernetes, runners, stack
 
 PACK_NAME = "gitops-guardrails"
 PACK_DESCRIPTION = (
@@ -25,6 +25,7 @@ ALL_POLICIES: list[Policy] = [
     *gitlab.STACK_POLICIES,
     *runners.STACK_POLICIES,
     *stack.STACK_POLICIES,
+    *backups.STACK_POLICIES,
 ]
 POLICIES_BY_NAME: dict[str, Policy] = {policy.name: policy for policy in ALL_POLICIES}
 

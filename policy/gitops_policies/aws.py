@@ -441,7 +441,7 @@ def policy_document_findings(document: Any, allowed_actions: set[str]) -> list[s
     description="No IAM statement allows every action ('*', NotAction) or a write action on every resource, "
     "and no role gets AdministratorAccess-like managed policies.",
     remediation="list the actions the host needs and scope Resource to ARNs (read-only Describe*/Get*/List* "
-    "may use '*'); the hosts today need no IAM permission at all.",
+    "may use '*'); the hosts need only their own prefix of the backup bucket (components/backups.py).",
     resource_types=(*_POLICY_DOCUMENT_TYPES, *_ATTACHMENT_TYPES, ROLE),
     config={
         "allowedWildcardResourceActions": string_list(

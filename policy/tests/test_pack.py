@@ -19,13 +19,20 @@ from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy import EnforcementLevel, ResourceValidationPolicy, StackValidationPolicy
 
 from policy.gitops_policies import ALL_POLICIES, PACK_NAME, POLICIES_BY_NAME
-from policy.tests import test_aws, test_gitlab, test_kubernetes, test_runners, test_stack
+from policy.tests import test_aws, test_backups, test_gitlab, test_kubernetes, test_runners, test_stack
 from policy.tests.cases import Case
 from tools.policy_runner import analyze, pack_config, stack_config_file
 
 POLICY_DIR = Path(__file__).resolve().parents[1]
 ROOT = POLICY_DIR.parent
-ALL_CASES = [*test_aws.CASES, *test_kubernetes.CASES, *test_gitlab.CASES, *test_runners.CASES, *test_stack.CASES]
+ALL_CASES = [
+    *test_aws.CASES,
+    *test_kubernetes.CASES,
+    *test_gitlab.CASES,
+    *test_runners.CASES,
+    *test_stack.CASES,
+    *test_backups.CASES,
+]
 
 
 def test_the_pack_has_at_least_twenty_uniquely_named_policies() -> None:
@@ -60,6 +67,7 @@ def test_there_are_stack_policies_for_what_no_single_resource_shows() -> None:
         "gitlab-signup-disabled",
         "gitlab-host-runs-no-runner",
         "aws-vpc-flow-logs-and-closed-default-group",
+        "backups-enabled",
     }
     assert all(isinstance(p, ResourceValidationPolicy) for p in ALL_POLICIES if p.name not in stack)
 

@@ -79,3 +79,11 @@ def test_the_insecure_variant_is_stopped_as_mandatory_violations() -> None:
     for name in _world_open_admin_rules(run):
         assert ("aws-admin-ports-restricted", name) in stopped
         assert ("aws-ingress-not-world-open", name) in stopped
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_dashboard_variant_passes_the_pack(stack: str) -> None:
+    """kubernetesDashboard adds a project: private, as both stacks allow."""
+    run = run_fixture_stack(stack, {**ADMIN, "kubernetesDashboard": True})
+    report = analyze_program(run, config_file=stack_config_file(stack))
+    assert report.mandatory == [] and report.advisory == [], str(report)

@@ -1,124 +1,61 @@
 #!/usr/bin/env bash
-# Step (control plane, over SSH): wait (bounded) until GitLab reports its agent for Kubernetes
-# connected; on timeout fail with agentk's pods and logs and GitLab's last answer.
+# Step (GitLab host, over SSH; no credential): wait (bounded) until GitLab's agent server (KAS) reports
+# the agent connected from the agentk pods that run now; stop at once when it cannot be (the agent or
+# its token is gone, the token is revoked, KAS is off), and fail with KAS's log when time is up.
 #
-# A Ready agentk Deployment proves nothing (agentk's readiness probe does not check KAS), so the
-# step asks GitLab itself: GraphQL `project.clusterAgent(name).connections`, which GitLab answers by
-# asking KAS for the agent's live connections (Resolvers::Kas::AgentConnectionsResolver). Any
-# connection means agentk reached KAS with its token and KAS reached GitLab's internal API, i.e.
-# every TLS trust on the way (agentk -> KAS: kasCaCert; KAS -> GitLab: /etc/gitlab/trusted-certs) works.
-# stdin (secret): a GitLab API token of a user who may administer the project's clusters (the
-#   project's Owner): `admin_cluster` is what ClusterAgentType requires. Never on a command line:
-#   curl reads it from a config file in a private directory, removed on exit.
-# env (public): GITLAB_URL (https://<host>), GITLAB_CA_PEM, PROJECT_PATH, AGENT_NAME, AGENT_NAMESPACE,
-#   POD_SELECTOR (agentk's pods), AGENTK_VERSION (the tag the chart runs), TIMEOUT_SECONDS;
-#   AGENT_TOKEN_ID only makes a new token re-run the step.
+# A Ready agentk Deployment proves nothing (agentk's readiness probe does not check KAS). GitLab's
+# own answer does: the program asks KAS for the agent's live connections as GitLab's API does
+# (Resolvers::Kas::AgentConnectionsResolver), from inside GitLab (`gitlab-rails runner`), so no
+# GitLab token leaves this host, and none reaches the cluster. A connection means agentk reached KAS
+# with its token and KAS reached GitLab's internal API, i.e. every TLS trust on the way (agentk ->
+# KAS: kasCaCert; KAS -> GitLab: /etc/gitlab/trusted-certs) works.
+# stdin (public): the Ruby program (components/gitlab_agent.py connection_program), for
+#   `gitlab-rails runner -`; it holds the agent, its token's id and the pods the rollout step found.
+# env (public): TIMEOUT_SECONDS (the program's own wait), RUNNER_BOOT_SECONDS (what Rails may take to
+#   start on top of it), AGENT_NAMESPACE and POD_SELECTOR (where agentk's log is, for the message).
 # Idempotent: it only reads. Runs with userdata/lib/common.sh in front (components/remote.py).
 set -euo pipefail
 
-# Read the token first, before any other command can touch stdin.
-owner_pat="$(cat)"
-[[ -n "$owner_pat" ]] || die "stdin is empty: expected the GitLab API token that reads the agent's connections"
-[[ "$owner_pat" =~ ^[A-Za-z0-9_.-]+$ ]] || die "the GitLab API token on stdin has unexpected characters"
+# Read the program first, before any other command can touch stdin.
+program="$(cat)"
+[[ -n "$program" ]] || die "stdin is empty: expected the Ruby program that asks GitLab's agent server"
 
-require_env GITLAB_URL GITLAB_CA_PEM PROJECT_PATH AGENT_NAME AGENT_NAMESPACE POD_SELECTOR AGENTK_VERSION TIMEOUT_SECONDS
-[[ "$GITLAB_URL" =~ ^https://[a-z0-9.-]+(:[0-9]+)?$ ]] || die "GITLAB_URL ${GITLAB_URL} is not https://<host>"
-[[ "$PROJECT_PATH" =~ ^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$ ]] || die "PROJECT_PATH ${PROJECT_PATH} is not a project path"
-[[ "$AGENT_NAME" =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] || die "AGENT_NAME ${AGENT_NAME} is not an agent name"
+require_env TIMEOUT_SECONDS RUNNER_BOOT_SECONDS AGENT_NAMESPACE POD_SELECTOR
 [[ "$TIMEOUT_SECONDS" =~ ^[0-9]+$ ]] || die "TIMEOUT_SECONDS ${TIMEOUT_SECONDS} is not a number of seconds"
-export KUBECONFIG=/etc/kubernetes/admin.conf
-
-umask 077
-workdir="$(mktemp -d)"
-trap 'rm -rf "$workdir"' EXIT
-printf '%s\n' "$GITLAB_CA_PEM" >"$workdir/ca.crt"
-# GraphQL takes a personal access token as a bearer token (docs.gitlab.com/api/graphql/getting_started).
-printf 'header = "Authorization: Bearer %s"\n' "$owner_pat" >"$workdir/auth.conf"
-unset owner_pat
-# The query, with the project and agent as variables (no quoting of values into the query text).
-python3 - "$PROJECT_PATH" "$AGENT_NAME" >"$workdir/query.json" <<'PY'
-import json
-import sys
-
-query = (
-    "query($project: ID!, $agent: String!) { project(fullPath: $project) { clusterAgent(name: $agent) "
-    "{ id connections { nodes { connectedAt metadata { version podName podNamespace } } } } } }"
-)
-json.dump({"query": query, "variables": {"project": sys.argv[1], "agent": sys.argv[2]}}, sys.stdout)
-PY
-
-# agent_state: one line, `connected <details>`, `waiting <why>` or `refused <why>`, from GitLab's answer.
-agent_state() {
-  local status
-  status="$(curl --silent --show-error --max-time 20 --cacert "$workdir/ca.crt" --config "$workdir/auth.conf" \
-    --header 'Content-Type: application/json' --data-binary "@$workdir/query.json" \
-    --output "$workdir/answer.json" --write-out '%{http_code}' "${GITLAB_URL}/api/graphql" 2>"$workdir/curl.err")" ||
-    status=000
-  python3 - "$status" "$workdir/answer.json" "$workdir/curl.err" <<'PY'
-import json
-import sys
-
-status, answer, error = sys.argv[1], sys.argv[2], sys.argv[3]
-if status == "000":
-    print("waiting GitLab did not answer:", open(error).read().strip()[:300])
-    sys.exit()
-if status in ("401", "403"):
-    print(f"refused GitLab answered HTTP {status}: the API token on stdin expired, was revoked or lacks the api scope")
-    sys.exit()
-try:
-    document = json.load(open(answer))
-except ValueError:
-    print(f"waiting GitLab answered HTTP {status} without JSON (starting or restarting?)")
-    sys.exit()
-errors = [e.get("message", "?") for e in document.get("errors") or []]
-project = (document.get("data") or {}).get("project")
-agent = (project or {}).get("clusterAgent")
-if errors:
-    # KAS unreachable from GitLab: "resource not available" (AgentConnectionsResolver).
-    print("waiting GitLab reports:", "; ".join(errors)[:300])
-elif project is None:
-    print("refused GitLab shows no project at this path to this token (a project Owner's token is needed)")
-elif agent is None:
-    print("waiting GitLab shows no agent of this name in the project yet")
-else:
-    nodes = (agent.get("connections") or {}).get("nodes") or []
-    if nodes:
-        pods = ", ".join(
-            f"{(n.get('metadata') or {}).get('podName', '?')} ({(n.get('metadata') or {}).get('version', '?')})"
-            for n in nodes
-        )
-        print(f"connected {len(nodes)} connection(s): {pods}")
-    else:
-        print("waiting the agent is registered, but no agentk is connected to GitLab's agent server")
-PY
-}
+[[ "$RUNNER_BOOT_SECONDS" =~ ^[0-9]+$ ]] || die "RUNNER_BOOT_SECONDS ${RUNNER_BOOT_SECONDS} is not a number of seconds"
+KAS_LOG="${FS_ROOT:-}/srv/gitlab/logs/gitlab-kas/current"
 
 diagnose() {
-  log "agentk's pods (kubectl -n ${AGENT_NAMESPACE} get pods -l ${POD_SELECTOR}):"
-  kubectl -n "$AGENT_NAMESPACE" get pods -l "$POD_SELECTOR" -o wide >&2 || true
-  log "agentk's logs (last 200 lines per pod):"
-  kubectl -n "$AGENT_NAMESPACE" logs -l "$POD_SELECTOR" --all-containers --prefix --tail=200 >&2 || true
-  log "what the messages mean: 'x509: certificate signed by unknown authority' from agentk: kasCaCert is not GitLab's CA;" \
-    "'101 but got 301': the KAS address lacks its trailing slash; 'Decompressor is not installed' or" \
-    "'Failed to register agent pod': agentk and GitLab versions differ too much. KAS's own log on the GitLab host:" \
-    "/srv/gitlab/logs/gitlab-kas/current (an x509 error there: GitLab's CA is not in /srv/gitlab/config/trusted-certs)."
+  log "GitLab's agent server: its service, then the last lines of its log (${KAS_LOG}):"
+  docker exec gitlab gitlab-ctl status gitlab-kas >&2 || true
+  tail -n 80 "$KAS_LOG" >&2 || true
+  log "what the messages mean: an x509 error in KAS's log: GitLab's CA is not in /srv/gitlab/config/trusted-certs" \
+    "(sudo docker exec gitlab gitlab-ctl restart gitlab-kas after adding it); no trace of agentk at all: agentk" \
+    "cannot reach or trust GitLab. agentk's own log is in the cluster:" \
+    "kubectl -n ${AGENT_NAMESPACE} logs -l ${POD_SELECTOR} --tail=200 (with the stack's kubeconfig output)."
 }
 
-log "waiting up to ${TIMEOUT_SECONDS}s for GitLab to report the agent ${PROJECT_PATH}:${AGENT_NAME} connected (agentk ${AGENTK_VERSION})"
-deadline=$((SECONDS + TIMEOUT_SECONDS))
-next=$((SECONDS + HEARTBEAT_SECONDS))
-until state="$(agent_state)" && [[ "$state" == connected* ]]; do
-  if [[ "$state" == refused* ]]; then
-    die "${state#refused }"
-  fi
-  if ((SECONDS >= deadline)); then
+log "asking GitLab's agent server for the agent's connections (gitlab-rails runner: about a minute to start," \
+  "then up to ${TIMEOUT_SECONDS}s)"
+output="$(mktemp)"
+trap 'rm -f "$output"' EXIT
+status=0
+printf '%s\n' "$program" |
+  timeout "$((TIMEOUT_SECONDS + RUNNER_BOOT_SECONDS))" docker exec -i gitlab gitlab-rails runner - >"$output" ||
+  status=$?
+verdict="$(grep -E '^(connected|refused|timeout) ' "$output" | tail -n 1)" || verdict=""
+# Anything else Rails printed (deprecation notices) is progress, not a result.
+grep -vE '^(connected|refused|timeout) ' "$output" >&2 || true
+case "$verdict" in
+  connected*) log "the agent is connected: ${verdict#connected }" ;;
+  refused*) die "${verdict#refused }" ;;
+  timeout*)
     diagnose
-    die "GitLab did not report the agent connected within ${TIMEOUT_SECONDS}s; last answer: ${state#waiting }"
-  fi
-  if ((SECONDS >= next)); then
-    log "still waiting: ${state#waiting }"
-    next=$((SECONDS + HEARTBEAT_SECONDS))
-  fi
-  sleep "$POLL_SECONDS"
-done
-log "the agent is connected: ${state#connected }"
+    die "GitLab's agent server reported no connection from the agentk pods that run now within ${TIMEOUT_SECONDS}s;" \
+      "last answer: ${verdict#timeout }"
+    ;;
+  *)
+    diagnose
+    die "gitlab-rails runner ended (exit ${status}) without an answer; GitLab's log: /srv/gitlab/logs/gitlab-rails/"
+    ;;
+esac

@@ -1,0 +1,222 @@
+"""The Backups component under mocks: the bucket and its settings, who may write where, the timers and
+the snapshot policy, and how they are wired to the GitLab install and the Kubernetes upgrade.
+
+Behaviour of the scripts is tested against stubs (test_backup_steps.py), a real etcd
+(test_backup_etcd.py) and a real S3 API (test_backup_s3.py); moto does not check IAM conditions, so
+the ``s3:prefix`` condition is held to the policy JSON here.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from components import backup_layout as layout
+from components.backups import GITLAB_UPGRADE_HOOK, bucket_prefix
+from tests.conftest import ADMIN
+from tools.harness import ProgramRun, Registration
+from tools.plan import run_twice
+
+COMMAND = "command:remote:Command"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+PROFILE = "aws:iam/instanceProfile:InstanceProfile"
+BUCKET_TYPE = "aws:s3/bucket:Bucket"
+
+
+def env(step: Registration, command: str = "create") -> dict[str, str]:
+    words = shlex.split(step.plain_inputs[command])
+    return dict(word.split("=", 1) for word in words[2 : words.index("bash")])
+
+
+def files(step: Registration) -> dict[str, dict[str, str]]:
+    return json.loads(env(step)["FILES_JSON"])
+
+
+def statements(run: ProgramRun, name: str) -> dict[str, dict]:
+    policy = json.loads(run.one(ROLE_POLICY, name).plain_inputs["policy"])
+    return {statement["Sid"]: statement for statement in policy["Statement"]}
+
+
+def test_the_bucket_is_private_encrypted_versioned_tls_only_and_kept_by_destroy(dev: ProgramRun) -> None:
+    bucket = dev.one(BUCKET_TYPE, "backups-bucket")
+    assert bucket.plain_inputs["bucketPrefix"] == "gitops-dev-backups-"
+    assert not bucket.plain_inputs.get("forceDestroy")
+    settings = {
+        "aws:s3/bucketOwnershipControls:BucketOwnershipControls": "backups-ownership",
+        "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": "backups-public-access",
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": "backups-encryption",
+        "aws:s3/bucketVersioning:BucketVersioning": "backups-versioning",
+        "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": "backups-retention",
+        "aws:s3/bucketPolicy:BucketPolicy": "backups-policy",
+    }
+    # Protected, all of them: `make destroy` (--exclude-protected) keeps a bucket with its settings.
+    assert bucket.protect and all(dev.one(kind, name).protect for kind, name in settings.items())
+    access = dev.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "backups-public-access").plain_inputs
+    assert all(
+        access[key] is True
+        for key in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+    )
+    ownership = dev.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls", "backups-ownership").plain_inputs
+    assert ownership["rule"]["objectOwnership"] == "BucketOwnerEnforced"
+    encryption = dev.named("backups-encryption").plain_inputs["rules"][0]
+    assert encryption["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"
+    assert dev.named("backups-versioning").plain_inputs["versioningConfiguration"]["status"] == "Enabled"
+    tls = json.loads(dev.named("backups-policy").plain_inputs["policy"])["Statement"][0]
+    assert tls["Effect"] == "Deny" and tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert tls["Resource"] == [bucket.state["arn"], bucket.state["arn"] + "/*"]
+    assert dev.outputs["backupBucket"] == bucket.state["bucket"]
+    assert dev.outputs["backupRegion"] == "us-east-1"
+
+
+def test_retention_follows_config_and_frees_noncurrent_versions(run_stack) -> None:
+    run = run_stack("dev", gitlabBackupRetentionDays=45, backupNoncurrentRetentionDays=3)
+    lifecycle = run.named("backups-retention")
+    assert run.named("backups-versioning").urn in lifecycle.depends_on
+    rules = {rule["id"]: rule for rule in lifecycle.plain_inputs["rules"]}
+    assert rules["gitlab-daily"]["filter"] == {"prefix": "gitlab/daily/"}
+    assert rules["gitlab-daily"]["expiration"] == {"days": 45}
+    assert rules["etcd-frequent"]["expiration"] == {"days": 7}
+    assert rules["etcd-daily"]["expiration"] == {"days": 90}
+    assert rules["gitlab-pre-upgrade"]["expiration"] == rules["etcd-pre-upgrade"]["expiration"] == {"days": 90}
+    # In a versioned bucket an expiration only adds a delete marker: every rule frees noncurrent versions.
+    assert all(
+        rule["noncurrentVersionExpiration"] == {"noncurrentDays": 3}
+        for key, rule in rules.items()
+        if key != "whole-bucket-cleanup"
+    )
+    cleanup = rules["whole-bucket-cleanup"]
+    assert cleanup["abortIncompleteMultipartUpload"] == {"daysAfterInitiation": 2}
+    assert cleanup["expiration"] == {"expiredObjectDeleteMarker": True}
+
+
+def test_each_host_role_may_only_put_get_and_list_its_own_prefix(dev: ProgramRun) -> None:
+    bucket = dev.one(BUCKET_TYPE, "backups-bucket").state["arn"]
+    gitlab_role = dev.one(PROFILE, "gitlab-profile").plain_inputs["role"]
+    control_plane_role = dev.one(PROFILE, "gitops-k8s-control-plane-profile").plain_inputs["role"]
+    worker_role = dev.one(PROFILE, "gitops-k8s-profile").plain_inputs["role"]
+    assert dev.one(ROLE_POLICY, "backups-gitlab-writer").plain_inputs["role"] == gitlab_role
+    assert dev.one(ROLE_POLICY, "backups-etcd-writer").plain_inputs["role"] == control_plane_role
+    # Workers get no permission at all: only the control plane writes etcd snapshots.
+    assert all(policy.plain_inputs["role"] != worker_role for policy in dev.all(ROLE_POLICY))
+    for name, prefix in (("backups-gitlab-writer", "gitlab/"), ("backups-etcd-writer", "etcd/")):
+        found = statements(dev, name)
+        assert found["WriteAndReadOwnBackups"]["Action"] == ["s3:PutObject", "s3:GetObject"]
+        assert found["WriteAndReadOwnBackups"]["Resource"] == f"{bucket}/{prefix}*"
+        # moto does not check conditions: the prefix limit on listing is held here.
+        assert found["ListOwnBackups"] == {
+            "Sid": "ListOwnBackups",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": bucket,
+            "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}},
+        }
+        actions = [a for s in found.values() for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+        assert not any("Delete" in action or "Acl" in action or "Retention" in action for action in actions)
+
+
+def test_the_control_plane_has_its_own_instance_profile(dev: ProgramRun) -> None:
+    master = dev.one("aws:ec2/instance:Instance", "gitops-k8s-master").plain_inputs["iamInstanceProfile"]
+    worker = dev.one("aws:ec2/instance:Instance", "gitops-k8s-worker1").plain_inputs["iamInstanceProfile"]
+    assert master == dev.one(PROFILE, "gitops-k8s-control-plane-profile").state["name"]
+    assert worker == dev.one(PROFILE, "gitops-k8s-profile").state["name"]
+
+
+def test_gitlab_installs_its_backup_timer_and_upgrade_hook_before_the_install_step(dev: ProgramRun) -> None:
+    timer = dev.one(COMMAND, "backups-gitlab-timer")
+    install = dev.one(COMMAND, "gitlab-install")
+    assert timer.urn in install.depends_on  # the hook exists before install.sh may upgrade
+    assert dev.named("backups-gitlab-writer").urn in timer.depends_on
+    step = env(timer)
+    assert step["UNIT"] == "gitops-gitlab-backup" and step["NOW"] == "check" and step["CHECK_PREFIX"] == "gitlab/"
+    installed = files(timer)
+    bucket = dev.outputs["backupBucket"]
+    assert (
+        installed["/etc/gitops/gitlab-backup.env"]["content"]
+        == f"AWS_DEFAULT_REGION=us-east-1\nBACKUP_BUCKET={bucket}\n"
+    )
+    assert installed[GITLAB_UPGRADE_HOOK]["mode"] == "0755"
+    assert "OnCalendar=*-*-* 03:00:00 UTC" in installed["/etc/systemd/system/gitops-gitlab-backup.timer"]["content"]
+    service = installed["/etc/systemd/system/gitops-gitlab-backup.service"]["content"]
+    assert "ExecStart=/usr/local/lib/gitops/gitlab-backup daily" in service
+    # Removed with the step: the timer is stopped and every file it installed goes.
+    assert env(timer, "delete")["FILE_PATHS"].split() == sorted(installed)
+
+
+def test_the_data_volume_gets_daily_snapshots_from_its_own_dlm_policy(run_stack) -> None:
+    run = run_stack("dev", backupHourUtc=23, gitlabSnapshotRetentionDays=14)
+    volume_tags = run.one("aws:ebs/volume:Volume", "gitlab-data").plain_inputs["tags"]
+    dlm = run.one("aws:dlm/lifecyclePolicy:LifecyclePolicy", "backups-gitlab-data-snapshots").plain_inputs
+    target = dlm["policyDetails"]["targetTags"]
+    assert target == layout.dlm_target_tag("gitops", "dev") and target.items() <= volume_tags.items()
+    (schedule,) = dlm["policyDetails"]["schedules"]
+    assert schedule["createRule"] == {"interval": 24, "intervalUnit": "HOURS", "times": "01:00"}  # 2 h after 23:00
+    assert schedule["retainRule"] == {"interval": 14, "intervalUnit": "DAYS"}
+    assert dlm["state"] == "ENABLED" and dlm["policyDetails"]["resourceTypes"] == ["VOLUME"]
+    role = run.one("aws:iam/role:Role", "backups-dlm-role")
+    trust = json.loads(role.plain_inputs["assumeRolePolicy"])["Statement"][0]
+    assert trust["Principal"] == {"Service": "dlm.amazonaws.com"}
+    attachment = run.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "backups-dlm-role-policy").plain_inputs
+    assert attachment["policyArn"] == "arn:aws:iam::aws:policy/service-role/AWSDataLifecycleManagerServiceRole"
+
+
+def test_every_control_plane_snapshots_etcd_and_an_upgrade_waits_for_a_fresh_snapshot(run_stack) -> None:
+    run = run_stack("dev", etcdSnapshotIntervalMinutes=30)
+    setup = run.one(COMMAND, "gitops-k8s-master-etcd-backup")
+    assert env(setup)["NOW"] == "run" and env(setup)["PROGRAM"] == "/usr/local/lib/gitops/etcd-backup"
+    installed = files(setup)
+    assert "NODE_NAME=master\n" in installed["/etc/gitops/etcd-backup.env"]["content"]
+    assert "OnUnitActiveSec=30min" in installed["/etc/systemd/system/gitops-etcd-backup.timer"]["content"]
+    assert run.named("gitops-k8s-control-plane-ready").urn in setup.depends_on  # etcd runs
+    assert run.named("backups-etcd-writer").urn in setup.depends_on
+    snapshot = run.one(COMMAND, "gitops-k8s-master-etcd-pre-upgrade-snapshot")
+    assert env(snapshot)["SNAPSHOT_KIND"] == "pre-upgrade" and setup.urn in snapshot.depends_on
+    # Replaced, so run again, whenever the upgrade target changes; the upgrade waits for it.
+    assert "TARGET_MINOR=1.36" in snapshot.plain_inputs["triggers"]
+    assert snapshot.urn in run.one(COMMAND, "gitops-k8s-master-upgrade").depends_on
+
+
+def test_with_three_control_plane_nodes_each_member_snapshots_under_its_own_name_once_joined(run_stack) -> None:
+    """No leader election: every member's timer uploads under etcd/<kind>/<its name>/ (make doctor checks each)."""
+    run = run_stack("dev", controlPlaneCount=3)
+    profile = run.one(PROFILE, "gitops-k8s-control-plane-profile").state["name"]
+    for member in ("master2", "master3"):
+        assert (
+            run.one("aws:ec2/instance:Instance", f"gitops-k8s-{member}").plain_inputs["iamInstanceProfile"] == profile
+        )
+        setup = run.one(COMMAND, f"gitops-k8s-{member}-etcd-backup")
+        assert f"NODE_NAME={member}\n" in files(setup)["/etc/gitops/etcd-backup.env"]["content"]
+        assert run.named(f"gitops-k8s-{member}-join").urn in setup.depends_on  # its etcd member runs
+        assert run.named("backups-etcd-writer").urn in setup.depends_on
+        assert env(setup, "delete")["INSTANCE_ID"] == run.one("aws:ec2/instance:Instance", f"gitops-k8s-{member}").id
+    # One pre-upgrade snapshot, on the first node, before its upgrade (any member holds the whole keyspace).
+    assert [step.name for step in run.all(COMMAND) if step.name.endswith("-etcd-pre-upgrade-snapshot")] == [
+        "gitops-k8s-master-etcd-pre-upgrade-snapshot"
+    ]
+
+
+def test_backups_off_creates_none_of_it(run_stack) -> None:
+    run = run_stack("dev", backups=False)
+    assert run.all(BUCKET_TYPE) == [] and run.all("aws:dlm/lifecyclePolicy:LifecyclePolicy") == []
+    assert [policy.name for policy in run.all(ROLE_POLICY) if policy.name.startswith("backups-")] == []
+    assert not [step for step in run.all(COMMAND) if "backup" in step.name]
+    assert "backupBucket" not in run.outputs
+
+
+def test_turning_backups_on_later_touches_no_instance_and_only_adds() -> None:
+    plan = run_twice(before={**ADMIN, "backups": False}, after={"backups": True}).plan
+    assert plan.touched("aws:ec2/instance:Instance") == {}
+    changes = plan.touched()
+    # Everything is new (the data volume carries its snapshot tag whether backups are on or off).
+    assert set(changes.values()) == {"create"}, changes
+    # The GitLab install step does not re-run: it only waits for the new timer from now on.
+    assert "gitlab-install" not in changes
+
+
+@pytest.mark.parametrize(
+    ("project", "stack", "prefix"),
+    [("gitops", "dev", "gitops-dev-backups-"), ("My_Project", "Prod.EU", "my-project-prod-eu-backups-")],
+)
+def test_bucket_prefix_is_a_valid_bucket_name_start(project: str, stack: str, prefix: str) -> None:
+    assert bucket_prefix(project, stack) == prefix and len(prefix) <= 37

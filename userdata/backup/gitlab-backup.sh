@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Program (GitLab host; the gitops-gitlab-backup timer, and /etc/gitops/hooks/pre-gitlab-upgrade that
+# userdata/gitlab/install.sh runs before each upgrade hop): back GitLab up to the stack's bucket.
+# Usage: gitlab-backup [daily | pre-upgrade <old version> <new version>] (default daily). Prints the set's URL.
+#
+# A set (s3://<bucket>/gitlab/<kind>/<backup id>/):
+#   <backup id>_gitlab_backup.tar  `gitlab-backup create` in the container (database, repositories,
+#                                  uploads, builds, artifacts, LFS, packages, registry, ...), nothing
+#                                  skipped: README "Backups and restore" says why;
+#   gitlab-config.tar.gz           what that archive leaves out and a restore needs (gitlabhq
+#                                  doc/administration/backup_restore/backup_gitlab.md "Storing
+#                                  configuration files"): /etc/gitlab (= /srv/gitlab/config:
+#                                  gitlab-secrets.json, gitlab.rb, ssl/, trusted-certs/, the SSH host
+#                                  keys) and this product's rendered Omnibus configuration
+#                                  (/etc/gitops/gitlab-omnibus.rb, /etc/gitops/gitlab.env);
+#   SHA256SUMS                     written last: a set without it is an upload that did not finish.
+# The archive is found as the one new *_gitlab_backup.tar in the backup directory, not by parsing
+# output: a zero exit with no new archive fails too. Local copies are deleted once uploaded (the
+# DLM snapshots and the bucket hold the history). One run at a time (flock); GitLab itself refuses
+# a second concurrent backup. Before an upgrade GitLab must be running: if it cannot be, an operator
+# creates /etc/gitops/gitlab-upgrade-skip-backup on the host to upgrade without a backup, once.
+# Parameters (env, or BACKUP_ENV, default /etc/gitops/gitlab-backup.env): BACKUP_BUCKET,
+#   AWS_DEFAULT_REGION; S3_ENDPOINT_URL (tests). FS_ROOT: tests only.
+# Runs with userdata/lib/common.sh in front (components/backups.py installs both as one program).
+set -euo pipefail
+BACKUP_ENV="${BACKUP_ENV:-/etc/gitops/gitlab-backup.env}"
+if [[ -f "$BACKUP_ENV" ]]; then
+  # shellcheck source=/dev/null
+  source "$BACKUP_ENV"
+fi
+require_env BACKUP_BUCKET AWS_DEFAULT_REGION
+export AWS_DEFAULT_REGION
+kind="${1:-daily}"
+case "$kind" in
+  daily) ;;
+  pre-upgrade) [[ $# -eq 3 ]] || die "usage: gitlab-backup pre-upgrade <old version> <new version>" ;;
+  *) die "unknown backup kind '${kind}': daily or pre-upgrade" ;;
+esac
+ROOT="${FS_ROOT:-}"
+MOUNT="${ROOT}/srv/gitlab"
+# gitlab_rails['backup_path'] default /var/opt/gitlab/backups, the data volume's data/ on the host.
+ARCHIVES="${MOUNT}/data/backups"
+STAGING="${MOUNT}/gitops-backup" # root only, outside the container's mounts
+STATE_DIR="${ROOT}/var/lib/gitops/backups"
+SKIP_ONCE="${ROOT}/etc/gitops/gitlab-upgrade-skip-backup"
+
+aws_s3() {
+  local endpoint=()
+  [[ -z "${S3_ENDPOINT_URL:-}" ]] || endpoint=(--endpoint-url "$S3_ENDPOINT_URL")
+  aws "${endpoint[@]}" "$@"
+}
+
+# upload FILE URL [aws s3 cp options]: three attempts (a network blip; a role policy made seconds ago).
+upload() {
+  local file="$1" url="$2" attempt
+  shift 2
+  for attempt in 1 2 3; do
+    aws_s3 s3 cp "$file" "$url" --only-show-errors "$@" >&2 && return 0
+    ((attempt == 3)) || sleep $((attempt * 10))
+  done
+  die "upload to ${url} failed (3 attempts)"
+}
+
+mkdir -p "$STATE_DIR"
+exec 9>"${STATE_DIR}/gitlab-backup.lock"
+flock -w 10800 9 || die "another GitLab backup has held ${STATE_DIR}/gitlab-backup.lock for 3 hours"
+
+if [[ "$(docker inspect --format '{{.State.Running}}' gitlab 2>/dev/null)" != true ]]; then
+  if [[ "$kind" == pre-upgrade && -f "$SKIP_ONCE" ]]; then
+    rm -f "$SKIP_ONCE"
+    log "WARNING: GitLab is not running: upgrading $2 -> $3 WITHOUT a backup, as ${SKIP_ONCE#"$ROOT"} asked (now removed)"
+    exit 0
+  fi
+  why="GitLab is not running on this host (docker inspect gitlab): no backup can be taken"
+  [[ "$kind" == pre-upgrade ]] && why+=". Start it, or, to upgrade without a backup, run 'sudo touch ${SKIP_ONCE#"$ROOT"}' and pulumi up again (used once)"
+  die "$why"
+fi
+
+archives() { find "$ARCHIVES" -maxdepth 1 -name '*_gitlab_backup.tar' -printf '%f\n' 2>/dev/null | sort; }
+mkdir -p "$ARCHIVES"
+before="$(archives)"
+log "gitlab-backup create (${kind}${2:+: before the upgrade $2 -> $3})"
+status=0
+docker exec gitlab gitlab-backup create >&2 || status=$?
+((status == 0)) || die "gitlab-backup create failed (exit ${status}; its output is above, and in the journal:" \
+  "'journalctl -u gitops-gitlab-backup'); nothing was uploaded"
+new="$(comm -13 <(printf '%s\n' "$before") <(archives) | sed '/^$/d')"
+[[ -n "$new" ]] || die "gitlab-backup create exited 0 but wrote no new *_gitlab_backup.tar in ${ARCHIVES}; nothing was uploaded"
+[[ "$(printf '%s\n' "$new" | wc -l)" -eq 1 ]] || die "more than one new archive in ${ARCHIVES}: ${new//$'\n'/ }; nothing was uploaded"
+archive="${ARCHIVES}/${new}"
+id="${new%_gitlab_backup.tar}"
+# <unix time>_<YYYY>_<MM>_<DD>_<GitLab version> (gitlabhq lib/backup/manager.rb backup_id)
+version="${id##*_}"
+[[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+ ]] || die "cannot read GitLab's version from the backup id ${id}; nothing was uploaded"
+
+rm -rf "$STAGING"
+install -d -m 0700 "$STAGING"
+trap 'rm -rf "$STAGING"' EXIT
+tar -C "${ROOT:-/}" --create --gzip --file "${STAGING}/gitlab-config.tar.gz" --exclude=srv/gitlab/config/config_backup \
+  srv/gitlab/config etc/gitops/gitlab-omnibus.rb etc/gitops/gitlab.env || die "could not archive GitLab's configuration"
+archive_sha="$(sha256sum "$archive" | cut -d ' ' -f 1)"
+config_sha="$(sha256sum "${STAGING}/gitlab-config.tar.gz" | cut -d ' ' -f 1)"
+printf '%s  %s\n%s  %s\n' "$archive_sha" "$new" "$config_sha" gitlab-config.tar.gz >"${STAGING}/SHA256SUMS"
+
+url="s3://${BACKUP_BUCKET}/gitlab/${kind}/${id}"
+log "uploading ${new} ($(du -h "$archive" | cut -f 1)) to ${url}/"
+upload "$archive" "${url}/${new}" --metadata "sha256=${archive_sha},gitlab-version=${version}"
+upload "${STAGING}/gitlab-config.tar.gz" "${url}/gitlab-config.tar.gz" --metadata "sha256=${config_sha}"
+upload "${STAGING}/SHA256SUMS" "${url}/SHA256SUMS"
+rm -f "$archive"
+printf '%s %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$kind" "$id" >"${STATE_DIR}/gitlab-last-success"
+log "GitLab ${version} backed up to ${url}/"
+printf '%s/\n' "$url"

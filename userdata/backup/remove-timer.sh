@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Step (delete of install-timer.sh: backups turned off, or the host going away): stop and remove the
+# timer, its service and the files install-timer.sh wrote. Backups already in the bucket stay.
+# Only on the instance the timer was installed on: when the instance is replaced, the old step's delete
+# runs after the new one was created, and its address (the Elastic IP) may already reach the new
+# instance, whose timer must stay. The instance asks its metadata service (IMDSv2) who it is.
+# Parameters: UNIT, FILE_PATHS (space-separated absolute paths), INSTANCE_ID. FS_ROOT: tests only.
+set -euo pipefail
+require_env UNIT FILE_PATHS INSTANCE_ID
+ROOT="${FS_ROOT:-}"
+token="$(curl --silent --max-time 5 -X PUT http://169.254.169.254/latest/api/token \
+  -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' 2>/dev/null || true)"
+this_instance="$(curl --silent --fail --max-time 5 -H "X-aws-ec2-metadata-token: ${token}" \
+  http://169.254.169.254/latest/meta-data/instance-id 2>/dev/null || true)"
+if [[ -n "$this_instance" && "$this_instance" != "$INSTANCE_ID" ]]; then
+  log "this is ${this_instance}, not ${INSTANCE_ID} the ${UNIT} timer was installed on: left in place"
+  exit 0
+fi
+systemctl disable --now "${UNIT}.timer" >&2 || log "${UNIT}.timer was not enabled"
+for path in $FILE_PATHS; do
+  rm -f "${ROOT}${path}"
+done
+systemctl daemon-reload
+log "${UNIT}.timer removed; the backups in the bucket are kept"
