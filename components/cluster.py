@@ -11,7 +11,8 @@ Order of events on `pulumi up`, one module per concept:
 5. bootstrap (cluster_bootstrap.py): `kubeadm init`, Flannel, control plane Ready;
 6. lifecycle (cluster_lifecycle.py): the upgrade gate and the first node's upgrade to the configured
    version (a no-op on a new cluster); then, with controlPlaneCount 3, the further control-plane
-   nodes join one at a time (cluster_members.py); each worker joins (and is admitted, and on
+   nodes join one at a time (cluster_members.py), each then handed to the member hook (backups:
+   its own etcd snapshot timer); each worker joins (and is admitted, and on
    removal drained); then, one node at a time, control plane first, every node follows the first
    one's version; the certificate timer on every control-plane node; CoreDNS spread over the nodes.
 The Kubernetes provider is usable once every node is Ready and upgraded.
