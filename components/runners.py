@@ -304,6 +304,7 @@ class Runners(pulumi.ComponentResource):
             script="runners/configure-runner.sh",
             env={
                 "RUNNER_CONFIG_TOML": fleet.apply(lambda f: runner_config.to_toml(runner_config.manager_config(f))),
+                "FLEETING_PLUGIN": runner_config.FLEETING_PLUGIN,
                 "GITLAB_HOSTNAME": args.gitlab_hostname,
                 "GITLAB_CA_PEM": args.gitlab_ca_pem,
                 "AWS_SHARED_CONFIG": region.apply(runner_config.aws_shared_config),
