@@ -180,8 +180,12 @@ def test_the_configuration_lands_with_the_token_in_place_and_private_files_priva
 def test_the_plugin_is_installed_then_the_runner_started_and_verified(manager: StubHost) -> None:
     assert configure(manager).returncode == 0
     calls = manager.calls("gitlab-runner", "systemctl")
-    [install] = [call for call in calls if call.startswith("gitlab-runner fleeting --config ") and call.endswith(" install")]
-    [listed] = [call for call in calls if call.startswith("gitlab-runner fleeting --config ") and call.endswith(" list")]
+    [install] = [
+        call for call in calls if call.startswith("gitlab-runner fleeting --config ") and call.endswith(" install")
+    ]
+    [listed] = [
+        call for call in calls if call.startswith("gitlab-runner fleeting --config ") and call.endswith(" list")
+    ]
     assert calls.index(install) < calls.index(listed) < calls.index("systemctl daemon-reload")
     assert calls.index("systemctl daemon-reload") < calls.index("systemctl restart gitlab-runner.service")
     assert calls.index("systemctl restart gitlab-runner.service") < calls.index(

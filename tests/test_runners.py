@@ -9,7 +9,8 @@ import tomllib
 
 import yaml
 
-from components import runner_config, versions
+from components import runner_config, runners, versions
+from components.config import MAX_RUNNER_INSTANCES
 from components.gitlab_config import secret_bundle
 from tools.harness import ProgramRun, Registration, is_secret_value, plain
 
@@ -73,7 +74,9 @@ def test_job_vm_user_data_trusts_gitlab_and_the_managers_key_only(dev) -> None:
 def test_the_group_starts_empty_and_only_the_runner_scales_it(dev) -> None:
     registration = dev.one(GROUP, "runners-job-vms")
     group = registration.plain_inputs
-    assert (group["minSize"], group["maxSize"]) == (0, 2)
+    # A ceiling that never moves; the runner's max_instances (2 here) is the limit that works.
+    assert (group["minSize"], group["maxSize"]) == (0, runners.GROUP_MAX_SIZE)
+    assert {"key": "MaxInstances", "value": "2", "propagateAtLaunch": False} in group["tags"]
     assert "desiredCapacity" not in group and registration.ignore_changes == ["desiredCapacity"]
     assert group["protectFromScaleIn"] is True
     assert group["suspendedProcesses"] == ["AZRebalance"]
@@ -86,9 +89,19 @@ def test_the_group_starts_empty_and_only_the_runner_scales_it(dev) -> None:
     assert not dev.all("aws:autoscaling/policy:Policy"), "no scaling policy: the runner alone scales the group"
 
 
+def test_the_groups_ceiling_admits_every_max_instances_the_config_accepts(run_stack) -> None:
+    """The plugin needs the group's MaxSize at or above max_instances (fleeting-plugin-aws README)."""
+    assert runners.GROUP_MAX_SIZE >= MAX_RUNNER_INSTANCES
+    run = run_stack("dev", runnerMaxInstances=MAX_RUNNER_INSTANCES)
+    assert run.one(GROUP, "runners-job-vms").plain_inputs["maxSize"] >= MAX_RUNNER_INSTANCES
+    assert configured(run)["runners"][0]["autoscaler"]["max_instances"] == MAX_RUNNER_INSTANCES
+
+
 def test_max_instances_is_config_and_reaches_the_group_and_the_runner(run_stack) -> None:
     run = run_stack("dev", runnerMaxInstances=5, runnerCapacityPerInstance=2, runnerIdleCount=1, runnerIdleTime="30m")
-    assert run.one(GROUP, "runners-job-vms").plain_inputs["maxSize"] == 5
+    group = run.one(GROUP, "runners-job-vms").plain_inputs
+    assert group["maxSize"] == runners.GROUP_MAX_SIZE
+    assert {"key": "MaxInstances", "value": "5", "propagateAtLaunch": False} in group["tags"]
     config = configured(run)
     autoscaler = config["runners"][0]["autoscaler"]
     assert (config["concurrent"], autoscaler["max_instances"], autoscaler["capacity_per_instance"]) == (10, 5, 2)
@@ -229,4 +242,10 @@ def test_every_new_resource_is_tagged_and_parented(dev) -> None:
             if "tags" in registration.plain_inputs and registration.type != GROUP:
                 assert registration.plain_inputs["tags"]["Name"] == registration.name
     tags = {tag["key"]: tag["value"] for tag in dev.one(GROUP, "runners-job-vms").plain_inputs["tags"]}
-    assert tags == {"Project": "gitops", "Stack": "dev", "ManagedBy": "pulumi", "Name": "runners-job-vms"}
+    assert tags == {
+        "Project": "gitops",
+        "Stack": "dev",
+        "ManagedBy": "pulumi",
+        "Name": "runners-job-vms",
+        "MaxInstances": "2",
+    }
