@@ -273,7 +273,10 @@ class Runners(pulumi.ComponentResource):
             config,
             # No state lives on the manager but config.toml, which the steps rewrite: still, a newer
             # Debian image or a user-data edit must not restart it (and every job with it).
-            pulumi.ResourceOptions(parent=self, ignore_changes=["ami", "userData"]),
+            # Replaced (a new key pair, subnet, root-volume key): the old one goes first. Two managers
+            # on one group would each remove the other's VMs as "pre-existing" at start
+            # (docker_autoscaler.md: one autoscaling resource per runner configuration).
+            pulumi.ResourceOptions(parent=self, ignore_changes=["ami", "userData"], delete_before_replace=True),
         )
         runner = gitlab.UserRunner(
             f"{name}-runner",

@@ -383,6 +383,18 @@ def test_a_new_max_instances_rewrites_the_runner_and_leaves_the_groups_size_alon
     assert not plan.with_action("replace") and not plan.with_action("stop-start") and plan.errors == []
 
 
+def test_a_replaced_manager_is_gone_before_its_successor_starts_on_the_same_group() -> None:
+    """A second manager on the group would remove the first one's VMs, jobs running, as pre-existing."""
+    plan = second_up(replace=["runners-manager"])
+    assert plan.of("runners-manager", INSTANCE).action == "replace"
+    manager = plan.of("runners-manager", INSTANCE).urn
+    deleted = plan.operations.index(("delete", manager))
+    assert deleted < plan.operations.index(("create", manager))
+    # Its steps run again on the new host; the group, its runner and token stay.
+    assert plan.of(CONFIGURE).action in ("replace", "update") and plan.of("runners-job-vms").action == "same"
+    assert plan.of("runners-runner").action == "same" and plan.errors == []
+
+
 def test_capacity_idle_time_and_idle_count_only_rewrite_the_runners_configuration() -> None:
     after = {"runnerCapacityPerInstance": 2, "runnerIdleTime": "30m", "runnerIdleCount": 1}
     result = run_twice(before=ADMIN, after=after)

@@ -155,6 +155,7 @@ def test_the_manager_is_a_hardened_host_of_its_own(dev) -> None:
     assert inputs["associatePublicIpAddress"] is True
     assert inputs["subnetId"] == dev.outputs["subnetIds"][0]
     assert {"ami", "userData", "ebsOptimized"} <= set(manager.ignore_changes)
+    assert manager.delete_before_replace, "never two managers on one group"
     assert (
         inputs["iamInstanceProfile"] == dev.one("aws:iam/instanceProfile:InstanceProfile", "runners-manager-profile").id
     )
