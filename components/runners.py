@@ -247,7 +247,7 @@ class Runners(pulumi.ComponentResource):
             tags=config.tags(f"{name}-manager-role"),
             opts=child,
         )
-        aws.iam.RolePolicy(
+        policy = aws.iam.RolePolicy(
             f"{name}-manager-fleeting",
             role=role.id,
             policy=group.arn.apply(lambda arn: json.dumps(runner_config.fleeting_policy(arn))),
@@ -343,7 +343,8 @@ class Runners(pulumi.ComponentResource):
             # A new manager starts from an empty disk. A new token (the runner was replaced) or a new
             # configuration re-runs the step in place: it rewrites the files and restarts the runner.
             triggers=[manager.id],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[install]),
+            # The runner calls AWS with the role's policy from its first job on: created first.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[install, policy]),
         )
 
         self.runner_id = runner.id

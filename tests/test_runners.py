@@ -197,6 +197,7 @@ def test_the_manager_installs_the_pinned_runner_then_configures_it(dev, run_stac
     assert step_parts(install)[0] == {"STEP_NAME": "runners/install-runner.sh", "GITLAB_RUNNER_VERSION": "19.4.1"}
     assert versions.GITLAB_RUNNER_VERSION == "19.4.1"
     assert install.urn in configure.depends_on
+    assert dev.one("aws:iam/rolePolicy:RolePolicy", "runners-manager-fleeting").urn in configure.depends_on
     for step in (install, configure, dev.one(STEP, "runners-manager-operator-ssh-key")):
         assert step.plain_inputs["connection"]["host"] == manager.state["publicIp"]
         assert manager.id in step.plain_inputs["triggers"]
