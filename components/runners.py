@@ -75,6 +75,19 @@ class RunnersArgs:
     ssh: SshAccess
 
 
+def _require_x86_64(instance_type: str, parent: pulumi.Resource) -> None:
+    """Stop the program on a job-VM type that cannot boot the amd64 image (config.py refuses the
+    Graviton names; DescribeInstanceTypes ProcessorInfo.SupportedArchitectures says it for the rest).
+    The group would otherwise fail every launch in its activity history, `pulumi up` green."""
+    found = aws.ec2.get_instance_type(instance_type=instance_type, opts=pulumi.InvokeOptions(parent=parent))
+    architectures = list(found.supported_architectures or [])
+    if "x86_64" not in architectures:
+        raise pulumi.RunError(
+            f"runnerInstanceType: got {instance_type!r} ({', '.join(architectures) or 'no architecture'}); "
+            "expected an x86_64 instance type such as t3.medium or c6i.large: job VMs boot Debian's amd64 image"
+        )
+
+
 class Runners(pulumi.ComponentResource):
     runner_id: pulumi.Output[str]
     manager_public_ip: pulumi.Output[str]
@@ -87,6 +100,7 @@ class Runners(pulumi.ComponentResource):
         super().__init__("gitops:runners:Runners", name, None, opts)
         config = args.config
         child = pulumi.ResourceOptions(parent=self)
+        _require_x86_64(config.runner_instance_type, self)
 
         # ---- 1. network ---------------------------------------------------------------------------
         manager_group = self._group(f"{name}-manager-group", "GitLab Runner manager: SSH for the Pulumi steps", args)

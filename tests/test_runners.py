@@ -7,12 +7,13 @@ import json
 import shlex
 import tomllib
 
+import pytest
 import yaml
 
 from components import runner_config, runners, versions
 from components.config import MAX_RUNNER_INSTANCES
 from components.gitlab_config import secret_bundle
-from tools.harness import ProgramRun, Registration, is_secret_value, plain
+from tools.harness import ProgramError, ProgramRun, Registration, is_secret_value, plain
 
 INSTANCE = "aws:ec2/instance:Instance"
 TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
@@ -95,6 +96,18 @@ def test_the_groups_ceiling_admits_every_max_instances_the_config_accepts(run_st
     run = run_stack("dev", runnerMaxInstances=MAX_RUNNER_INSTANCES)
     assert run.one(GROUP, "runners-job-vms").plain_inputs["maxSize"] >= MAX_RUNNER_INSTANCES
     assert configured(run)["runners"][0]["autoscaler"]["max_instances"] == MAX_RUNNER_INSTANCES
+
+
+def test_a_job_vm_type_that_cannot_boot_the_amd64_image_stops_the_program(run_stack) -> None:
+    """config.py refuses the Graviton names; an arm64 type it cannot tell by name (Apple silicon Macs)
+    is refused from DescribeInstanceTypes before the runners create anything."""
+    with pytest.raises(ProgramError) as caught:
+        run_stack("dev", runnerInstanceType="mac2.metal")
+    assert type(caught.value.error).__name__ == "RunError"
+    assert "runnerInstanceType: got 'mac2.metal' (arm64); expected an x86_64 instance type" in str(caught.value)
+    assert not [
+        r for r in caught.value.registrations if r.name.startswith("runners-") and r.type != "gitops:runners:Runners"
+    ]
 
 
 def test_max_instances_is_config_and_reaches_the_group_and_the_runner(run_stack) -> None:
