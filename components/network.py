@@ -73,7 +73,7 @@ class Network(pulumi.ComponentResource):
         # launched without a group of its own gets no access. Removing this resource from the program
         # would only stop managing the group, never delete it. The rules are attributes-as-blocks
         # (Optional + Computed): omitted, a rule added later by hand shows no diff and stays; empty
-        # lists are managed as "no rule", so every `up` removes it again (pulumi-aws
+        # lists are managed as "no rule": a refresh reads it as drift and `up --refresh` removes it (pulumi-aws
         # ec2/security_group.py "Removing All Ingress and Egress Rules": ingress=[], egress=[]).
         aws.ec2.DefaultSecurityGroup(
             f"{name}-default-group",
