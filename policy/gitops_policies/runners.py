@@ -45,8 +45,10 @@ RUNNER_START = re.compile(
     r"|\bsystemctl\s+(?:-\S+\s+)*(?:enable|start|restart|try-restart|reload-or-restart)\b[^\n]*\bgitlab-runner\b",
     re.MULTILINE,
 )
-# Properties of a remote step that reach the host: its commands, their environment and stdin. A token
-# any of them is made from is sent there (`connection` and `triggers` are not).
+# Properties of a remote step that reach the host: its commands (components/remote.py writes a step's
+# env into them), pulumi-command's `environment` (SSH Setenv: provider/pkg/provider/remote/
+# commandOutputs.go) and stdin. A token any of them is made from is sent there; `connection` and
+# `triggers` are not.
 SENT_TO_HOST = ("create", "update", "delete", "stdin", "environment")
 
 

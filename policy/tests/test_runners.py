@@ -63,8 +63,8 @@ def step(
     }
     dependencies = {"connection": connection_from or []}
     if create_from is not None:
-        # A token in the environment: pulumi-command writes `export NAME=value` into the command.
-        inputs["create"] = secret(f"export RUNNER_TOKEN=glrt-t1_Zx8Kq2Lm4Np6Rs8Tv0Wy; {create}")
+        # A token as a step parameter: components/remote.py writes env into the command (`sudo env K=V`).
+        inputs["create"] = secret(f"sudo env RUNNER_TOKEN=glrt-t1_Zx8Kq2Lm4Np6Rs8Tv0Wy {create}")
         dependencies["create"] = create_from
     if stdin_from is not None:
         inputs["stdin"] = secret("glrt-t1_Zx8Kq2Lm4Np6Rs8Tv0Wy")
