@@ -691,7 +691,14 @@ case "$1 $2" in
   "image ls") cat "$STATE/images" 2>/dev/null || true ;;
   "image rm")
     shift 3
-    for image in "$@"; do grep -vxF "$image" "$STATE/images" >"$STATE/images.new"; mv "$STATE/images.new" "$STATE/images"; done ;;
+    for image in "$@"; do
+      case "$image" in
+        *"<none>"*) echo "Error response from daemon: invalid reference format" >&2; exit 1 ;;
+      esac
+      # By ID or by repository:tag; $STATE/images holds `ID REPOSITORY TAG` lines.
+      awk -v ref="$image" '$1 != ref && $2 ":" $3 != ref' "$STATE/images" >"$STATE/images.new"
+      mv "$STATE/images.new" "$STATE/images"
+    done ;;
 esac
 """
 GITLAB_IMAGE = "gitlab/gitlab-ce:19.4.1-ce.0"
@@ -699,6 +706,17 @@ RUNNER_IMAGES = [
     "gitlab/gitlab-runner:alpine-v19.4.1",
     "registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:x86_64-v19.4.1",
 ]
+# An older runner image a newer pull of the same tag left untagged: removable by its ID only.
+UNTAGGED_RUNNER_IMAGE = "5d3c1b2a9e8f gitlab/gitlab-runner <none>"
+
+
+def image_lines(*refs: str) -> str:
+    """`docker image ls --format '{{.ID}} {{.Repository}} {{.Tag}}'` for these images."""
+    lines = []
+    for number, ref in enumerate(refs):
+        repository, tag = ref.rsplit(":", 1)
+        lines.append(f"{number:012x} {repository} {tag}")
+    return "\n".join(lines) + "\n"
 
 
 def host_with_the_old_runner(host: Host) -> Host:
@@ -716,7 +734,7 @@ def host_with_the_old_runner(host: Host) -> Host:
     (host.state / "job-containers").write_text("3f2a\n9c1d\n")
     (host.state / "job-volumes").write_text("runner-abc-cache-1\n")
     (host.state / "job-networks").write_text("runner-abc-network\n")
-    (host.state / "images").write_text("\n".join([GITLAB_IMAGE, *RUNNER_IMAGES]) + "\n")
+    (host.state / "images").write_text(image_lines(GITLAB_IMAGE, *RUNNER_IMAGES) + UNTAGGED_RUNNER_IMAGE + "\n")
     return host
 
 
@@ -732,15 +750,16 @@ def test_the_old_runner_is_removed_and_gitlab_is_left_alone(host: Host) -> None:
     assert "docker rm --force --volumes 3f2a 9c1d" in calls
     assert "docker volume rm --force runner-abc-cache-1" in calls
     assert "docker network rm runner-abc-network" in calls
-    assert f"docker image rm --force {' '.join(RUNNER_IMAGES)}" in calls
+    assert f"docker image rm --force {' '.join(RUNNER_IMAGES)} 5d3c1b2a9e8f" in calls
     assert not (host.root / "etc/systemd/system/gitlab-runner.service").exists()
     assert not (host.root / "etc/gitlab-runner").exists()
     assert not (host.root / "etc/gitops/gitlab-runner.env").exists()
     # GitLab itself: its image, its env file and its container are untouched.
-    assert (host.state / "images").read_text() == GITLAB_IMAGE + "\n"
+    assert (host.state / "images").read_text() == image_lines(GITLAB_IMAGE)
     assert (host.root / "etc/gitops/gitlab.env").exists()
     assert not any(" gitlab " in f" {call} " and call.startswith("docker rm") for call in calls)
     assert "removed from the GitLab host: the gitlab-runner.service unit, the gitlab-runner container" in result.stderr
+    assert "3 runner image(s)" in result.stderr
 
 
 def test_removing_the_runner_twice_or_from_a_new_host_changes_nothing(host: Host) -> None:

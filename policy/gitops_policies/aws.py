@@ -599,8 +599,8 @@ def _depends_on(resource: PolicyResource, prop: str, urn: str) -> bool:
     "them, or to S3) and manages its default security group with no rule (AWS's default admits the group itself "
     "and allows all egress).",
     remediation="build the VPC with components/network.py Network: components/flow_logs.py vpc_flow_logs "
-    "(traffic_type ALL, a log group with retention_in_days) and aws.ec2.DefaultSecurityGroup(vpc_id=...) with "
-    "no ingress or egress.",
+    "(traffic_type ALL, a log group with retention_in_days) and aws.ec2.DefaultSecurityGroup(vpc_id=..., "
+    "ingress=[], egress=[]).",
     severity=Severity.MEDIUM,
 )
 def vpc_flow_logs_and_closed_default_group(
@@ -638,6 +638,14 @@ def vpc_flow_logs_and_closed_default_group(
             if rules:
                 yield (
                     f"default security group {group.name} of VPC {vpc.name} has {' and '.join(rules)} rules.",
+                    group.urn,
+                )
+            # Omitted, the rule lists are computed: a rule added by hand later is no diff and stays.
+            unmanaged = [direction for direction in ("ingress", "egress") if direction not in group.props]
+            if unmanaged:
+                yield (
+                    f"default security group {group.name} of VPC {vpc.name} leaves {' and '.join(unmanaged)} "
+                    "unset: a rule added outside Pulumi would stay; set them to empty lists.",
                     group.urn,
                 )
 
