@@ -640,14 +640,6 @@ def vpc_flow_logs_and_closed_default_group(
                     f"default security group {group.name} of VPC {vpc.name} has {' and '.join(rules)} rules.",
                     group.urn,
                 )
-            # Omitted, the rule lists are computed: a rule added by hand later is no diff and stays.
-            unmanaged = [direction for direction in ("ingress", "egress") if direction not in group.props]
-            if unmanaged:
-                yield (
-                    f"default security group {group.name} of VPC {vpc.name} leaves {' and '.join(unmanaged)} "
-                    "unset: a rule added outside Pulumi would stay; set them to empty lists.",
-                    group.urn,
-                )
 
 
 POLICIES = [

@@ -413,13 +413,6 @@ CASES = [
     ),
     Case(
         "aws-vpc-flow-logs-and-closed-default-group",
-        "default-group-rules-unmanaged",
-        bad=[r.vpc(), *r.vpc_baseline(r.vpc(), ingress=None, egress=None)],
-        expect="default security group gitops-default-group of VPC gitops-vpc leaves ingress and egress unset",
-        good=[r.vpc(), *r.vpc_baseline(r.vpc())],
-    ),
-    Case(
-        "aws-vpc-flow-logs-and-closed-default-group",
         "flow-logs-kept-forever",
         bad=[r.vpc(), *r.vpc_baseline(r.vpc(), retention=None)],
         expect="log group gitops-flow-logs of flow log gitops-flow-log keeps flow logs forever",

@@ -158,8 +158,9 @@ else
   log "configuration unchanged since the last successful run: gitlab-runner keeps running"
 fi
 wait_until 120 "gitlab-runner to run (journalctl -u gitlab-runner)" runner_active
-# Asks GitLab whether the token is valid (POST /api/v4/runners/verify); changes nothing.
+# Asks GitLab whether the token is valid (POST /api/v4/runners/verify); changes nothing. It fails only
+# on GitLab's 403 (gitlab-runner network/gitlab.go VerifyRunner): a 5xx or a transport error passes.
 retry 3 timeout 120 gitlab-runner verify --config "$RUNNER_CONFIG_FILE" >&2
-# Only now: the service started with these files, and GitLab accepts its token.
+# Only now: the service started with these files, and GitLab did not refuse its token.
 put "$APPLIED_MARKER" 0600 <<<"$wanted"
 log "runner manager configured: docker-autoscaler, plugin ${FLEETING_PLUGIN}"
