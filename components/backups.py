@@ -47,9 +47,17 @@ GITLAB_UPGRADE_HOOK = "/etc/gitops/hooks/pre-gitlab-upgrade"
 DLM_MANAGED_POLICY = "iam::aws:policy/service-role/AWSDataLifecycleManagerServiceRole"
 
 
+# Bucket names S3 refuses whatever follows (S3 User Guide, "General purpose bucket naming rules").
+RESERVED_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+
+
 def bucket_prefix(project: str, stack: str) -> str:
-    """``<project>-<stack>-backups-`` in S3's bucket-name alphabet, within bucket_prefix's 37 characters."""
+    """``<project>-<stack>-backups-`` in S3's bucket-name alphabet, within bucket_prefix's 37 characters
+    (the provider appends 26 digits: terraform's id.PrefixedUniqueId). A name S3 reserves, or one with
+    no letter or digit left, starts with "gitops-" instead (no stack ever got such a bucket)."""
     text = re.sub(r"[^a-z0-9-]+", "-", f"{project}-{stack}".lower()).strip("-")
+    if not text or text.startswith(RESERVED_BUCKET_PREFIXES):
+        text = f"gitops-{text}".rstrip("-")
     return f"{text[:28].rstrip('-')}-backups-"
 
 
@@ -284,7 +292,7 @@ class Backups(pulumi.ComponentResource):
         hour = layout.dlm_hour(config.backup_hour_utc)
         return aws.dlm.LifecyclePolicy(
             f"{name}-gitlab-data-snapshots",
-            description=f"{config.project}-{config.stack}: daily snapshots of the GitLab data volume",
+            description=layout.dlm_description(config.project, config.stack),
             execution_role_arn=role.arn,
             state="ENABLED",
             policy_details=aws.dlm.LifecyclePolicyPolicyDetailsArgs(

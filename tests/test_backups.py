@@ -9,20 +9,28 @@ the ``s3:prefix`` condition is held to the policy JSON here.
 from __future__ import annotations
 
 import json
+import re
 import shlex
+import shutil
+from pathlib import Path
 
 import pytest
 
 from components import backup_layout as layout
 from components.backups import GITLAB_UPGRADE_HOOK, bucket_prefix
 from tests.conftest import ADMIN
-from tools.harness import ProgramRun, Registration
+from tools.harness import FIXTURE_STACKS, ProgramRun, Registration, run_program
 from tools.plan import run_twice
 
 COMMAND = "command:remote:Command"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 PROFILE = "aws:iam/instanceProfile:InstanceProfile"
 BUCKET_TYPE = "aws:s3/bucket:Bucket"
+DLM_TYPE = "aws:dlm/lifecyclePolicy:LifecyclePolicy"
+# DLM's alphabet for a policy description (1..500) and a schedule name (1..120): botocore
+# dlm/2018-01-12 service-2.json PolicyDescription and ScheduleName; the provider checks the
+# description at `pulumi preview` (terraform-provider-aws internal/service/dlm/lifecycle_policy.go).
+DLM_TEXT = re.compile(r"^[0-9A-Za-z _-]+$")
 
 
 def env(step: Registration, command: str = "create") -> dict[str, str]:
@@ -161,6 +169,39 @@ def test_the_data_volume_gets_daily_snapshots_from_its_own_dlm_policy(run_stack)
     assert attachment["policyArn"] == "arn:aws:iam::aws:policy/service-role/AWSDataLifecycleManagerServiceRole"
 
 
+def assert_dlm_accepts(run: ProgramRun) -> None:
+    (policy,) = run.all(DLM_TYPE)
+    description = policy.plain_inputs["description"]
+    assert DLM_TEXT.match(description) and len(description) <= 500, description
+    names = [schedule["name"] for schedule in policy.plain_inputs["policyDetails"]["schedules"]]
+    assert names and all(DLM_TEXT.match(name) and len(name) <= 120 for name in names), names
+
+
+def test_the_dlm_policy_names_are_in_the_alphabet_dlm_accepts(dev: ProgramRun, prod: ProgramRun) -> None:
+    assert_dlm_accepts(dev)
+    assert_dlm_accepts(prod)
+
+
+def test_a_stack_name_with_dots_still_gives_dlm_names_it_accepts(tmp_path: Path) -> None:
+    # A user's stack: Pulumi stack names may hold letters, digits, "-", "_" and ".".
+    shutil.copy(FIXTURE_STACKS / "Pulumi.dev.yaml", tmp_path / "Pulumi.team.prod_eu-1.yaml")
+    run = run_program("team.prod_eu-1", {**ADMIN, "backupHourUtc": 22}, stack_dir=tmp_path)
+    assert_dlm_accepts(run)
+    assert run.one(DLM_TYPE, "backups-gitlab-data-snapshots").plain_inputs["description"].startswith(
+        "gitops-team-prod_eu-1 "
+    )
+
+
+@pytest.mark.parametrize("project", ["gitops", "my.project_2", "a" * 100])
+@pytest.mark.parametrize("stack", ["dev", "org.team.prod", "x" * 400])
+@pytest.mark.parametrize(("hour", "days"), [(0, 1), (23, 3650)])
+def test_dlm_names_fit_the_pattern_for_any_project_and_stack(project: str, stack: str, hour: int, days: int) -> None:
+    description = layout.dlm_description(project, stack)
+    assert DLM_TEXT.match(description) and 1 <= len(description) <= 500
+    name = layout.dlm_schedule(hour, days)["name"]
+    assert DLM_TEXT.match(name) and len(name) <= 120
+
+
 def test_every_control_plane_snapshots_etcd_and_an_upgrade_waits_for_a_fresh_snapshot(run_stack) -> None:
     run = run_stack("dev", etcdSnapshotIntervalMinutes=30)
     setup = run.one(COMMAND, "gitops-k8s-master-etcd-backup")
@@ -197,7 +238,14 @@ def test_turning_backups_on_later_touches_no_instance_and_only_adds() -> None:
 
 @pytest.mark.parametrize(
     ("project", "stack", "prefix"),
-    [("gitops", "dev", "gitops-dev-backups-"), ("My_Project", "Prod.EU", "my-project-prod-eu-backups-")],
+    [
+        ("gitops", "dev", "gitops-dev-backups-"),
+        ("My_Project", "Prod.EU", "my-project-prod-eu-backups-"),
+        # S3 reserves these starts whatever follows (bucket naming rules).
+        ("xn--app", "dev", "gitops-xn--app-dev-backups-"),
+        ("sthree-x", "dev", "gitops-sthree-x-dev-backups-"),
+        ("_", "_", "gitops-backups-"),
+    ],
 )
 def test_bucket_prefix_is_a_valid_bucket_name_start(project: str, stack: str, prefix: str) -> None:
     assert bucket_prefix(project, stack) == prefix and len(prefix) <= 37
