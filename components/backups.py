@@ -6,6 +6,8 @@ In the order of a `pulumi up` (README "Backups and restore"):
    on), encrypted (SSE-S3), versioned, TLS only, lifecycle retention per prefix from config
    (components/backup_layout.py). The bucket and its settings are protected: `pulumi destroy` and
    `make destroy` keep them (a kept bucket keeps its public-access block, versioning and retention).
+   __main__.py registers them whether `backups` is on or off, so turning backups off never deletes a
+   protected resource; only steps 2 and 3 follow `backups`.
 2. The GitLab host (``gitlab_before_install``, GitLabHost's hook before its install step): its role
    may put and get under ``gitlab/`` and list that prefix, nothing else; the step installs the AWS CLI,
    the daily backup timer (gitlab-backup + configuration) and /etc/gitops/hooks/pre-gitlab-upgrade,

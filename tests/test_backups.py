@@ -218,12 +218,39 @@ def test_every_control_plane_snapshots_etcd_and_an_upgrade_waits_for_a_fresh_sna
     assert snapshot.urn in run.one(COMMAND, "gitops-k8s-master-upgrade").depends_on
 
 
-def test_backups_off_creates_none_of_it(run_stack) -> None:
+def test_backups_off_keeps_only_the_protected_bucket_and_stops_every_backup(run_stack) -> None:
     run = run_stack("dev", backups=False)
-    assert run.all(BUCKET_TYPE) == [] and run.all("aws:dlm/lifecyclePolicy:LifecyclePolicy") == []
+    # The bucket and its settings stay registered (protected): turning backups off never deletes them.
+    (bucket,) = run.all(BUCKET_TYPE)
+    assert bucket.protect and run.named("backups-retention").protect
+    assert run.all("aws:dlm/lifecyclePolicy:LifecyclePolicy") == []
     assert [policy.name for policy in run.all(ROLE_POLICY) if policy.name.startswith("backups-")] == []
     assert not [step for step in run.all(COMMAND) if "backup" in step.name]
-    assert "backupBucket" not in run.outputs
+    assert run.outputs["backupBucket"] == bucket.state["bucket"]
+    # No schedule exported: `make doctor` skips the backup checks.
+    assert "etcdSnapshotIntervalMinutes" not in run.outputs
+
+
+def test_turning_backups_off_keeps_the_bucket_and_removes_timers_hook_and_snapshot_policy() -> None:
+    plan = run_twice(before={**ADMIN, "backups": True}, after={"backups": False}).plan
+    # Nothing protected is deleted: a protected delete would fail `pulumi up` (plan.errors).
+    assert plan.errors == []
+    assert plan.touched("aws:ec2/instance:Instance") == {}
+    kept = {f"backups-{part}" for part in ("bucket", "ownership", "public-access", "encryption", "versioning")}
+    kept |= {"backups-policy", "backups-retention"}
+    assert kept.isdisjoint(plan.touched()), plan.describe()
+    deleted = set(plan.with_action("delete"))
+    assert {
+        "backups-gitlab-timer",
+        "gitops-k8s-master-etcd-backup",
+        "gitops-k8s-master-etcd-pre-upgrade-snapshot",
+        "backups-gitlab-writer",
+        "backups-etcd-writer",
+        "backups-gitlab-data-snapshots",
+        "backups-dlm-role",
+        "backups-dlm-role-policy",
+    } <= deleted, plan.describe()
+    assert set(plan.touched().values()) == {"delete"}, plan.describe()
 
 
 def test_turning_backups_on_later_touches_no_instance_and_only_adds() -> None:

@@ -689,7 +689,9 @@ def check_etcd_backup(ctx: Context) -> Result:
 
 
 KUBE = ("kubeconfig",)
-BACKUPS = ("backupBucket", "backupRegion")
+# backupBucket is exported whether backups are on or off (the bucket is kept); etcdSnapshotIntervalMinutes
+# only with backups on, so a stack with `backups: false` skips both checks.
+BACKUPS = ("backupBucket", "backupRegion", "etcdSnapshotIntervalMinutes")
 CHECKS: tuple[Check, ...] = (
     Check("gitlab-api", ("gitlabUrl", "gitlabCaPem", "gitlabAdminToken"), check_gitlab_api),
     Check("registry", ("gitlabRegistryHost", "gitlabCaPem"), check_registry),
@@ -700,7 +702,7 @@ CHECKS: tuple[Check, ...] = (
     Check("app", ("appUrls",), check_app),
     Check("api-certificate", (*KUBE, "kubernetesApiUrl"), check_api_certificate),
     Check("gitlab-backup", BACKUPS, check_gitlab_backup),
-    Check("etcd-backup", (*BACKUPS, "etcdSnapshotIntervalMinutes"), check_etcd_backup),
+    Check("etcd-backup", BACKUPS, check_etcd_backup),
 )
 
 
