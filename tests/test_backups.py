@@ -187,8 +187,10 @@ def test_a_stack_name_with_dots_still_gives_dlm_names_it_accepts(tmp_path: Path)
     shutil.copy(FIXTURE_STACKS / "Pulumi.dev.yaml", tmp_path / "Pulumi.team.prod_eu-1.yaml")
     run = run_program("team.prod_eu-1", {**ADMIN, "backupHourUtc": 22}, stack_dir=tmp_path)
     assert_dlm_accepts(run)
-    assert run.one(DLM_TYPE, "backups-gitlab-data-snapshots").plain_inputs["description"].startswith(
-        "gitops-team-prod_eu-1 "
+    assert (
+        run.one(DLM_TYPE, "backups-gitlab-data-snapshots")
+        .plain_inputs["description"]
+        .startswith("gitops-team-prod_eu-1 ")
     )
 
 
