@@ -33,11 +33,13 @@ case "$1" in
     shift
     while [ "$1" = -e ]; do shift 2; done
     shift
+    # the backup runs as `nice -n 10 ionice -c 2 -n 7 gitlab-backup create` in the container
+    if [ "$1" = nice ]; then echo "$*" >"$STATE/backup-command"; shift 3; fi
+    if [ "$1" = ionice ]; then shift 5; fi
     case "$1 $2" in
       "gitlab-backup create")
-        if [ -f "$STATE/backup-fails" ]; then echo "Dumping PostgreSQL database gitlabhq_production ... failed: pg_dump: error"; exit 1; fi
         id="$(state backup_id)"
-        if [ ! -f "$STATE/no-archive" ]; then
+        if [ ! -f "$STATE/no-archive" ] && { [ ! -f "$STATE/backup-fails" ] || [ -f "$STATE/packs-on-failure" ]; }; then
           work="$(mktemp -d)"
           printf -- '---\n:db_version: 20261101000000\n:gitlab_version: %s\n:skipped: ""\n' "$(state archive_version)" >"$work/backup_information.yml"
           filler="$(state filler)"
@@ -45,10 +47,16 @@ case "$1" in
           mkdir -p "$FS_ROOT/srv/gitlab/data/backups"
           tar -cf "$FS_ROOT/srv/gitlab/data/backups/${id}_gitlab_backup.tar" -C "$work" backup_information.yml db.sql.gz
         fi
+        if [ -f "$STATE/backup-fails" ]; then echo "Dumping PostgreSQL database gitlabhq_production ... failed: pg_dump: error"; exit 1; fi
         echo "Creating backup archive: ${id}_gitlab_backup.tar ... done"
         echo "Backup ${id} is done." ;;
     esac ;;
 esac
+"""
+
+# `df --output=avail -B1 <dir>`: the data volume's free bytes, from $STATE/free_bytes (default 100 GiB).
+DF = r"""
+printf '   Avail\n%s\n' "$(cat "$STATE/free_bytes" 2>/dev/null || echo 107374182400)"
 """
 
 
@@ -56,7 +64,7 @@ class GitLabHost:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp = tmp_path
         self.host = StubHost(tmp_path)
-        self.host.stub("docker", DOCKER).stub("aws", AWS_STUB)
+        self.host.stub("docker", DOCKER).stub("aws", AWS_STUB).stub("df", DF)
         self.host.set(backup_id=BACKUP_ID, archive_version="19.4.1")
         root = self.host.root
         config = root / "srv/gitlab/config"
@@ -139,6 +147,50 @@ def test_a_failed_gitlab_backup_uploads_nothing_and_fails(gitlab: GitLabHost) ->
     assert "Dumping PostgreSQL database gitlabhq_production ... failed" in result.stderr
     assert "gitlab-backup create failed (exit 1" in result.stderr
     assert gitlab.host.calls("aws") == []
+
+
+def test_a_failed_create_that_still_packed_an_archive_leaves_no_archive_behind(gitlab: GitLabHost) -> None:
+    # lib/backup/manager.rb packs the tar even when a task failed, then the rake task exits 1.
+    gitlab.host.set(**{"backup-fails": "", "packs-on-failure": ""})
+    old = gitlab.host.root / "srv/gitlab/data/backups/1764374400_2026_11_29_19.4.1_gitlab_backup.tar"
+    old.parent.mkdir(parents=True)
+    old.write_text("an operator's own archive\n")
+    result = gitlab.run("backup/gitlab-backup.sh")
+    assert result.returncode == 1
+    assert f"removed {BACKUP_ID}_gitlab_backup.tar, left by this failed run" in result.stderr
+    # Only this run's archive goes: one that was there before stays.
+    assert [p.name for p in old.parent.iterdir()] == [old.name]
+    assert gitlab.host.calls("aws") == []
+
+
+def test_a_failed_upload_removes_the_local_archive_and_records_no_success(gitlab: GitLabHost) -> None:
+    gitlab.host.stub("aws", 'echo "upload failed: connection reset" >&2; exit 1\n').stub("sleep", "")
+    result = gitlab.run("backup/gitlab-backup.sh")
+    assert result.returncode == 1 and "failed (3 attempts)" in result.stderr
+    assert not list((gitlab.host.root / "srv/gitlab/data/backups").glob("*.tar"))
+    assert not (gitlab.host.root / "srv/gitlab/gitops-backup").exists()
+    assert not (gitlab.host.root / "var/lib/gitops/backups/gitlab-last-success").exists()
+
+
+def test_too_little_free_space_refuses_before_gitlab_writes_anything(gitlab: GitLabHost) -> None:
+    gitlab.host.set(filler="3")  # a 3 MiB archive
+    assert gitlab.run("backup/gitlab-backup.sh", RESERVE_MIB="1").returncode == 0
+    recorded = int((gitlab.host.root / "var/lib/gitops/backups/gitlab-last-archive-bytes").read_text())
+    assert recorded > 3 * 1048576
+    # Twice the last archive plus the reserve: 1 byte short is refused, before `docker exec`.
+    gitlab.host.set(free_bytes=str(2 * recorded + 1048576 - 1))
+    calls_before = len(gitlab.host.calls("docker"))
+    refused = gitlab.run("backup/gitlab-backup.sh", RESERVE_MIB="1")
+    assert refused.returncode == 1
+    assert "not enough free space for a GitLab backup" in refused.stderr and "nothing was written" in refused.stderr
+    assert not [call for call in gitlab.host.calls("docker")[calls_before:] if call.startswith("docker exec")]
+    gitlab.host.set(free_bytes=str(2 * recorded + 1048576))
+    assert gitlab.run("backup/gitlab-backup.sh", RESERVE_MIB="1").returncode == 0
+
+
+def test_the_backup_runs_at_low_priority_inside_the_container(gitlab: GitLabHost) -> None:
+    assert gitlab.run("backup/gitlab-backup.sh").returncode == 0
+    assert (gitlab.host.state / "backup-command").read_text() == "nice -n 10 ionice -c 2 -n 7 gitlab-backup create\n"
 
 
 def test_exit_zero_without_a_new_archive_is_a_failure(gitlab: GitLabHost) -> None:
