@@ -37,6 +37,7 @@ case "$1" in
     if [ "$1" = nice ]; then echo "$*" >"$STATE/backup-command"; shift 3; fi
     if [ "$1" = ionice ]; then shift 5; fi
     case "$1 $2" in
+      "grep -q") [ ! -f "$STATE/no-registry-credentials" ] ;;
       "gitlab-backup create")
         id="$(state backup_id)"
         if [ ! -f "$STATE/no-archive" ] && { [ ! -f "$STATE/backup-fails" ] || [ -f "$STATE/packs-on-failure" ]; }; then
@@ -186,6 +187,21 @@ def test_too_little_free_space_refuses_before_gitlab_writes_anything(gitlab: Git
     assert not [call for call in gitlab.host.calls("docker")[calls_before:] if call.startswith("docker exec")]
     gitlab.host.set(free_bytes=str(2 * recorded + 1048576))
     assert gitlab.run("backup/gitlab-backup.sh", RESERVE_MIB="1").returncode == 0
+
+
+def test_without_the_registry_databases_credentials_the_daily_backup_refuses_before_writing(gitlab: GitLabHost) -> None:
+    gitlab.host.set(**{"no-registry-credentials": ""})
+    result = gitlab.run("backup/gitlab-backup.sh")
+    assert result.returncode == 1
+    assert "no credentials for the registry database's backup" in result.stderr and "nothing was" in result.stderr
+    assert not [call for call in gitlab.host.calls("docker") if "gitlab-backup create" in call]
+    assert gitlab.host.calls("aws") == []
+    # Before an upgrade it warns and backs up the rest: install.sh runs the hook before it writes
+    # the configuration that brings the credentials, so the first upgrade after them must not stop.
+    upgrade = gitlab.run("backup/gitlab-backup.sh", "pre-upgrade", "19.4.1", "19.5.2")
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert "WARNING: GitLab has no credentials for the registry database's backup" in upgrade.stderr
+    assert upgrade.stdout == f"s3://{BUCKET}/gitlab/pre-upgrade/{BACKUP_ID}/\n"
 
 
 def test_the_backup_runs_at_low_priority_inside_the_container(gitlab: GitLabHost) -> None:

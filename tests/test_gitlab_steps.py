@@ -199,6 +199,8 @@ SECRETS = secret_bundle(
         "ssh_host_ecdsa_key": "ecdsa-private",
         "ssh_host_rsa_key": "rsa-private",
         "root_password": "Root-Passw0rd-123",
+        "registry_backup_password": "Registry-Backup-1",
+        "registry_restore_password": "Registry-Restore-1",
     }
 )
 
@@ -258,6 +260,9 @@ def test_first_install_places_everything_starts_gitlab_once_and_a_second_run_doe
     assert (host.root / "etc/gitops/gitlab-omnibus.rb").read_text() == install_env()["GITLAB_OMNIBUS_CONFIG"]
     assert "UUID=1b4e28ba-2fa1-11d2-883f-0016d3cca427 /srv/gitlab ext4" in (host.root / "etc/fstab").read_text()
     assert not (config / "pulumi_initial_root_password").exists(), "the root password seed is deleted"
+    # The registry database's backup roles: root-only, kept (Omnibus reads them at every reconfigure).
+    assert (config / "pulumi_registry_backup_password").read_text() == "Registry-Backup-1"
+    assert (config / "pulumi_registry_restore_password").stat().st_mode & 0o777 == 0o600
     # A new volume: nothing to compare with, no background migrations to wait for.
     assert not any("gitlab-psql" in call for call in host.calls())
 

@@ -5,8 +5,8 @@
 #
 # A set (s3://<bucket>/gitlab/<kind>/<backup id>/):
 #   <backup id>_gitlab_backup.tar  `gitlab-backup create` in the container (database, repositories,
-#                                  uploads, builds, artifacts, LFS, packages, registry, ...), nothing
-#                                  skipped: README "Backups and restore" says why;
+#                                  uploads, builds, artifacts, LFS, packages, registry and its
+#                                  metadata database, ...), nothing skipped: README "Backups and restore" says why;
 #   gitlab-config.tar.gz           what that archive leaves out and a restore needs (gitlabhq
 #                                  doc/administration/backup_restore/backup_gitlab.md "Storing
 #                                  configuration files"): /etc/gitlab (= /srv/gitlab/config:
@@ -115,6 +115,23 @@ cleanup() {
 trap cleanup EXIT
 # systemd stops the unit with SIGTERM (TimeoutStartSec): exit, so the EXIT trap cleans up.
 trap 'exit 143' TERM INT
+
+# The registry's metadata database (on by default from GitLab 19.0) is in the archive only when
+# gitlab-backup finds the backup role's password, which Omnibus writes here when the rendered
+# configuration sets gitlab_rails['backup_role'] and backup_registry_password (components/gitlab_config.py;
+# omnibus-gitlab doc/settings/backups.md, config/templates/gitlab-rails/rake_backup_wrapper.erb).
+# Without it the backup would silently leave the registry's images out of a restore: the daily backup
+# refuses. The pre-upgrade one only warns: install.sh runs it before it writes the hop's configuration,
+# so the first upgrade after this setting arrived runs on a GitLab that does not have it yet.
+REGISTRY_CREDENTIALS=/opt/gitlab/etc/gitlab-backup/env/env-backup_user
+if ! docker exec gitlab grep -q '^REGISTRY_DATABASE_PASSWORD=' "$REGISTRY_CREDENTIALS"; then
+  missing="GitLab has no credentials for the registry database's backup (${REGISTRY_CREDENTIALS} in the container"
+  missing+=" has no REGISTRY_DATABASE_PASSWORD), so gitlab-backup would leave the registry's metadata out"
+  fix="run pulumi up (it writes /srv/gitlab/config/pulumi_registry_backup_password and restarts GitLab), and check"
+  fix+=" that /srv/gitlab/config/gitlab.rb does not override gitlab_rails['backup_role']"
+  [[ "$kind" == pre-upgrade ]] || die "${missing}; nothing was written. ${fix}"
+  log "WARNING: ${missing}: this pre-upgrade backup holds everything else. Afterwards, ${fix}"
+fi
 
 log "gitlab-backup create (${kind}${2:+: before the upgrade $2 -> $3})"
 status=0

@@ -18,7 +18,8 @@
 # the web UI (443) and the registry (5050): whether to reload is decided by comparing the certificate
 # nginx serves with the file, so a failed reload is retried by the next run.
 # stdin (secret): `<name> <base64>` lines (components/gitlab_config.py secret_bundle): tls_key,
-#   ssh_host_ed25519_key, ssh_host_ecdsa_key, ssh_host_rsa_key (OpenSSH format), root_password.
+#   ssh_host_ed25519_key, ssh_host_ecdsa_key, ssh_host_rsa_key (OpenSSH format), root_password,
+#   registry_backup_password, registry_restore_password (the registry database's backup roles).
 # env (public): GITLAB_HOSTNAME, GITLAB_IMAGE, GITLAB_VERSION (the image's x.y.z), GITLAB_UPGRADE_STOPS
 #   (required upgrade stops, "x.y x.y ..."), GITLAB_UPGRADE_STOP_TAGS (the pinned gitlab/gitlab-ce tag
 #   of the stops the step may walk through; both from components/versions.py), DATA_VOLUME_ID,
@@ -38,7 +39,8 @@ while IFS=' ' read -r name value || [[ -n "${name:-}" ]]; do
   [[ "$name" =~ ^[a-z0-9_]+$ ]] || die "unexpected entry on stdin (names are lower-case words)"
   printf '%s' "$value" | base64 -d >"$workdir/$name" || die "stdin entry ${name} is not base64"
 done
-for name in tls_key ssh_host_ed25519_key ssh_host_ecdsa_key ssh_host_rsa_key root_password; do
+for name in tls_key ssh_host_ed25519_key ssh_host_ecdsa_key ssh_host_rsa_key root_password \
+  registry_backup_password registry_restore_password; do
   [[ -s "$workdir/$name" ]] || die "stdin holds no ${name}"
 done
 umask 022
@@ -415,6 +417,10 @@ write_files() {
   # server) among them. A reconfigure alone would not restart KAS for a new certificate
   # (add_trusted_certs notifies puma, pages and workhorse only): a change restarts the container.
   put_text "$CONFIG_DIR/trusted-certs/gitops-gitlab-ca.crt" 0644 "$GITLAB_CA_PEM"
+  # Read by the Omnibus configuration at every reconfigure (gitlab_rails backup_registry_password,
+  # restore_registry_password): the registry database's roles for gitlab-backup.
+  put "$CONFIG_DIR/pulumi_registry_backup_password" 0600 <"$workdir/registry_backup_password"
+  put "$CONFIG_DIR/pulumi_registry_restore_password" 0600 <"$workdir/registry_restore_password"
   # The image generates only missing host keys (omnibus-gitlab docker/assets/init-container) and
   # sshd_config names exactly these files: placed before the first start, they fix the identity in
   # known_hosts.
