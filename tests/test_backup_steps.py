@@ -315,16 +315,30 @@ def setup_env(files: dict[str, dict[str, str]], **extra: str) -> dict[str, str]:
         "AWS_DEFAULT_REGION": "eu-west-3",
         "NOW": "check",
         "CHECK_PREFIX": "gitlab/",
+        "ROLE_NAME": "gitlab-role-1234",
         **extra,
     }
 
 
+# The AWS CLI on a host: `sts get-caller-identity` answers with the role in $STATE/arn (the first
+# $STATE/old_role_answers calls answer with the instance's previous role); every other call succeeds.
+AWS_HOST = r"""
+[ "$1" = --version ] && { echo "aws-cli/2.9.19 Python/3.11.2 Linux source/x86_64.debian.12"; exit 0; }
+if [ "$1 $2" = "sts get-caller-identity" ]; then
+  old="$(cat "$STATE/old_role_answers" 2>/dev/null || echo 0)"
+  if [ "$old" -gt 0 ]; then
+    echo $((old - 1)) >"$STATE/old_role_answers"
+    echo "arn:aws:sts::123456789012:assumed-role/gitops-k8s-role-0001/i-0abc"; exit 0
+  fi
+  echo "arn:aws:sts::123456789012:assumed-role/$(cat "$STATE/role" 2>/dev/null || echo gitlab-role-1234)/i-0abc"
+fi
+exit 0
+"""
+
+
 def test_the_setup_step_installs_the_cli_timer_and_hook_once_then_checks_the_bucket(tmp_path: Path) -> None:
     host = StubHost(tmp_path)
-    host.stub(
-        "aws",
-        '[ "$1" = --version ] && { echo "aws-cli/2.9.19 Python/3.11.2 Linux source/x86_64.debian.12"; exit 0; }\nexit 0\n',
-    )
+    host.stub("aws", AWS_HOST)
     (tmp_path / "bin/aws").rename(tmp_path / "aws")  # not installed yet: apt-get brings it
     host.stub(
         "apt-get", 'for a in "$@"; do [ "$a" = awscli ] && cp "$STATE/../aws" "$STATE/../bin/aws"; done; exit 0\n'
@@ -356,6 +370,25 @@ def test_the_setup_step_installs_the_cli_timer_and_hook_once_then_checks_the_buc
     assert host.calls("apt-get") == [] and "wrote" not in again.stderr
 
 
+def test_the_setup_waits_until_the_host_acts_as_its_new_role_before_it_runs_the_backup(tmp_path: Path) -> None:
+    # An instance moved to a new instance profile in place: IMDS serves the old role's credentials a while.
+    host = StubHost(tmp_path)
+    host.stub("aws", AWS_HOST).stub("sleep", "")
+    host.set(old_role_answers="3")
+    files = {"/usr/local/lib/gitops/etcd-backup": {"mode": "0755", "content": "#!/bin/sh\necho snapshot taken\n"}}
+    env = setup_env(files, NOW="run", PROGRAM="/usr/local/lib/gitops/etcd-backup", CHECK_PREFIX="etcd/")
+    result = host.run("backup/install-timer.sh", env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "snapshot taken\n"
+    assert host.calls("aws").count("aws sts get-caller-identity --query Arn --output text") == 4
+    assert host.calls("aws")[-1] == f"aws s3api list-objects-v2 --bucket {BUCKET} --prefix etcd/ --max-items 1"
+    # A host that never gets the role fails, saying so, and runs nothing.
+    host.set(role="someone-else")
+    stuck = host.run("backup/install-timer.sh", {**env, "ROLE_WAIT_SECONDS": "0"})
+    assert stuck.returncode == 1 and "still acts as" in stuck.stderr and "not role gitlab-role-1234" in stuck.stderr
+    assert "snapshot taken" not in stuck.stdout
+
+
 def test_removing_the_step_stops_the_timer_and_removes_its_files_on_its_own_instance_only(tmp_path: Path) -> None:
     host = StubHost(tmp_path)
     # IMDSv2: a token, then the instance id of the host the step reaches.
@@ -371,6 +404,11 @@ def test_removing_the_step_stops_the_timer_and_removes_its_files_on_its_own_inst
     assert result.returncode == 0, result.stderr
     assert "left in place" in result.stderr and host.calls("systemctl") == []
     assert all((host.root / path.lstrip("/")).exists() for path in files)
+    # The metadata service does not answer: fail closed, the timer stays (and the step does not fail).
+    host.set(instance="")
+    result = host.run("backup/remove-timer.sh", env)
+    assert result.returncode == 0, result.stderr
+    assert "left in place" in result.stderr and host.calls("systemctl") == []
     host.set(instance="i-0old")
     result = host.run("backup/remove-timer.sh", env)
     assert result.returncode == 0, result.stderr

@@ -138,6 +138,7 @@ def test_gitlab_installs_its_backup_timer_and_upgrade_hook_before_the_install_st
     assert dev.named("backups-gitlab-writer").urn in timer.depends_on
     step = env(timer)
     assert step["UNIT"] == "gitops-gitlab-backup" and step["NOW"] == "check" and step["CHECK_PREFIX"] == "gitlab/"
+    assert step["ROLE_NAME"] == dev.one(PROFILE, "gitlab-profile").plain_inputs["role"]
     installed = files(timer)
     bucket = dev.outputs["backupBucket"]
     assert (
@@ -208,6 +209,8 @@ def test_every_control_plane_snapshots_etcd_and_an_upgrade_waits_for_a_fresh_sna
     run = run_stack("dev", etcdSnapshotIntervalMinutes=30)
     setup = run.one(COMMAND, "gitops-k8s-master-etcd-backup")
     assert env(setup)["NOW"] == "run" and env(setup)["PROGRAM"] == "/usr/local/lib/gitops/etcd-backup"
+    assert env(setup)["CHECK_PREFIX"] == "etcd/"
+    assert env(setup)["ROLE_NAME"] == run.one(PROFILE, "gitops-k8s-control-plane-profile").plain_inputs["role"]
     installed = files(setup)
     assert "NODE_NAME=master\n" in installed["/etc/gitops/etcd-backup.env"]["content"]
     assert "OnUnitActiveSec=30min" in installed["/etc/systemd/system/gitops-etcd-backup.timer"]["content"]
