@@ -188,8 +188,10 @@ def systemd_units(unit: str, description: str, program: str, schedule: dict[str,
     """A oneshot service running ``program`` and the timer that starts it (``schedule``: [Timer] keys).
 
     Persistent timers (OnCalendar) catch up a run missed while the host was off; monotonic ones
-    (OnUnitActiveSec) restart counting at boot (OnBootSec). Low CPU and I/O priority: a backup
-    must not starve GitLab or etcd.
+    (OnUnitActiveSec) restart counting at boot (OnBootSec). Low CPU and I/O priority for what runs
+    on the host (checksums, archives, the upload): a backup must not starve GitLab or etcd. What a
+    script starts inside a container (`docker exec`, `crictl exec`) runs in that container's cgroup,
+    not as a child of the unit, so gitlab-backup.sh lowers the GitLab backup's priority there itself.
     """
     service = "\n".join(
         [

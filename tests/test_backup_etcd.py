@@ -9,6 +9,7 @@ endpoint, a damaged or missing set, a newer snapshot are refused before anything
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -204,6 +205,20 @@ def test_restore_refuses_a_damaged_snapshot_before_stopping_anything(node: Node,
     result = node.run("backup/etcd-restore.sh", str(damaged))
     assert result.returncode == 1
     assert "checksum mismatch" in result.stderr and "Nothing was changed." in result.stderr
+    assert_nothing_changed(node)
+
+
+def test_restore_waits_for_a_kubeadm_run_and_changes_nothing_while_one_holds_the_manifests(
+    node: Node, tmp_path: Path
+) -> None:
+    ready = saved_set(node, tmp_path)
+    lock = node.host.root / "run/gitops-kubeadm.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a certificate renewal or an upgrade moving the manifests
+        result = node.run("backup/etcd-restore.sh", str(ready), LOCK_WAIT_SECONDS="1")
+    assert result.returncode == 1
+    assert "still holds" in result.stderr and "nothing was changed" in result.stderr
     assert_nothing_changed(node)
 
 

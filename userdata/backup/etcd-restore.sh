@@ -133,6 +133,10 @@ etcd_healthy() {
 }
 api_answers() { kubectl get --raw /readyz >/dev/null 2>&1; }
 
+# The certificate renewal and the Kubernetes upgrade move the same manifests (they hold this lock),
+# and the snapshot timer reads the data directory: neither may run during the swap.
+hold_lock "${ROOT}/run/gitops-kubeadm.lock" "another kubeadm run on this control plane (an upgrade or a renewal)"
+hold_lock "${ROOT}/var/lib/gitops/backups/etcd-backup.lock" "the etcd snapshot running on this node"
 trap unpark EXIT
 install -d -m 0700 "$PARKED"
 mv -f "$MANIFESTS"/*.yaml "$PARKED"/
