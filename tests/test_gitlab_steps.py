@@ -8,6 +8,7 @@ order, and that a second run with the same inputs does nothing.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 import subprocess
@@ -345,6 +346,24 @@ def test_a_configuration_change_restarts_and_does_not_bother_to_reload(host: Hos
     assert result.returncode == 0, result.stderr
     assert restarts(host.calls()) == ["systemctl restart gitlab.service"]
     assert reloads(host.calls()) == []
+
+
+def test_a_restart_waits_for_a_running_gitlab_backup_and_gives_up_without_restarting(host: Host) -> None:
+    assert install(host).returncode == 0
+    host.clear_calls()
+    lock = host.root / "var/lib/gitops/backups/gitlab-backup.lock"
+    changed = "external_url 'https://gitlab.example.com'\nnginx['x'] = 1\n"
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the daily backup is running gitlab-backup create
+        result = install(host, GITLAB_OMNIBUS_CONFIG=changed, BACKUP_LOCK_WAIT_SECONDS="1")
+    assert result.returncode == 1
+    assert "a GitLab backup is running" in result.stderr and "GitLab was not restarted" in result.stderr
+    assert restarts(host.calls()) == []
+    # Nothing changed either: the re-run still sees the change and restarts.
+    assert (host.root / "etc/gitops/gitlab-omnibus.rb").read_text() != changed
+    # Once the backup has finished, the next run restarts.
+    assert install(host, GITLAB_OMNIBUS_CONFIG=changed).returncode == 0
+    assert restarts(host.calls()) == ["systemctl restart gitlab.service"]
 
 
 def test_a_new_gitlab_ca_restarts_the_whole_container_so_kas_trusts_it(host: Host) -> None:

@@ -82,9 +82,11 @@ VERSION_FILE="$MOUNT/data/gitlab-rails/VERSION"
 PG_VERSION_FILE="$MOUNT/data/postgresql/data/PG_VERSION"
 # Set while an upgrade has not finished its background migrations: a re-run waits for them again.
 UPGRADE_MARKER="$MOUNT/.gitops-upgrade-in-progress"
-# The hook point run before GitLab is stopped for an upgrade (with the old and new versions): the
-# place a backup goes once this product takes backups. Nothing installs it today.
+# The hook run before GitLab is stopped for an upgrade (with the old and new versions): with backups
+# on, components/backups.py installs it to take a GitLab backup first (userdata/backup/gitlab-backup.sh).
 PRE_UPGRADE_HOOK="$GITOPS_DIR/hooks/pre-gitlab-upgrade"
+# Held by userdata/backup/gitlab-backup.sh while it runs: a restart would kill its gitlab-backup create.
+BACKUP_LOCK="${HOST_ROOT}/var/lib/gitops/backups/gitlab-backup.lock"
 # Created by an operator (by hand, on the host) to upgrade although the running version's background
 # migrations cannot be checked (it cannot start); used by one upgrade, then removed.
 SKIP_MIGRATION_CHECK="$GITOPS_DIR/gitlab-upgrade-skip-migration-check"
@@ -343,6 +345,22 @@ run_pre_upgrade_hook() {
   fi
 }
 
+# take_backup_lock / release_backup_lock: no GitLab backup runs while the files change and GitLab
+# restarts (bounded wait; giving up comes before any file changes, so a re-run restarts as needed).
+# Released after the restart, so the next hop's pre-upgrade backup can take it.
+BACKUP_LOCK_FD=""
+take_backup_lock() {
+  install -d -m 0755 "$(dirname "$BACKUP_LOCK")"
+  exec {BACKUP_LOCK_FD}>"$BACKUP_LOCK"
+  flock --nonblock "$BACKUP_LOCK_FD" && return 0
+  log "a GitLab backup is running: waiting for it before GitLab's files change and it restarts"
+  with_heartbeat "waiting for the GitLab backup (lock ${BACKUP_LOCK})" \
+    flock --wait "${BACKUP_LOCK_WAIT_SECONDS:-10800}" "$BACKUP_LOCK_FD" ||
+    die "a GitLab backup still holds ${BACKUP_LOCK} after ${BACKUP_LOCK_WAIT_SECONDS:-10800}s; nothing was changed" \
+      "and GitLab was not restarted (journalctl -u gitops-gitlab-backup). Run pulumi up again once it has finished"
+}
+release_backup_lock() { exec {BACKUP_LOCK_FD}>&-; }
+
 # ---- files -----------------------------------------------------------------------------------
 changed=0
 # put FILE MODE: stdin into FILE, the mode set before any content lands; changed=1 if it differs.
@@ -577,6 +595,7 @@ run_release() {
     run_pre_upgrade_hook "$previous_version" "$version"
   fi
 
+  take_backup_lock
   write_files "$image"
   if ((upgrading || restart_needed)) || ! gitlab_runs "$image"; then
     # Set until the new version's background migrations have finished: a re-run waits for them.
@@ -589,6 +608,7 @@ run_release() {
     log "GitLab's configuration is unchanged"
     reload_stale_certificate
   fi
+  release_backup_lock
 
   wait_for_gitlab 1800
   ensure_certificate_served
