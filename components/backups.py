@@ -174,7 +174,11 @@ class Backups(pulumi.ComponentResource):
                 aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
                     apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
                         sse_algorithm="AES256"
-                    )
+                    ),
+                    # A host may overwrite its own keys (a new version); with SSE-C it could make that
+                    # version unreadable to the operator. Blocked (pulumi-aws 7.51 s3 _inputs.py
+                    # blocked_encryption_types; S3 blocks it by default only for buckets made from March 2026).
+                    blocked_encryption_types=["SSE-C"],
                 )
             ],
             opts=child,

@@ -70,6 +70,7 @@ def test_the_bucket_is_private_encrypted_versioned_tls_only_and_kept_by_destroy(
     assert ownership["rule"]["objectOwnership"] == "BucketOwnerEnforced"
     encryption = dev.named("backups-encryption").plain_inputs["rules"][0]
     assert encryption["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"
+    assert encryption["blockedEncryptionTypes"] == ["SSE-C"]  # no host can write what the operator cannot read
     assert dev.named("backups-versioning").plain_inputs["versioningConfiguration"]["status"] == "Enabled"
     tls = json.loads(dev.named("backups-policy").plain_inputs["policy"])["Statement"][0]
     assert tls["Effect"] == "Deny" and tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
