@@ -6,7 +6,8 @@
 # A set (s3://<bucket>/gitlab/<kind>/<backup id>/):
 #   <backup id>_gitlab_backup.tar  `gitlab-backup create` in the container (database, repositories,
 #                                  uploads, builds, artifacts, LFS, packages, registry and its
-#                                  metadata database, ...), nothing skipped: README "Backups and restore" says why;
+#                                  metadata database, ...), nothing skipped: README "Backups and
+#                                  restore" says why;
 #   gitlab-config.tar.gz           what that archive leaves out and a restore needs (gitlabhq
 #                                  doc/administration/backup_restore/backup_gitlab.md "Storing
 #                                  configuration files"): /etc/gitlab (= /srv/gitlab/config:
@@ -22,8 +23,9 @@
 # Free space: the archive is written next to GitLab's data, and GitLab needs up to twice its size
 # while it packs (the parts, then the tar); so the run refuses to start unless the volume has twice the
 # last archive's size (gitlab-last-archive-bytes) plus RESERVE_MIB (default 2048) free: a backup must
-# never fill the volume GitLab runs on. The first run has no size yet and checks the reserve only. One run at a time (flock); GitLab itself refuses
-# a second concurrent backup. Before an upgrade GitLab must be running: if it cannot be, an operator
+# never fill the volume GitLab runs on. The first run has no size yet and checks the reserve only.
+# One run at a time (flock; install.sh takes the same lock before it restarts GitLab); GitLab itself
+# refuses a second concurrent backup. Before an upgrade GitLab must be running: if it cannot be, an operator
 # creates /etc/gitops/gitlab-upgrade-skip-backup on the host to upgrade without a backup, once.
 # Parameters (env, or BACKUP_ENV, default /etc/gitops/gitlab-backup.env): BACKUP_BUCKET,
 #   AWS_DEFAULT_REGION; RESERVE_MIB (optional); S3_ENDPOINT_URL (tests). FS_ROOT: tests only.
