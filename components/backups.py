@@ -6,6 +6,8 @@ In the order of a `pulumi up` (README "Backups and restore"):
    on), encrypted (SSE-S3), versioned, TLS only, lifecycle retention per prefix from config
    (components/backup_layout.py). The bucket and its settings are protected: `pulumi destroy` and
    `make destroy` keep them (a kept bucket keeps its public-access block, versioning and retention).
+   __main__.py registers them whether `backups` is on or off, so turning backups off never deletes a
+   protected resource; only steps 2 and 3 follow `backups`.
 2. The GitLab host (``gitlab_before_install``, GitLabHost's hook before its install step): its role
    may put and get under ``gitlab/`` and list that prefix, nothing else; the step installs the AWS CLI,
    the daily backup timer (gitlab-backup + configuration) and /etc/gitops/hooks/pre-gitlab-upgrade,
@@ -47,9 +49,17 @@ GITLAB_UPGRADE_HOOK = "/etc/gitops/hooks/pre-gitlab-upgrade"
 DLM_MANAGED_POLICY = "iam::aws:policy/service-role/AWSDataLifecycleManagerServiceRole"
 
 
+# Bucket names S3 refuses whatever follows (S3 User Guide, "General purpose bucket naming rules").
+RESERVED_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+
+
 def bucket_prefix(project: str, stack: str) -> str:
-    """``<project>-<stack>-backups-`` in S3's bucket-name alphabet, within bucket_prefix's 37 characters."""
+    """``<project>-<stack>-backups-`` in S3's bucket-name alphabet, within bucket_prefix's 37 characters
+    (the provider appends 26 digits: terraform's id.PrefixedUniqueId). A name S3 reserves, or one with
+    no letter or digit left, starts with "gitops-" instead (no stack ever got such a bucket)."""
     text = re.sub(r"[^a-z0-9-]+", "-", f"{project}-{stack}".lower()).strip("-")
+    if not text or text.startswith(RESERVED_BUCKET_PREFIXES):
+        text = f"gitops-{text}".rstrip("-")
     return f"{text[:28].rstrip('-')}-backups-"
 
 
@@ -164,7 +174,11 @@ class Backups(pulumi.ComponentResource):
                 aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
                     apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
                         sse_algorithm="AES256"
-                    )
+                    ),
+                    # A host may overwrite its own keys (a new version); with SSE-C it could make that
+                    # version unreadable to the operator. Blocked (pulumi-aws 7.51 s3 _inputs.py
+                    # blocked_encryption_types; S3 blocks it by default only for buckets made from March 2026).
+                    blocked_encryption_types=["SSE-C"],
                 )
             ],
             opts=child,
@@ -215,6 +229,8 @@ class Backups(pulumi.ComponentResource):
         files: pulumi.Output[dict[str, dict[str, str]]],
         file_paths: Sequence[str],
         now: dict[str, str],
+        role_name: pulumi.Input[str],
+        check_prefix: str,
         instance_id: pulumi.Input[str],
         depends_on: list[pulumi.Resource],
         parent: pulumi.Resource,
@@ -229,6 +245,9 @@ class Backups(pulumi.ComponentResource):
                 "FILES_JSON": files.apply(lambda f: json.dumps(f, sort_keys=True)),
                 "BACKUP_BUCKET": self.bucket_name,
                 "AWS_DEFAULT_REGION": self.region,
+                # The setup waits until the host acts as this role and can list this prefix.
+                "ROLE_NAME": role_name,
+                "CHECK_PREFIX": check_prefix,
                 **now,
             },
             delete_script="backup/remove-timer.sh",
@@ -252,7 +271,9 @@ class Backups(pulumi.ComponentResource):
             unit=GITLAB_UNIT,
             files=files,
             file_paths=list(gitlab_files("-", "-", 0)),
-            now={"NOW": "check", "CHECK_PREFIX": layout.GITLAB_PREFIX},
+            now={"NOW": "check"},
+            role_name=target.role_name,
+            check_prefix=layout.GITLAB_PREFIX,
             instance_id=target.instance_id,
             depends_on=[policy, *target.after],
             parent=target.parent,
@@ -284,7 +305,7 @@ class Backups(pulumi.ComponentResource):
         hour = layout.dlm_hour(config.backup_hour_utc)
         return aws.dlm.LifecyclePolicy(
             f"{name}-gitlab-data-snapshots",
-            description=f"{config.project}-{config.stack}: daily snapshots of the GitLab data volume",
+            description=layout.dlm_description(config.project, config.stack),
             execution_role_arn=role.arn,
             state="ENABLED",
             policy_details=aws.dlm.LifecyclePolicyPolicyDetailsArgs(
@@ -320,6 +341,8 @@ class Backups(pulumi.ComponentResource):
                     files=files,
                     file_paths=list(etcd_files("-", "-", "-", 60)),
                     now={"NOW": "run", "PROGRAM": f"{LIB}/etcd-backup"},
+                    role_name=context.control_plane_role,
+                    check_prefix=layout.ETCD_PREFIX,
                     instance_id=node.instance.id,
                     depends_on=[policy, *context.after],
                     parent=context.parent,

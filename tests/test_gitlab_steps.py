@@ -8,6 +8,7 @@ order, and that a second run with the same inputs does nothing.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 import subprocess
@@ -199,6 +200,8 @@ SECRETS = secret_bundle(
         "ssh_host_ecdsa_key": "ecdsa-private",
         "ssh_host_rsa_key": "rsa-private",
         "root_password": "Root-Passw0rd-123",
+        "registry_backup_password": "Registry-Backup-1",
+        "registry_restore_password": "Registry-Restore-1",
     }
 )
 
@@ -258,6 +261,9 @@ def test_first_install_places_everything_starts_gitlab_once_and_a_second_run_doe
     assert (host.root / "etc/gitops/gitlab-omnibus.rb").read_text() == install_env()["GITLAB_OMNIBUS_CONFIG"]
     assert "UUID=1b4e28ba-2fa1-11d2-883f-0016d3cca427 /srv/gitlab ext4" in (host.root / "etc/fstab").read_text()
     assert not (config / "pulumi_initial_root_password").exists(), "the root password seed is deleted"
+    # The registry database's backup roles: root-only, kept (Omnibus reads them at every reconfigure).
+    assert (config / "pulumi_registry_backup_password").read_text() == "Registry-Backup-1"
+    assert (config / "pulumi_registry_restore_password").stat().st_mode & 0o777 == 0o600
     # A new volume: nothing to compare with, no background migrations to wait for.
     assert not any("gitlab-psql" in call for call in host.calls())
 
@@ -340,6 +346,24 @@ def test_a_configuration_change_restarts_and_does_not_bother_to_reload(host: Hos
     assert result.returncode == 0, result.stderr
     assert restarts(host.calls()) == ["systemctl restart gitlab.service"]
     assert reloads(host.calls()) == []
+
+
+def test_a_restart_waits_for_a_running_gitlab_backup_and_gives_up_without_restarting(host: Host) -> None:
+    assert install(host).returncode == 0
+    host.clear_calls()
+    lock = host.root / "var/lib/gitops/backups/gitlab-backup.lock"
+    changed = "external_url 'https://gitlab.example.com'\nnginx['x'] = 1\n"
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the daily backup is running gitlab-backup create
+        result = install(host, GITLAB_OMNIBUS_CONFIG=changed, BACKUP_LOCK_WAIT_SECONDS="1")
+    assert result.returncode == 1
+    assert "a GitLab backup is running" in result.stderr and "GitLab was not restarted" in result.stderr
+    assert restarts(host.calls()) == []
+    # Nothing changed either: the re-run still sees the change and restarts.
+    assert (host.root / "etc/gitops/gitlab-omnibus.rb").read_text() != changed
+    # Once the backup has finished, the next run restarts.
+    assert install(host, GITLAB_OMNIBUS_CONFIG=changed).returncode == 0
+    assert restarts(host.calls()) == ["systemctl restart gitlab.service"]
 
 
 def test_a_new_gitlab_ca_restarts_the_whole_container_so_kas_trusts_it(host: Host) -> None:
