@@ -24,8 +24,10 @@ config = load_config()
 network = Network("gitops", NetworkArgs(config=config))
 # The Pulumi-made admin SSH key every host accepts; remote steps use its private half.
 ssh = SshAccess("gitops-ssh", config)
-# The stack's backup bucket; the GitLab host and the control plane plug their backups in below.
-backups = Backups("backups", config) if config.backups else None
+# The stack's backup bucket, registered whether backups are on or off: it is protected, so a stack
+# that once had backups keeps it (and its retention) when `backups` turns false. With backups on,
+# the GitLab host and the control plane plug their backups in below.
+backups = Backups("backups", config)
 
 gitlab_host = GitLabHost(
     "gitlab",
@@ -36,10 +38,10 @@ gitlab_host = GitLabHost(
         gitlab_security_group_id=network.gitlab_security_group_id,
         cluster_security_group_id=network.cluster_security_group_id,
         ssh=ssh,
-        before_install=backups.gitlab_before_install if backups else None,
+        before_install=backups.gitlab_before_install if config.backups else None,
     ),
 )
-if backups:
+if config.backups:
     backups.gitlab_snapshots(dlm_target_tag(config.project, config.stack))
 
 # operatorSshPublicKey follows the configuration on the GitLab host too (its user data is first-boot only).
@@ -60,8 +62,8 @@ cluster = KubeadmCluster(
         registry_host=gitlab_host.registry_host,
         registry_ca_pem=gitlab_host.ca_pem,
         ssh=ssh,
-        pre_upgrade=backups.etcd_pre_upgrade if backups else None,
-        member_joined=backups.etcd_member_joined if backups else None,
+        pre_upgrade=backups.etcd_pre_upgrade if config.backups else None,
+        member_joined=backups.etcd_member_joined if config.backups else None,
     ),
 )
 
@@ -189,9 +191,10 @@ if integration.kube_context is not None:
 if integration.dashboard_project_url is not None:
     # kubernetesDashboard: whose members use GitLab's dashboard for Kubernetes (README: security model).
     pulumi.export("kubernetesDashboardProjectUrl", integration.dashboard_project_url)
-if backups:
-    pulumi.export("backupBucket", backups.bucket_name)
-    pulumi.export("backupRegion", backups.region)
+pulumi.export("backupBucket", backups.bucket_name)
+pulumi.export("backupRegion", backups.region)
+if config.backups:
+    # Only with backups on: `make doctor` checks the backups' age when it finds this output.
     pulumi.export("etcdSnapshotIntervalMinutes", config.etcd_snapshot_interval_minutes)
 if flux is not None:
     pulumi.export("fluxNamespace", flux.namespace)

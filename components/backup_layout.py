@@ -21,6 +21,7 @@ each rule also expires noncurrent versions after ``noncurrent_days``. A set is g
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,6 +144,19 @@ def bucket_policy(bucket: str, partition: str = "aws") -> dict[str, Any]:
     }
 
 
+def dlm_text(text: str, limit: int) -> str:
+    """``text`` in the alphabet DLM accepts for a policy description (max 500) and a schedule name
+    (max 120): ``[0-9A-Za-z _-]``, the API model's PolicyDescription and ScheduleName patterns (botocore
+    dlm/2018-01-12 service-2.json), enforced by AWS; the provider checks the description already at
+    `pulumi preview` (terraform-provider-aws internal/service/dlm/lifecycle_policy.go
+    `^[0-9A-Za-z _-]+$`). Anything else becomes "-" (a stack name may hold "."), cut to ``limit``."""
+    return re.sub(r"[^0-9A-Za-z _-]", "-", text)[:limit]
+
+
+def dlm_description(project: str, stack: str) -> str:
+    return dlm_text(f"{project}-{stack} daily snapshots of the GitLab data volume", 500)
+
+
 def dlm_schedule(hour_utc: int, retain_days: int) -> dict[str, Any]:
     """One daily DLM schedule: the snapshot starts within the hour after ``hour_utc``:00 UTC.
 
@@ -151,7 +165,7 @@ def dlm_schedule(hour_utc: int, retain_days: int) -> dict[str, Any]:
     snapshots, so they carry the stack's tags (dlm/2018-01-12 CreateRule, RetainRule).
     """
     return {
-        "name": f"daily at {hour_utc:02d}:00 UTC, kept {retain_days} days",
+        "name": dlm_text(f"daily {hour_utc:02d}00 UTC kept {retain_days} days", 120),
         "create_rule": {"interval": 24, "interval_unit": "HOURS", "times": f"{hour_utc:02d}:00"},
         "retain_rule": {"interval": retain_days, "interval_unit": "DAYS"},
         "copy_tags": True,
@@ -174,8 +188,10 @@ def systemd_units(unit: str, description: str, program: str, schedule: dict[str,
     """A oneshot service running ``program`` and the timer that starts it (``schedule``: [Timer] keys).
 
     Persistent timers (OnCalendar) catch up a run missed while the host was off; monotonic ones
-    (OnUnitActiveSec) restart counting at boot (OnBootSec). Low CPU and I/O priority: a backup
-    must not starve GitLab or etcd.
+    (OnUnitActiveSec) restart counting at boot (OnBootSec). Low CPU and I/O priority for what runs
+    on the host (checksums, archives, the upload): a backup must not starve GitLab or etcd. What a
+    script starts inside a container (`docker exec`, `crictl exec`) runs in that container's cgroup,
+    not as a child of the unit, so gitlab-backup.sh lowers the GitLab backup's priority there itself.
     """
     service = "\n".join(
         [

@@ -6,6 +6,8 @@ In the order of a `pulumi up` (README "Backups and restore"):
    on), encrypted (SSE-S3), versioned, TLS only, lifecycle retention per prefix from config
    (components/backup_layout.py). The bucket and its settings are protected: `pulumi destroy` and
    `make destroy` keep them (a kept bucket keeps its public-access block, versioning and retention).
+   __main__.py registers them whether `backups` is on or off, so turning backups off never deletes a
+   protected resource; only steps 2 and 3 follow `backups`.
 2. The GitLab host (``gitlab_before_install``, GitLabHost's hook before its install step): its role
    may put and get under ``gitlab/`` and list that prefix, nothing else; the step installs the AWS CLI,
    the daily backup timer (gitlab-backup + configuration) and /etc/gitops/hooks/pre-gitlab-upgrade,
@@ -50,9 +52,17 @@ GITLAB_UPGRADE_HOOK = "/etc/gitops/hooks/pre-gitlab-upgrade"
 DLM_MANAGED_POLICY = "iam::aws:policy/service-role/AWSDataLifecycleManagerServiceRole"
 
 
+# Bucket names S3 refuses whatever follows (S3 User Guide, "General purpose bucket naming rules").
+RESERVED_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+
+
 def bucket_prefix(project: str, stack: str) -> str:
-    """``<project>-<stack>-backups-`` in S3's bucket-name alphabet, within bucket_prefix's 37 characters."""
+    """``<project>-<stack>-backups-`` in S3's bucket-name alphabet, within bucket_prefix's 37 characters
+    (the provider appends 26 digits: terraform's id.PrefixedUniqueId). A name S3 reserves, or one with
+    no letter or digit left, starts with "gitops-" instead (no stack ever got such a bucket)."""
     text = re.sub(r"[^a-z0-9-]+", "-", f"{project}-{stack}".lower()).strip("-")
+    if not text or text.startswith(RESERVED_BUCKET_PREFIXES):
+        text = f"gitops-{text}".rstrip("-")
     return f"{text[:28].rstrip('-')}-backups-"
 
 
@@ -131,6 +141,7 @@ class Backups(pulumi.ComponentResource):
         self._config = config
         self._name = name
         self._etcd_writer: aws.iam.RolePolicy | None = None  # the control-plane role's etcd/ policy
+        self._etcd_role: pulumi.Input[str] | None = None  # that role's name, for members' setup steps
         # Kept by `pulumi destroy` and `make destroy`: the backups outlive the stack (README "Tear down").
         kept = pulumi.ResourceOptions(parent=self, protect=True)
         self.region = aws.get_region_output(opts=pulumi.InvokeOptions(parent=self)).region
@@ -168,7 +179,11 @@ class Backups(pulumi.ComponentResource):
                 aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
                     apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
                         sse_algorithm="AES256"
-                    )
+                    ),
+                    # A host may overwrite its own keys (a new version); with SSE-C it could make that
+                    # version unreadable to the operator. Blocked (pulumi-aws 7.51 s3 _inputs.py
+                    # blocked_encryption_types; S3 blocks it by default only for buckets made from March 2026).
+                    blocked_encryption_types=["SSE-C"],
                 )
             ],
             opts=child,
@@ -219,6 +234,8 @@ class Backups(pulumi.ComponentResource):
         files: pulumi.Output[dict[str, dict[str, str]]],
         file_paths: Sequence[str],
         now: dict[str, str],
+        role_name: pulumi.Input[str],
+        check_prefix: str,
         instance_id: pulumi.Input[str],
         depends_on: list[pulumi.Resource],
         parent: pulumi.Resource,
@@ -233,6 +250,9 @@ class Backups(pulumi.ComponentResource):
                 "FILES_JSON": files.apply(lambda f: json.dumps(f, sort_keys=True)),
                 "BACKUP_BUCKET": self.bucket_name,
                 "AWS_DEFAULT_REGION": self.region,
+                # The setup waits until the host acts as this role and can list this prefix.
+                "ROLE_NAME": role_name,
+                "CHECK_PREFIX": check_prefix,
                 **now,
             },
             delete_script="backup/remove-timer.sh",
@@ -256,7 +276,9 @@ class Backups(pulumi.ComponentResource):
             unit=GITLAB_UNIT,
             files=files,
             file_paths=list(gitlab_files("-", "-", 0)),
-            now={"NOW": "check", "CHECK_PREFIX": layout.GITLAB_PREFIX},
+            now={"NOW": "check"},
+            role_name=target.role_name,
+            check_prefix=layout.GITLAB_PREFIX,
             instance_id=target.instance_id,
             depends_on=[policy, *target.after],
             parent=target.parent,
@@ -288,7 +310,7 @@ class Backups(pulumi.ComponentResource):
         hour = layout.dlm_hour(config.backup_hour_utc)
         return aws.dlm.LifecyclePolicy(
             f"{name}-gitlab-data-snapshots",
-            description=f"{config.project}-{config.stack}: daily snapshots of the GitLab data volume",
+            description=layout.dlm_description(config.project, config.stack),
             execution_role_arn=role.arn,
             state="ENABLED",
             policy_details=aws.dlm.LifecyclePolicyPolicyDetailsArgs(
@@ -301,7 +323,13 @@ class Backups(pulumi.ComponentResource):
         )
 
     def _etcd_timer(
-        self, cluster_name: str, node: Node, ssh: SshAccess, depends_on: list[pulumi.Resource], parent: pulumi.Resource
+        self,
+        cluster_name: str,
+        node: Node,
+        ssh: SshAccess,
+        role_name: pulumi.Input[str],
+        depends_on: list[pulumi.Resource],
+        parent: pulumi.Resource,
     ) -> command.remote.Command:
         config = self._config
         files = pulumi.Output.all(self.bucket_name, self.region).apply(
@@ -315,6 +343,8 @@ class Backups(pulumi.ComponentResource):
             files=files,
             file_paths=list(etcd_files("-", "-", "-", 60)),
             now={"NOW": "run", "PROGRAM": f"{LIB}/etcd-backup"},
+            role_name=role_name,
+            check_prefix=layout.ETCD_PREFIX,
             instance_id=node.instance.id,
             depends_on=depends_on,
             parent=parent,
@@ -323,11 +353,16 @@ class Backups(pulumi.ComponentResource):
     def etcd_member_joined(self, context: MemberContext) -> list[pulumi.Resource]:
         """KubeadmCluster's member hook: a further control-plane node's own snapshot timer, once it runs
         an etcd member (its uploads go under etcd/<kind>/<its name>/, beside the first node's)."""
-        if self._etcd_writer is None:
+        if self._etcd_writer is None or self._etcd_role is None:
             raise RuntimeError("etcd_member_joined runs after etcd_pre_upgrade (the role's policy)")
         return [
             self._etcd_timer(
-                context.cluster_name, context.node, context.ssh, [self._etcd_writer, *context.after], context.parent
+                context.cluster_name,
+                context.node,
+                context.ssh,
+                self._etcd_role,
+                [self._etcd_writer, *context.after],
+                context.parent,
             )
         ]
 
@@ -342,8 +377,16 @@ class Backups(pulumi.ComponentResource):
             f"{name}-etcd-writer", context.control_plane_role, layout.ETCD_PREFIX, context.parent
         )
         self._etcd_writer = policy
+        self._etcd_role = context.control_plane_role
         setups: list[pulumi.Resource] = [
-            self._etcd_timer(context.cluster_name, node, context.ssh, [policy, *context.after], context.parent)
+            self._etcd_timer(
+                context.cluster_name,
+                node,
+                context.ssh,
+                context.control_plane_role,
+                [policy, *context.after],
+                context.parent,
+            )
             for node in control_planes
         ]
         # Replaced (so run again) whenever the upgrade target changes: the snapshot precedes kubeadm.

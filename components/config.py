@@ -213,7 +213,12 @@ KEYS: tuple[Key, ...] = (
         "t3.small",
         "EC2 instance type of the runner manager (runs gitlab-runner only; jobs run on the job VMs).",
     ),
-    Key("runnerInstanceType", "string", "t3.medium", "EC2 instance type of each autoscaled CI job VM."),
+    Key(
+        "runnerInstanceType",
+        "string",
+        "t3.medium",
+        "EC2 instance type of each autoscaled CI job VM; x86_64 (Graviton types such as t4g are refused).",
+    ),
     Key(
         "runnerMaxInstances",
         "integer",
@@ -299,6 +304,12 @@ _KEYS_BY_NAME = {key.name: key for key in KEYS}
 
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _AMI_ID = re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$")
+# AWS Graviton (arm64) families by name: a1, and a generation digit followed by the processor letter g
+# (t4g, m6g, c7gn, x2gd, im4gn, is4gen, g5g, r8g, hpc7g: aws/aws-graviton-getting-started's list).
+# Every host boots Debian's amd64 image (components/hosts.py), and an Auto Scaling group would fail
+# such launches in its activity history only, with `pulumi up` green (components/runners.py checks
+# DescribeInstanceTypes too, for what the name does not tell, such as mac2).
+_ARM64_FAMILY = re.compile(r"^(a1|[a-z]+\d+g[a-z]*)\.")
 # gitlab/gitlab-ce tags are <major>.<minor>.<patch>-ce.<build> (hub.docker.com/r/gitlab/gitlab-ce).
 _GITLAB_TAG = re.compile(r"^(\d+)\.(\d+)\.(\d+)-ce\.\d+$")
 _RUNNER_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
@@ -469,6 +480,18 @@ class _Reader:
         if not pattern.match(value):
             self.fail(name, value, accepted)
         return value
+
+
+def _x86_64_instance_type(reader: _Reader, name: str, accepted: str) -> str:
+    value = reader.matching(name, _INSTANCE_TYPE, accepted)
+    if _ARM64_FAMILY.match(value):
+        reader.fail(
+            name,
+            value,
+            "an x86_64 instance type such as t3.medium or c6i.large: job VMs boot Debian's amd64 image, "
+            "and Graviton (arm64) families such as t4g or m7g cannot run it",
+        )
+    return value
 
 
 def _cidrs(reader: _Reader, name: str, values: list[str] | None) -> tuple[str, ...]:
@@ -728,7 +751,7 @@ def parse_config(raw: Mapping[str, str | None], project: str, stack: str) -> Sta
             f"a GitLab Runner release such as {versions.GITLAB_RUNNER_VERSION} (X.Y.Z, not latest)",
         ),
         runner_manager_instance_type=reader.matching("runnerManagerInstanceType", _INSTANCE_TYPE, instance),
-        runner_instance_type=reader.matching("runnerInstanceType", _INSTANCE_TYPE, instance),
+        runner_instance_type=_x86_64_instance_type(reader, "runnerInstanceType", instance),
         runner_max_instances=reader.integer("runnerMaxInstances", 1, MAX_RUNNER_INSTANCES),
         runner_capacity_per_instance=reader.integer("runnerCapacityPerInstance", 1, MAX_RUNNER_CAPACITY),
         runner_idle_count=_runner_idle_count(reader),

@@ -36,6 +36,10 @@ OMNIBUS_CONFIG_PATH = "/etc/gitops/gitlab-omnibus.rb"
 # Container paths (host: /srv/gitlab/config/...). The root password seed is written by the install
 # step, read by the Omnibus configuration only at the database's first seed, then deleted.
 ROOT_PASSWORD_SEED = "/etc/gitlab/pulumi_initial_root_password"
+# The registry metadata database's backup and restore roles' passwords (secrets on install.sh's stdin),
+# root-only files on the config volume: Omnibus reads them at every reconfigure.
+REGISTRY_BACKUP_PASSWORD_FILE = "/etc/gitlab/pulumi_registry_backup_password"
+REGISTRY_RESTORE_PASSWORD_FILE = "/etc/gitlab/pulumi_registry_restore_password"
 TRUSTED_CA = "/etc/gitlab/trusted-certs/gitops-gitlab-ca.crt"  # omnibus-gitlab doc/settings/ssl: trusted-certs
 
 # The seeded admin token. Scopes: `api` for everything the provider does (application settings,
@@ -118,6 +122,17 @@ prometheus_monitoring['enable'] = false
 # out of user data, of this file and of the container's environment (`docker inspect`).
 root_password_seed = '{ROOT_PASSWORD_SEED}'
 gitlab_rails['initial_root_password'] = File.read(root_password_seed).strip if File.exist?(root_password_seed)
+# The container registry's metadata database (on by default from GitLab 19.0) is in `gitlab-backup`
+# only when the backup finds its credentials: the backup role makes Omnibus create the
+# registry_backup/registry_restore PostgreSQL roles and write them for gitlab-backup
+# (omnibus-gitlab doc/settings/backups.md "Container Registry metadata database backup credentials").
+gitlab_rails['backup_role'] = true
+registry_backup_password = '{REGISTRY_BACKUP_PASSWORD_FILE}'
+registry_restore_password = '{REGISTRY_RESTORE_PASSWORD_FILE}'
+gitlab_rails['backup_registry_password'] = File.read(registry_backup_password).strip if File.exist?(registry_backup_password)
+gitlab_rails['restore_registry_password'] = File.read(registry_restore_password).strip if File.exist?(registry_restore_password)
+# Archives left on the data volume by a run that was killed are pruned by the next backup (a day old).
+gitlab_rails['backup_keep_time'] = 86400
 """
 
 

@@ -238,6 +238,13 @@ class GitLabHost(pulumi.ComponentResource):
             f"{name}-root-password", length=32, special=False, min_lower=2, min_upper=2, min_numeric=2, opts=child
         )
         self.root_password = pulumi.Output.secret(root_password.result)
+        # The registry metadata database's backup and restore roles (gitlab_config.omnibus_config):
+        # with them `gitlab-backup` includes that database; whether backups are on or off, so a
+        # restore onto this host can always load one.
+        registry_passwords = [
+            random.RandomPassword(f"{name}-registry-{role}-password", length=32, special=False, opts=child)
+            for role in ("backup", "restore")
+        ]
         # 20 letters and digits, as the token seeding documentation requires. Changing the keeper
         # (adminTokenRotation) makes a new value, which re-runs the seeding step.
         admin_token = random.RandomPassword(
@@ -340,6 +347,7 @@ class GitLabHost(pulumi.ComponentResource):
                     server_key.private_key_pem,
                     *[key.private_key_openssh for key in host_keys],
                     root_password.result,
+                    *[password.result for password in registry_passwords],
                 ).apply(
                     lambda values: secret_bundle(
                         {
@@ -348,6 +356,8 @@ class GitLabHost(pulumi.ComponentResource):
                             "ssh_host_ecdsa_key": values[2],
                             "ssh_host_rsa_key": values[3],
                             "root_password": values[4],
+                            "registry_backup_password": values[5],
+                            "registry_restore_password": values[6],
                         }
                     )
                 )

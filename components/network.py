@@ -71,9 +71,17 @@ class Network(pulumi.ComponentResource):
         # "When the provider first begins managing the default security group, it immediately removes
         # all ingress and egress rules" (pulumi-aws ec2/default_security_group.py): an instance
         # launched without a group of its own gets no access. Removing this resource from the program
-        # would only stop managing the group, never delete it.
+        # would only stop managing the group, never delete it. The rules are attributes-as-blocks
+        # (Optional + Computed): omitted, a rule added later by hand shows no diff and stays; empty
+        # lists are managed as "no rule": a refresh reads it as drift and `up --refresh` removes it (pulumi-aws
+        # ec2/security_group.py "Removing All Ingress and Egress Rules": ingress=[], egress=[]).
         aws.ec2.DefaultSecurityGroup(
-            f"{name}-default-group", vpc_id=vpc.id, tags=config.tags(f"{name}-default-group"), opts=child
+            f"{name}-default-group",
+            vpc_id=vpc.id,
+            ingress=[],
+            egress=[],
+            tags=config.tags(f"{name}-default-group"),
+            opts=child,
         )
         vpc_flow_logs(name, config, vpc, self)
         gateway = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags=config.tags(f"{name}-igw"), opts=child)

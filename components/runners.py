@@ -8,7 +8,8 @@ In the order things happen:
    deploy job calls it; with the agent it goes through GitLab's k8s proxy on 443 instead).
 2. Job VMs: a launch template (IMDSv2 only, encrypted gp3 root, no instance profile, no key pair,
    the manager's public key and GitLab's CA in user data, Docker installed at boot) and an EC2 Auto
-   Scaling group between 0 and runnerMaxInstances that only the runner scales: no scaling policy,
+   Scaling group with a fixed ceiling (GROUP_MAX_SIZE) that only the runner scales, up to
+   runnerMaxInstances (config.toml's max_instances, the working limit): no scaling policy,
    scale-in protection, AZRebalance suspended, its desired capacity left to the plugin
    (fleeting-plugin-aws README "Autoscaling Group Setup"; gitlab-runner docs/executors/docker_autoscaler.md).
 3. The manager: a hardened instance whose role may scale and shrink that one group, an instance
@@ -17,8 +18,8 @@ In the order things happen:
    key arriving on stdin (userdata/runners/).
 
 A capacity change (runnerMaxInstances, runnerCapacityPerInstance, runnerIdleCount, runnerIdleTime)
-updates the group in place and re-runs the configure step, which restarts gitlab-runner; nothing is
-replaced (tests/test_day2.py).
+re-runs the configure step, which restarts gitlab-runner; the group's size limits never move (its
+MaxInstances tag follows runnerMaxInstances) and nothing is replaced (tests/test_day2.py).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import pulumi_tls as tls
 
 from components import runner_config
 from components.cloudinit import render
-from components.config import StackConfig
+from components.config import MAX_RUNNER_INSTANCES, StackConfig
 from components.gitlab_config import HTTPS_PORT, REGISTRY_PORT, RUNNER_JOB_IMAGE, secret_bundle
 from components.hosts import HostSpec, SshAccess, debian_ami_id, ebs_optimized, hardened_instance, host_image
 from components.kubeadm import API_SERVER_PORT
@@ -45,6 +46,19 @@ SSH_PORT = 22
 DRAIN_SECONDS = 600
 # The ASG processes the plugin needs suspended: AZRebalance would terminate job VMs to even out zones.
 SUSPENDED_PROCESSES = ("AZRebalance",)
+# The group's MaxSize: a ceiling that never moves, at least any runnerMaxInstances the config accepts;
+# config.toml's max_instances is the limit that works ("Maximum capacity should be equal or more than
+# the configured fleeting Max Size option": fleeting-plugin-aws README, research/runners.md section 3).
+# Lowering MaxSize below the group's size makes AWS lower the desired capacity with it
+# (UpdateAutoScalingGroup: "we implicitly call SetDesiredCapacity to set the size of the group to the
+# new value of MaxSize"); the VMs are scale-in protected, so none goes, and the runner's own deletions
+# (TerminateInstanceInAutoScalingGroup, decrementing) then hit "desiredSize equals minSize (0)" for
+# the last one: a billed VM nobody removes. A fixed ceiling never lowers anything.
+GROUP_MAX_SIZE = MAX_RUNNER_INSTANCES
+# The group's tag naming the working limit, for people reading the console and for tools/cost.py
+# (a tag change is CreateOrUpdateTags alone, never UpdateAutoScalingGroup: terraform-provider-aws
+# internal/service/autoscaling/group.go resourceGroupUpdate).
+MAX_INSTANCES_TAG = "MaxInstances"
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,19 @@ class RunnersArgs:
     api_security_group_id: pulumi.Input[str] | None = None
 
 
+def _require_x86_64(instance_type: str, parent: pulumi.Resource) -> None:
+    """Stop the program on a job-VM type that cannot boot the amd64 image (config.py refuses the
+    Graviton names; DescribeInstanceTypes ProcessorInfo.SupportedArchitectures says it for the rest).
+    The group would otherwise fail every launch in its activity history, `pulumi up` green."""
+    found = aws.ec2.get_instance_type(instance_type=instance_type, opts=pulumi.InvokeOptions(parent=parent))
+    architectures = list(found.supported_architectures or [])
+    if "x86_64" not in architectures:
+        raise pulumi.RunError(
+            f"runnerInstanceType: got {instance_type!r} ({', '.join(architectures) or 'no architecture'}); "
+            "expected an x86_64 instance type such as t3.medium or c6i.large: job VMs boot Debian's amd64 image"
+        )
+
+
 class Runners(pulumi.ComponentResource):
     runner_id: pulumi.Output[str]
     manager_public_ip: pulumi.Output[str]
@@ -76,6 +103,7 @@ class Runners(pulumi.ComponentResource):
         super().__init__("gitops:runners:Runners", name, None, opts)
         config = args.config
         child = pulumi.ResourceOptions(parent=self)
+        _require_x86_64(config.runner_instance_type, self)
 
         # ---- 1. network ---------------------------------------------------------------------------
         manager_group = self._group(f"{name}-manager-group", "GitLab Runner manager: SSH for the Pulumi steps", args)
@@ -205,7 +233,7 @@ class Runners(pulumi.ComponentResource):
         group = aws.autoscaling.Group(
             f"{name}-job-vms",
             min_size=0,
-            max_size=config.runner_max_instances,
+            max_size=GROUP_MAX_SIZE,
             vpc_zone_identifiers=args.subnet_ids,
             launch_template=aws.autoscaling.GroupLaunchTemplateArgs(
                 id=template.id, version=template.latest_version.apply(str)
@@ -222,7 +250,10 @@ class Runners(pulumi.ComponentResource):
             force_delete=True,
             tags=[
                 aws.autoscaling.GroupTagArgs(key=key, value=value, propagate_at_launch=False)
-                for key, value in config.tags(f"{name}-job-vms").items()
+                for key, value in {
+                    **config.tags(f"{name}-job-vms"),
+                    MAX_INSTANCES_TAG: str(config.runner_max_instances),
+                }.items()
             ],
             # The plugin sets the desired capacity (SetDesiredCapacity); a later `up` must not reset it.
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["desiredCapacity"]),
@@ -242,7 +273,7 @@ class Runners(pulumi.ComponentResource):
             tags=config.tags(f"{name}-manager-role"),
             opts=child,
         )
-        aws.iam.RolePolicy(
+        policy = aws.iam.RolePolicy(
             f"{name}-manager-fleeting",
             role=role.id,
             policy=group.arn.apply(lambda arn: json.dumps(runner_config.fleeting_policy(arn))),
@@ -268,7 +299,10 @@ class Runners(pulumi.ComponentResource):
             config,
             # No state lives on the manager but config.toml, which the steps rewrite: still, a newer
             # Debian image or a user-data edit must not restart it (and every job with it).
-            pulumi.ResourceOptions(parent=self, ignore_changes=["ami", "userData"]),
+            # Replaced (a new key pair, subnet, root-volume key): the old one goes first. Two managers
+            # on one group would each remove the other's VMs as "pre-existing" at start
+            # (docker_autoscaler.md: one autoscaling resource per runner configuration).
+            pulumi.ResourceOptions(parent=self, ignore_changes=["ami", "userData"], delete_before_replace=True),
         )
         runner = gitlab.UserRunner(
             f"{name}-runner",
@@ -316,6 +350,7 @@ class Runners(pulumi.ComponentResource):
             script="runners/configure-runner.sh",
             env={
                 "RUNNER_CONFIG_TOML": fleet.apply(lambda f: runner_config.to_toml(runner_config.manager_config(f))),
+                "FLEETING_PLUGIN": runner_config.FLEETING_PLUGIN,
                 "GITLAB_HOSTNAME": args.gitlab_hostname,
                 "GITLAB_CA_PEM": args.gitlab_ca_pem,
                 "AWS_SHARED_CONFIG": region.apply(runner_config.aws_shared_config),
@@ -334,7 +369,8 @@ class Runners(pulumi.ComponentResource):
             # A new manager starts from an empty disk. A new token (the runner was replaced) or a new
             # configuration re-runs the step in place: it rewrites the files and restarts the runner.
             triggers=[manager.id],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[install]),
+            # The runner calls AWS with the role's policy from its first job on: created first.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[install, policy]),
         )
 
         self.runner_id = runner.id

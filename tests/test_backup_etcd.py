@@ -9,6 +9,7 @@ endpoint, a damaged or missing set, a newer snapshot are refused before anything
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -142,6 +143,7 @@ def test_restore_brings_back_the_snapshot_and_nothing_written_after_it(node: Nod
     key = backup.relative_to(node.bucket())
     result = node.run("backup/etcd-restore.sh", f"s3://{BUCKET}/{key}/")
     assert result.returncode == 0, result.stderr
+    assert "does not answer 'member list'" not in result.stderr  # the real etcd said: one member
     # The control plane was parked, etcd came back first, then the rest and the kubelet.
     assert sorted(path.name for path in node.manifests.glob("*.yaml")) == [
         "etcd.yaml",
@@ -204,6 +206,53 @@ def test_restore_refuses_a_damaged_snapshot_before_stopping_anything(node: Node,
     result = node.run("backup/etcd-restore.sh", str(damaged))
     assert result.returncode == 1
     assert "checksum mismatch" in result.stderr and "Nothing was changed." in result.stderr
+    assert_nothing_changed(node)
+
+
+def test_restore_waits_for_a_kubeadm_run_and_changes_nothing_while_one_holds_the_manifests(
+    node: Node, tmp_path: Path
+) -> None:
+    ready = saved_set(node, tmp_path)
+    lock = node.host.root / "run/gitops-kubeadm.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a certificate renewal or an upgrade moving the manifests
+        result = node.run("backup/etcd-restore.sh", str(ready), LOCK_WAIT_SECONDS="1")
+    assert result.returncode == 1
+    assert "still holds" in result.stderr and "nothing was changed" in result.stderr
+    assert_nothing_changed(node)
+
+
+def test_restore_refuses_a_member_of_a_multi_member_etcd(node: Node, tmp_path: Path) -> None:
+    ready = saved_set(node, tmp_path)
+    manifest = node.manifests / "etcd.yaml"
+    text = manifest.read_text()
+    manifest.write_text(
+        text.replace(
+            f"--initial-cluster=master={node.etcd.peer_url}",
+            f"--initial-cluster=master={node.etcd.peer_url},master2=https://10.0.1.12:2380",
+        )
+    )
+    result = node.run("backup/etcd-restore.sh", str(ready))
+    assert result.returncode == 1
+    assert "restores a single-member etcd only" in result.stderr and "Nothing was changed." in result.stderr
+    assert_nothing_changed(node)
+    # The first control plane of a cluster others joined: its manifest names one member, etcd knows two.
+    manifest.write_text(text)
+    tools = tmp_path / "two-members"
+    tools.mkdir()
+    for tool in ("etcd", "etcdutl"):
+        (tools / tool).symlink_to(node.bin_dir / tool)
+    (tools / "etcdctl").write_text(
+        "#!/usr/bin/env bash\n"
+        'case "$*" in *"member list"*) echo "8e9e05c52164694d, started, master, https://10.0.1.11:2380"\n'
+        '  echo "91bc3c398fb3c146, started, master2, https://10.0.1.12:2380"; exit 0 ;; esac\n'
+        f'exec {node.bin_dir}/etcdctl "$@"\n'
+    )
+    (tools / "etcdctl").chmod(0o755)
+    result = node.run("backup/etcd-restore.sh", str(ready), ETCD_BIN_DIR=str(tools))
+    assert result.returncode == 1
+    assert "has 2 members: this script restores a single-member etcd only" in result.stderr
     assert_nothing_changed(node)
 
 

@@ -240,6 +240,20 @@ def test_the_doctor_finds_the_newest_complete_sets_and_flags_missed_runs(
     assert later["etcd-backup"].verdict == "FAIL" and "late" in later["etcd-backup"].message
 
 
+def test_the_doctor_fails_a_stack_that_never_completed_a_gitlab_backup_after_its_first_day(
+    s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probe = tmp_path / "file"
+    probe.write_text("x")
+    s3.aws("admin", "s3", "cp", str(probe), f"s3://{BUCKET}/etcd/daily/master/20261130T110000Z/SHA256SUMS")
+    now = datetime.datetime.now(datetime.UTC)
+    # The first etcd set was just taken: a new stack, a warning until its first daily GitLab run.
+    assert run_backup_checks(s3, monkeypatch, now)["gitlab-backup"].verdict == "WARN"
+    # 31 h later still no GitLab set: every daily run failed.
+    old = run_backup_checks(s3, monkeypatch, now + datetime.timedelta(hours=31))["gitlab-backup"]
+    assert old.verdict == "FAIL" and "every daily GitLab backup has failed" in old.message
+
+
 def test_the_doctor_says_which_credentials_it_needs_when_listing_is_refused(
     s3: S3, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -33,11 +33,14 @@ case "$1" in
     shift
     while [ "$1" = -e ]; do shift 2; done
     shift
+    # the backup runs as `nice -n 10 ionice -c 2 -n 7 gitlab-backup create` in the container
+    if [ "$1" = nice ]; then echo "$*" >"$STATE/backup-command"; shift 3; fi
+    if [ "$1" = ionice ]; then shift 5; fi
     case "$1 $2" in
+      "grep -q") [ ! -f "$STATE/no-registry-credentials" ] ;;
       "gitlab-backup create")
-        if [ -f "$STATE/backup-fails" ]; then echo "Dumping PostgreSQL database gitlabhq_production ... failed: pg_dump: error"; exit 1; fi
         id="$(state backup_id)"
-        if [ ! -f "$STATE/no-archive" ]; then
+        if [ ! -f "$STATE/no-archive" ] && { [ ! -f "$STATE/backup-fails" ] || [ -f "$STATE/packs-on-failure" ]; }; then
           work="$(mktemp -d)"
           printf -- '---\n:db_version: 20261101000000\n:gitlab_version: %s\n:skipped: ""\n' "$(state archive_version)" >"$work/backup_information.yml"
           filler="$(state filler)"
@@ -45,10 +48,16 @@ case "$1" in
           mkdir -p "$FS_ROOT/srv/gitlab/data/backups"
           tar -cf "$FS_ROOT/srv/gitlab/data/backups/${id}_gitlab_backup.tar" -C "$work" backup_information.yml db.sql.gz
         fi
+        if [ -f "$STATE/backup-fails" ]; then echo "Dumping PostgreSQL database gitlabhq_production ... failed: pg_dump: error"; exit 1; fi
         echo "Creating backup archive: ${id}_gitlab_backup.tar ... done"
         echo "Backup ${id} is done." ;;
     esac ;;
 esac
+"""
+
+# `df --output=avail -B1 <dir>`: the data volume's free bytes, from $STATE/free_bytes (default 100 GiB).
+DF = r"""
+printf '   Avail\n%s\n' "$(cat "$STATE/free_bytes" 2>/dev/null || echo 107374182400)"
 """
 
 
@@ -56,7 +65,7 @@ class GitLabHost:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp = tmp_path
         self.host = StubHost(tmp_path)
-        self.host.stub("docker", DOCKER).stub("aws", AWS_STUB)
+        self.host.stub("docker", DOCKER).stub("aws", AWS_STUB).stub("df", DF)
         self.host.set(backup_id=BACKUP_ID, archive_version="19.4.1")
         root = self.host.root
         config = root / "srv/gitlab/config"
@@ -139,6 +148,65 @@ def test_a_failed_gitlab_backup_uploads_nothing_and_fails(gitlab: GitLabHost) ->
     assert "Dumping PostgreSQL database gitlabhq_production ... failed" in result.stderr
     assert "gitlab-backup create failed (exit 1" in result.stderr
     assert gitlab.host.calls("aws") == []
+
+
+def test_a_failed_create_that_still_packed_an_archive_leaves_no_archive_behind(gitlab: GitLabHost) -> None:
+    # lib/backup/manager.rb packs the tar even when a task failed, then the rake task exits 1.
+    gitlab.host.set(**{"backup-fails": "", "packs-on-failure": ""})
+    old = gitlab.host.root / "srv/gitlab/data/backups/1764374400_2026_11_29_19.4.1_gitlab_backup.tar"
+    old.parent.mkdir(parents=True)
+    old.write_text("an operator's own archive\n")
+    result = gitlab.run("backup/gitlab-backup.sh")
+    assert result.returncode == 1
+    assert f"removed {BACKUP_ID}_gitlab_backup.tar, left by this failed run" in result.stderr
+    # Only this run's archive goes: one that was there before stays.
+    assert [p.name for p in old.parent.iterdir()] == [old.name]
+    assert gitlab.host.calls("aws") == []
+
+
+def test_a_failed_upload_removes_the_local_archive_and_records_no_success(gitlab: GitLabHost) -> None:
+    gitlab.host.stub("aws", 'echo "upload failed: connection reset" >&2; exit 1\n').stub("sleep", "")
+    result = gitlab.run("backup/gitlab-backup.sh")
+    assert result.returncode == 1 and "failed (3 attempts)" in result.stderr
+    assert not list((gitlab.host.root / "srv/gitlab/data/backups").glob("*.tar"))
+    assert not (gitlab.host.root / "srv/gitlab/gitops-backup").exists()
+    assert not (gitlab.host.root / "var/lib/gitops/backups/gitlab-last-success").exists()
+
+
+def test_too_little_free_space_refuses_before_gitlab_writes_anything(gitlab: GitLabHost) -> None:
+    gitlab.host.set(filler="3")  # a 3 MiB archive
+    assert gitlab.run("backup/gitlab-backup.sh", RESERVE_MIB="1").returncode == 0
+    recorded = int((gitlab.host.root / "var/lib/gitops/backups/gitlab-last-archive-bytes").read_text())
+    assert recorded > 3 * 1048576
+    # Twice the last archive plus the reserve: 1 byte short is refused, before `docker exec`.
+    gitlab.host.set(free_bytes=str(2 * recorded + 1048576 - 1))
+    calls_before = len(gitlab.host.calls("docker"))
+    refused = gitlab.run("backup/gitlab-backup.sh", RESERVE_MIB="1")
+    assert refused.returncode == 1
+    assert "not enough free space for a GitLab backup" in refused.stderr and "nothing was written" in refused.stderr
+    assert not [call for call in gitlab.host.calls("docker")[calls_before:] if call.startswith("docker exec")]
+    gitlab.host.set(free_bytes=str(2 * recorded + 1048576))
+    assert gitlab.run("backup/gitlab-backup.sh", RESERVE_MIB="1").returncode == 0
+
+
+def test_without_the_registry_databases_credentials_the_daily_backup_refuses_before_writing(gitlab: GitLabHost) -> None:
+    gitlab.host.set(**{"no-registry-credentials": ""})
+    result = gitlab.run("backup/gitlab-backup.sh")
+    assert result.returncode == 1
+    assert "no credentials for the registry database's backup" in result.stderr and "nothing was" in result.stderr
+    assert not [call for call in gitlab.host.calls("docker") if "gitlab-backup create" in call]
+    assert gitlab.host.calls("aws") == []
+    # Before an upgrade it warns and backs up the rest: install.sh runs the hook before it writes
+    # the configuration that brings the credentials, so the first upgrade after them must not stop.
+    upgrade = gitlab.run("backup/gitlab-backup.sh", "pre-upgrade", "19.4.1", "19.5.2")
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert "WARNING: GitLab has no credentials for the registry database's backup" in upgrade.stderr
+    assert upgrade.stdout == f"s3://{BUCKET}/gitlab/pre-upgrade/{BACKUP_ID}/\n"
+
+
+def test_the_backup_runs_at_low_priority_inside_the_container(gitlab: GitLabHost) -> None:
+    assert gitlab.run("backup/gitlab-backup.sh").returncode == 0
+    assert (gitlab.host.state / "backup-command").read_text() == "nice -n 10 ionice -c 2 -n 7 gitlab-backup create\n"
 
 
 def test_exit_zero_without_a_new_archive_is_a_failure(gitlab: GitLabHost) -> None:
@@ -247,16 +315,30 @@ def setup_env(files: dict[str, dict[str, str]], **extra: str) -> dict[str, str]:
         "AWS_DEFAULT_REGION": "eu-west-3",
         "NOW": "check",
         "CHECK_PREFIX": "gitlab/",
+        "ROLE_NAME": "gitlab-role-1234",
         **extra,
     }
 
 
+# The AWS CLI on a host: `sts get-caller-identity` answers with the role in $STATE/arn (the first
+# $STATE/old_role_answers calls answer with the instance's previous role); every other call succeeds.
+AWS_HOST = r"""
+[ "$1" = --version ] && { echo "aws-cli/2.9.19 Python/3.11.2 Linux source/x86_64.debian.12"; exit 0; }
+if [ "$1 $2" = "sts get-caller-identity" ]; then
+  old="$(cat "$STATE/old_role_answers" 2>/dev/null || echo 0)"
+  if [ "$old" -gt 0 ]; then
+    echo $((old - 1)) >"$STATE/old_role_answers"
+    echo "arn:aws:sts::123456789012:assumed-role/gitops-k8s-role-0001/i-0abc"; exit 0
+  fi
+  echo "arn:aws:sts::123456789012:assumed-role/$(cat "$STATE/role" 2>/dev/null || echo gitlab-role-1234)/i-0abc"
+fi
+exit 0
+"""
+
+
 def test_the_setup_step_installs_the_cli_timer_and_hook_once_then_checks_the_bucket(tmp_path: Path) -> None:
     host = StubHost(tmp_path)
-    host.stub(
-        "aws",
-        '[ "$1" = --version ] && { echo "aws-cli/2.9.19 Python/3.11.2 Linux source/x86_64.debian.12"; exit 0; }\nexit 0\n',
-    )
+    host.stub("aws", AWS_HOST)
     (tmp_path / "bin/aws").rename(tmp_path / "aws")  # not installed yet: apt-get brings it
     host.stub(
         "apt-get", 'for a in "$@"; do [ "$a" = awscli ] && cp "$STATE/../aws" "$STATE/../bin/aws"; done; exit 0\n'
@@ -288,6 +370,25 @@ def test_the_setup_step_installs_the_cli_timer_and_hook_once_then_checks_the_buc
     assert host.calls("apt-get") == [] and "wrote" not in again.stderr
 
 
+def test_the_setup_waits_until_the_host_acts_as_its_new_role_before_it_runs_the_backup(tmp_path: Path) -> None:
+    # An instance moved to a new instance profile in place: IMDS serves the old role's credentials a while.
+    host = StubHost(tmp_path)
+    host.stub("aws", AWS_HOST).stub("sleep", "")
+    host.set(old_role_answers="3")
+    files = {"/usr/local/lib/gitops/etcd-backup": {"mode": "0755", "content": "#!/bin/sh\necho snapshot taken\n"}}
+    env = setup_env(files, NOW="run", PROGRAM="/usr/local/lib/gitops/etcd-backup", CHECK_PREFIX="etcd/")
+    result = host.run("backup/install-timer.sh", env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "snapshot taken\n"
+    assert host.calls("aws").count("aws sts get-caller-identity --query Arn --output text") == 4
+    assert host.calls("aws")[-1] == f"aws s3api list-objects-v2 --bucket {BUCKET} --prefix etcd/ --max-items 1"
+    # A host that never gets the role fails, saying so, and runs nothing.
+    host.set(role="someone-else")
+    stuck = host.run("backup/install-timer.sh", {**env, "ROLE_WAIT_SECONDS": "0"})
+    assert stuck.returncode == 1 and "still acts as" in stuck.stderr and "not role gitlab-role-1234" in stuck.stderr
+    assert "snapshot taken" not in stuck.stdout
+
+
 def test_removing_the_step_stops_the_timer_and_removes_its_files_on_its_own_instance_only(tmp_path: Path) -> None:
     host = StubHost(tmp_path)
     # IMDSv2: a token, then the instance id of the host the step reaches.
@@ -303,6 +404,11 @@ def test_removing_the_step_stops_the_timer_and_removes_its_files_on_its_own_inst
     assert result.returncode == 0, result.stderr
     assert "left in place" in result.stderr and host.calls("systemctl") == []
     assert all((host.root / path.lstrip("/")).exists() for path in files)
+    # The metadata service does not answer: fail closed, the timer stays (and the step does not fail).
+    host.set(instance="")
+    result = host.run("backup/remove-timer.sh", env)
+    assert result.returncode == 0, result.stderr
+    assert "left in place" in result.stderr and host.calls("systemctl") == []
     host.set(instance="i-0old")
     result = host.run("backup/remove-timer.sh", env)
     assert result.returncode == 0, result.stderr

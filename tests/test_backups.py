@@ -9,20 +9,28 @@ the ``s3:prefix`` condition is held to the policy JSON here.
 from __future__ import annotations
 
 import json
+import re
 import shlex
+import shutil
+from pathlib import Path
 
 import pytest
 
 from components import backup_layout as layout
 from components.backups import GITLAB_UPGRADE_HOOK, bucket_prefix
 from tests.conftest import ADMIN
-from tools.harness import ProgramRun, Registration
+from tools.harness import FIXTURE_STACKS, ProgramRun, Registration, run_program
 from tools.plan import run_twice
 
 COMMAND = "command:remote:Command"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 PROFILE = "aws:iam/instanceProfile:InstanceProfile"
 BUCKET_TYPE = "aws:s3/bucket:Bucket"
+DLM_TYPE = "aws:dlm/lifecyclePolicy:LifecyclePolicy"
+# DLM's alphabet for a policy description (1..500) and a schedule name (1..120): botocore
+# dlm/2018-01-12 service-2.json PolicyDescription and ScheduleName; the provider checks the
+# description at `pulumi preview` (terraform-provider-aws internal/service/dlm/lifecycle_policy.go).
+DLM_TEXT = re.compile(r"^[0-9A-Za-z _-]+$")
 
 
 def env(step: Registration, command: str = "create") -> dict[str, str]:
@@ -62,6 +70,7 @@ def test_the_bucket_is_private_encrypted_versioned_tls_only_and_kept_by_destroy(
     assert ownership["rule"]["objectOwnership"] == "BucketOwnerEnforced"
     encryption = dev.named("backups-encryption").plain_inputs["rules"][0]
     assert encryption["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"
+    assert encryption["blockedEncryptionTypes"] == ["SSE-C"]  # no host can write what the operator cannot read
     assert dev.named("backups-versioning").plain_inputs["versioningConfiguration"]["status"] == "Enabled"
     tls = json.loads(dev.named("backups-policy").plain_inputs["policy"])["Statement"][0]
     assert tls["Effect"] == "Deny" and tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
@@ -130,6 +139,7 @@ def test_gitlab_installs_its_backup_timer_and_upgrade_hook_before_the_install_st
     assert dev.named("backups-gitlab-writer").urn in timer.depends_on
     step = env(timer)
     assert step["UNIT"] == "gitops-gitlab-backup" and step["NOW"] == "check" and step["CHECK_PREFIX"] == "gitlab/"
+    assert step["ROLE_NAME"] == dev.one(PROFILE, "gitlab-profile").plain_inputs["role"]
     installed = files(timer)
     bucket = dev.outputs["backupBucket"]
     assert (
@@ -161,10 +171,47 @@ def test_the_data_volume_gets_daily_snapshots_from_its_own_dlm_policy(run_stack)
     assert attachment["policyArn"] == "arn:aws:iam::aws:policy/service-role/AWSDataLifecycleManagerServiceRole"
 
 
+def assert_dlm_accepts(run: ProgramRun) -> None:
+    (policy,) = run.all(DLM_TYPE)
+    description = policy.plain_inputs["description"]
+    assert DLM_TEXT.match(description) and len(description) <= 500, description
+    names = [schedule["name"] for schedule in policy.plain_inputs["policyDetails"]["schedules"]]
+    assert names and all(DLM_TEXT.match(name) and len(name) <= 120 for name in names), names
+
+
+def test_the_dlm_policy_names_are_in_the_alphabet_dlm_accepts(dev: ProgramRun, prod: ProgramRun) -> None:
+    assert_dlm_accepts(dev)
+    assert_dlm_accepts(prod)
+
+
+def test_a_stack_name_with_dots_still_gives_dlm_names_it_accepts(tmp_path: Path) -> None:
+    # A user's stack: Pulumi stack names may hold letters, digits, "-", "_" and ".".
+    shutil.copy(FIXTURE_STACKS / "Pulumi.dev.yaml", tmp_path / "Pulumi.team.prod_eu-1.yaml")
+    run = run_program("team.prod_eu-1", {**ADMIN, "backupHourUtc": 22}, stack_dir=tmp_path)
+    assert_dlm_accepts(run)
+    assert (
+        run.one(DLM_TYPE, "backups-gitlab-data-snapshots")
+        .plain_inputs["description"]
+        .startswith("gitops-team-prod_eu-1 ")
+    )
+
+
+@pytest.mark.parametrize("project", ["gitops", "my.project_2", "a" * 100])
+@pytest.mark.parametrize("stack", ["dev", "org.team.prod", "x" * 400])
+@pytest.mark.parametrize(("hour", "days"), [(0, 1), (23, 3650)])
+def test_dlm_names_fit_the_pattern_for_any_project_and_stack(project: str, stack: str, hour: int, days: int) -> None:
+    description = layout.dlm_description(project, stack)
+    assert DLM_TEXT.match(description) and 1 <= len(description) <= 500
+    name = layout.dlm_schedule(hour, days)["name"]
+    assert DLM_TEXT.match(name) and len(name) <= 120
+
+
 def test_every_control_plane_snapshots_etcd_and_an_upgrade_waits_for_a_fresh_snapshot(run_stack) -> None:
     run = run_stack("dev", etcdSnapshotIntervalMinutes=30)
     setup = run.one(COMMAND, "gitops-k8s-master-etcd-backup")
     assert env(setup)["NOW"] == "run" and env(setup)["PROGRAM"] == "/usr/local/lib/gitops/etcd-backup"
+    assert env(setup)["CHECK_PREFIX"] == "etcd/"
+    assert env(setup)["ROLE_NAME"] == run.one(PROFILE, "gitops-k8s-control-plane-profile").plain_inputs["role"]
     installed = files(setup)
     assert "NODE_NAME=master\n" in installed["/etc/gitops/etcd-backup.env"]["content"]
     assert "OnUnitActiveSec=30min" in installed["/etc/systemd/system/gitops-etcd-backup.timer"]["content"]
@@ -196,12 +243,39 @@ def test_with_three_control_plane_nodes_each_member_snapshots_under_its_own_name
     ]
 
 
-def test_backups_off_creates_none_of_it(run_stack) -> None:
+def test_backups_off_keeps_only_the_protected_bucket_and_stops_every_backup(run_stack) -> None:
     run = run_stack("dev", backups=False)
-    assert run.all(BUCKET_TYPE) == [] and run.all("aws:dlm/lifecyclePolicy:LifecyclePolicy") == []
+    # The bucket and its settings stay registered (protected): turning backups off never deletes them.
+    (bucket,) = run.all(BUCKET_TYPE)
+    assert bucket.protect and run.named("backups-retention").protect
+    assert run.all("aws:dlm/lifecyclePolicy:LifecyclePolicy") == []
     assert [policy.name for policy in run.all(ROLE_POLICY) if policy.name.startswith("backups-")] == []
     assert not [step for step in run.all(COMMAND) if "backup" in step.name]
-    assert "backupBucket" not in run.outputs
+    assert run.outputs["backupBucket"] == bucket.state["bucket"]
+    # No schedule exported: `make doctor` skips the backup checks.
+    assert "etcdSnapshotIntervalMinutes" not in run.outputs
+
+
+def test_turning_backups_off_keeps_the_bucket_and_removes_timers_hook_and_snapshot_policy() -> None:
+    plan = run_twice(before={**ADMIN, "backups": True}, after={"backups": False}).plan
+    # Nothing protected is deleted: a protected delete would fail `pulumi up` (plan.errors).
+    assert plan.errors == []
+    assert plan.touched("aws:ec2/instance:Instance") == {}
+    kept = {f"backups-{part}" for part in ("bucket", "ownership", "public-access", "encryption", "versioning")}
+    kept |= {"backups-policy", "backups-retention"}
+    assert kept.isdisjoint(plan.touched()), plan.describe()
+    deleted = set(plan.with_action("delete"))
+    assert {
+        "backups-gitlab-timer",
+        "gitops-k8s-master-etcd-backup",
+        "gitops-k8s-master-etcd-pre-upgrade-snapshot",
+        "backups-gitlab-writer",
+        "backups-etcd-writer",
+        "backups-gitlab-data-snapshots",
+        "backups-dlm-role",
+        "backups-dlm-role-policy",
+    } <= deleted, plan.describe()
+    assert set(plan.touched().values()) == {"delete"}, plan.describe()
 
 
 def test_turning_backups_on_later_touches_no_instance_and_only_adds() -> None:
@@ -216,7 +290,14 @@ def test_turning_backups_on_later_touches_no_instance_and_only_adds() -> None:
 
 @pytest.mark.parametrize(
     ("project", "stack", "prefix"),
-    [("gitops", "dev", "gitops-dev-backups-"), ("My_Project", "Prod.EU", "my-project-prod-eu-backups-")],
+    [
+        ("gitops", "dev", "gitops-dev-backups-"),
+        ("My_Project", "Prod.EU", "my-project-prod-eu-backups-"),
+        # S3 reserves these starts whatever follows (bucket naming rules).
+        ("xn--app", "dev", "gitops-xn--app-dev-backups-"),
+        ("sthree-x", "dev", "gitops-sthree-x-dev-backups-"),
+        ("_", "_", "gitops-backups-"),
+    ],
 )
 def test_bucket_prefix_is_a_valid_bucket_name_start(project: str, stack: str, prefix: str) -> None:
     assert bucket_prefix(project, stack) == prefix and len(prefix) <= 37

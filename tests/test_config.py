@@ -162,6 +162,16 @@ BAD_INPUTS = [
         {"runnerInstanceType": "medium"}, ["runnerInstanceType: got 'medium'", "t3.large"], id="runner-instance-type"
     ),
     pytest.param(
+        {"runnerInstanceType": "t4g.medium"},
+        ["runnerInstanceType: got 't4g.medium'", "an x86_64 instance type such as t3.medium", "arm64"],
+        id="runner-instance-type-graviton",
+    ),
+    pytest.param(
+        {"runnerInstanceType": "c7gn.large"},
+        ["runnerInstanceType: got 'c7gn.large'", "an x86_64 instance type"],
+        id="runner-instance-type-graviton-network",
+    ),
+    pytest.param(
         {"runnerManagerInstanceType": "T3.small"},
         ["runnerManagerInstanceType: got 'T3.small'"],
         id="runner-manager-instance-type",

@@ -254,3 +254,19 @@ def test_base_ref_says_why_there_is_no_base_estimate(tmp_path: Path) -> None:
 def test_readme_cost_section_is_the_tools_output() -> None:
     readme = (ROOT / "README.md").read_text()
     assert cost.readme_section() in readme, "README's Cost section is stale: run venv/bin/python -m tools.cost --readme"
+
+
+def _capped_fleet_program() -> None:
+    template = aws.ec2.LaunchTemplate("job-vm", instance_type="t3.large")
+    aws.autoscaling.Group(
+        "job-vms",
+        min_size=0,
+        max_size=20,  # a ceiling that never moves (components/runners.py GROUP_MAX_SIZE)
+        launch_template=aws.autoscaling.GroupLaunchTemplateArgs(id=template.id, version="$Latest"),
+        tags=[aws.autoscaling.GroupTagArgs(key="MaxInstances", value="3", propagate_at_launch=False)],
+    )
+
+
+def test_a_fleet_whose_max_size_is_a_ceiling_is_costed_at_its_max_instances_tag() -> None:
+    fleet = _lines(cost.estimate(run_function(_capped_fleet_program)))["instance:t3.large"]
+    assert (fleet["quantity"], fleet["maximum"]) == (0, 3)

@@ -20,6 +20,7 @@ from components.cluster import KubeadmCluster, KubeadmClusterArgs
 from components.config import load_config
 from components.hosts import SshAccess
 from components.network import Network, NetworkArgs
+from components.runners import GROUP_MAX_SIZE
 from tests.conftest import ADMIN
 from tools import migration
 from tools.harness import FIXTURE_STACKS, ProgramError, ProgramRun, StackMocks, run_fixture_stack, run_function
@@ -362,16 +363,36 @@ def runner_config_toml(run: object) -> str:
     return step_env(run, CONFIGURE)["RUNNER_CONFIG_TOML"]
 
 
-def test_more_job_vms_update_the_group_and_the_runner_and_replace_nothing() -> None:
-    result = run_twice(before=ADMIN, after={"runnerMaxInstances": 5})
+@pytest.mark.parametrize(("before", "after"), [(2, 5), (5, 2)], ids=["more", "fewer"])
+def test_a_new_max_instances_rewrites_the_runner_and_leaves_the_groups_size_alone(before: int, after: int) -> None:
+    """The group's MaxSize never moves: lowering it would lower the desired capacity under VMs the runner
+    still holds (scale-in protected), and the runner's decrementing deletions would strand the last
+    one (components/runners.py GROUP_MAX_SIZE). Only the tag naming the limit changes on the group."""
+    result = run_twice(before={**ADMIN, "runnerMaxInstances": before}, after={"runnerMaxInstances": after})
     plan = result.plan
     assert plan.touched() == {"runners-job-vms": "update", CONFIGURE: "update"}
-    assert plan.of("runners-job-vms", GROUP).keys == ("maxSize",)
+    assert plan.of("runners-job-vms", GROUP).keys == ("tags[4].value",), (
+        "no size, no capacity: the MaxInstances tag alone"
+    )
+    group = result.after.one(GROUP, "runners-job-vms").plain_inputs
+    assert (group["minSize"], group["maxSize"]) == (0, GROUP_MAX_SIZE) and "desiredCapacity" not in group
     # The configure step re-runs in place with the new file (it restarts gitlab-runner, gracefully).
     assert plan.of(CONFIGURE).keys == ("create",)
-    assert "max_instances = 5" in runner_config_toml(result.after)
-    assert "concurrent = 5" in runner_config_toml(result.after)
+    assert f"max_instances = {after}" in runner_config_toml(result.after)
+    assert f"concurrent = {after}" in runner_config_toml(result.after)
     assert not plan.with_action("replace") and not plan.with_action("stop-start") and plan.errors == []
+
+
+def test_a_replaced_manager_is_gone_before_its_successor_starts_on_the_same_group() -> None:
+    """A second manager on the group would remove the first one's VMs, jobs running, as pre-existing."""
+    plan = second_up(replace=["runners-manager"])
+    assert plan.of("runners-manager", INSTANCE).action == "replace"
+    manager = plan.of("runners-manager", INSTANCE).urn
+    deleted = plan.operations.index(("delete", manager))
+    assert deleted < plan.operations.index(("create", manager))
+    # Its steps run again on the new host; the group, its runner and token stay.
+    assert plan.of(CONFIGURE).action in ("replace", "update") and plan.of("runners-job-vms").action == "same"
+    assert plan.of("runners-runner").action == "same" and plan.errors == []
 
 
 def test_capacity_idle_time_and_idle_count_only_rewrite_the_runners_configuration() -> None:
@@ -649,8 +670,16 @@ def test_a_stack_deployed_before_the_stable_endpoint_keeps_its_cluster_as_it_is(
         assert not moved.with_action("delete")
         replaced = moved.with_action("replace")
         # The init step (a new script) and, since issue 12's review, the agent's connection step (it
-        # moved to the GitLab host): steps that run again, neither with a delete.
-        assert set(replaced) == {f"{K8S}-master-init", "gitlab-k8s-agent-connected"}
+        # moved to the GitLab host); since the review fixes of issues 15 and 17, GitLab's install step (the
+        # registry database's backup credentials), the runner manager's configure step (its applied-state
+        # digest) and the GitLab host's runner removal (untagged images): steps that run again, none with a delete.
+        assert set(replaced) == {
+            f"{K8S}-master-init",
+            "gitlab-k8s-agent-connected",
+            "gitlab-install",
+            "gitlab-remove-runner",
+            "runners-manager-configure",
+        }
         assert not [name for name in replaced if before.one(COMMAND, name).inputs.get("delete")]
         created = set(moved.with_action("create"))
         assert {f"{K8S}-api-zone", f"{K8S}-api-record", f"{K8S}-sa-key", f"{K8S}-etcd-ca"} <= created

@@ -20,6 +20,8 @@ from components.cloudinit import USERDATA
 from components.gitlab_config import (
     FEATURE_FLAG,
     OMNIBUS_CONFIG_PATH,
+    REGISTRY_BACKUP_PASSWORD_FILE,
+    REGISTRY_RESTORE_PASSWORD_FILE,
     ROOT_PASSWORD_SEED,
     TOKEN_NAME,
     TRUSTED_CA,
@@ -183,6 +185,8 @@ def test_secrets_reach_the_host_on_stdin_only(dev) -> None:
     assert bundle["tls_key"] == secrets["gitlab-tls-key.privateKeyPem"]
     for kind in ("ed25519", "ecdsa", "rsa"):
         assert bundle[f"ssh_host_{kind}_key"] == secrets[f"gitlab-ssh-host-{kind}.privateKeyOpenssh"]
+    for role in ("backup", "restore"):
+        assert bundle[f"registry_{role}_password"] == secrets[f"gitlab-registry-{role}-password"]
 
     seed = step(dev, "seed-admin-token")
     assert is_secret_value(seed.inputs["stdin"])
@@ -617,6 +621,42 @@ def test_omnibus_config_evaluates_and_reads_the_root_password_seed_only_when_pre
     assert evaluate() == prefix + '"s3cret-Passw0rd"'
 
 
+def test_omnibus_config_gives_gitlab_backup_the_registry_databases_credentials(tmp_path: Path) -> None:
+    """GitLab 19 keeps the registry's metadata in PostgreSQL; gitlab-backup includes it only with the
+    backup role's credentials, read from the root-only files install.sh writes from stdin."""
+    ruby = system_tool("ruby", "apt-get install --no-install-recommends ruby")
+    backup, restore = tmp_path / "backup", tmp_path / "restore"
+    config = (
+        omnibus_config("gitlab.example.com")
+        .replace(REGISTRY_BACKUP_PASSWORD_FILE, str(backup))
+        .replace(REGISTRY_RESTORE_PASSWORD_FILE, str(restore))
+    )
+    (tmp_path / "config.rb").write_text(config)
+    (tmp_path / "harness.rb").write_text(
+        "S = Hash.new { |h, k| h[k] = {} }\n"
+        "%w[letsencrypt nginx registry_nginx gitlab_rails prometheus_monitoring].each { |n| define_method(n) { S[n] } }\n"
+        "def external_url(url) = nil\ndef registry_external_url(url) = nil\n"
+        f"eval(File.read({str(tmp_path / 'config.rb')!r}))\n"
+        "r = S['gitlab_rails']\n"
+        "puts [r['backup_role'], r['backup_registry_password'].inspect, r['restore_registry_password'].inspect,"
+        " r['backup_keep_time']].join('|')\n"
+    )
+
+    def evaluate() -> str:
+        return subprocess.run(
+            [ruby, str(tmp_path / "harness.rb")], check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    assert evaluate() == "true|nil|nil|86400"
+    backup.write_text("Backup-Pass-1\n")
+    restore.write_text("Restore-Pass-1\n")
+    assert evaluate() == 'true|"Backup-Pass-1"|"Restore-Pass-1"|86400'
+    script = (USERDATA / "gitlab/install.sh").read_text()
+    for path, name in ((REGISTRY_BACKUP_PASSWORD_FILE, "backup"), (REGISTRY_RESTORE_PASSWORD_FILE, "restore")):
+        host_path = "$CONFIG_DIR/" + path.removeprefix("/etc/gitlab/")
+        assert f'put "{host_path}" 0600 <"$workdir/registry_{name}_password"' in script
+
+
 def test_token_expiry_parsing() -> None:
     assert token_expiry("DEPRECATION WARNING: x\nexpires_at=2027-11-27\n") == "2027-11-27"
     with pytest.raises(ValueError, match="printed no `expires_at=` line"):
@@ -749,7 +789,8 @@ def test_secret_bundle_round_trips_through_the_install_step_reader(tmp_path: Pat
     program = (
         'set -euo pipefail\ndie() { echo "$*" >&2; exit 1; }\n'
         + reader.replace(
-            "for name in tls_key ssh_host_ed25519_key ssh_host_ecdsa_key ssh_host_rsa_key root_password",
+            "for name in tls_key ssh_host_ed25519_key ssh_host_ecdsa_key ssh_host_rsa_key root_password \\\n"
+            "  registry_backup_password registry_restore_password",
             "for name in tls_key root_password",
         )
         + f'cp "$workdir/tls_key" {tmp_path}/tls_key; cp "$workdir/root_password" {tmp_path}/root_password\n'

@@ -8,6 +8,7 @@ order, and that a second run with the same inputs does nothing.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 import subprocess
@@ -199,6 +200,8 @@ SECRETS = secret_bundle(
         "ssh_host_ecdsa_key": "ecdsa-private",
         "ssh_host_rsa_key": "rsa-private",
         "root_password": "Root-Passw0rd-123",
+        "registry_backup_password": "Registry-Backup-1",
+        "registry_restore_password": "Registry-Restore-1",
     }
 )
 
@@ -258,6 +261,9 @@ def test_first_install_places_everything_starts_gitlab_once_and_a_second_run_doe
     assert (host.root / "etc/gitops/gitlab-omnibus.rb").read_text() == install_env()["GITLAB_OMNIBUS_CONFIG"]
     assert "UUID=1b4e28ba-2fa1-11d2-883f-0016d3cca427 /srv/gitlab ext4" in (host.root / "etc/fstab").read_text()
     assert not (config / "pulumi_initial_root_password").exists(), "the root password seed is deleted"
+    # The registry database's backup roles: root-only, kept (Omnibus reads them at every reconfigure).
+    assert (config / "pulumi_registry_backup_password").read_text() == "Registry-Backup-1"
+    assert (config / "pulumi_registry_restore_password").stat().st_mode & 0o777 == 0o600
     # A new volume: nothing to compare with, no background migrations to wait for.
     assert not any("gitlab-psql" in call for call in host.calls())
 
@@ -340,6 +346,24 @@ def test_a_configuration_change_restarts_and_does_not_bother_to_reload(host: Hos
     assert result.returncode == 0, result.stderr
     assert restarts(host.calls()) == ["systemctl restart gitlab.service"]
     assert reloads(host.calls()) == []
+
+
+def test_a_restart_waits_for_a_running_gitlab_backup_and_gives_up_without_restarting(host: Host) -> None:
+    assert install(host).returncode == 0
+    host.clear_calls()
+    lock = host.root / "var/lib/gitops/backups/gitlab-backup.lock"
+    changed = "external_url 'https://gitlab.example.com'\nnginx['x'] = 1\n"
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the daily backup is running gitlab-backup create
+        result = install(host, GITLAB_OMNIBUS_CONFIG=changed, BACKUP_LOCK_WAIT_SECONDS="1")
+    assert result.returncode == 1
+    assert "a GitLab backup is running" in result.stderr and "GitLab was not restarted" in result.stderr
+    assert restarts(host.calls()) == []
+    # Nothing changed either: the re-run still sees the change and restarts.
+    assert (host.root / "etc/gitops/gitlab-omnibus.rb").read_text() != changed
+    # Once the backup has finished, the next run restarts.
+    assert install(host, GITLAB_OMNIBUS_CONFIG=changed).returncode == 0
+    assert restarts(host.calls()) == ["systemctl restart gitlab.service"]
 
 
 def test_a_new_gitlab_ca_restarts_the_whole_container_so_kas_trusts_it(host: Host) -> None:
@@ -691,7 +715,14 @@ case "$1 $2" in
   "image ls") cat "$STATE/images" 2>/dev/null || true ;;
   "image rm")
     shift 3
-    for image in "$@"; do grep -vxF "$image" "$STATE/images" >"$STATE/images.new"; mv "$STATE/images.new" "$STATE/images"; done ;;
+    for image in "$@"; do
+      case "$image" in
+        *"<none>"*) echo "Error response from daemon: invalid reference format" >&2; exit 1 ;;
+      esac
+      # By ID or by repository:tag; $STATE/images holds `ID REPOSITORY TAG` lines.
+      awk -v ref="$image" '$1 != ref && $2 ":" $3 != ref' "$STATE/images" >"$STATE/images.new"
+      mv "$STATE/images.new" "$STATE/images"
+    done ;;
 esac
 """
 GITLAB_IMAGE = "gitlab/gitlab-ce:19.4.1-ce.0"
@@ -699,6 +730,17 @@ RUNNER_IMAGES = [
     "gitlab/gitlab-runner:alpine-v19.4.1",
     "registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:x86_64-v19.4.1",
 ]
+# An older runner image a newer pull of the same tag left untagged: removable by its ID only.
+UNTAGGED_RUNNER_IMAGE = "5d3c1b2a9e8f gitlab/gitlab-runner <none>"
+
+
+def image_lines(*refs: str) -> str:
+    """`docker image ls --format '{{.ID}} {{.Repository}} {{.Tag}}'` for these images."""
+    lines = []
+    for number, ref in enumerate(refs):
+        repository, tag = ref.rsplit(":", 1)
+        lines.append(f"{number:012x} {repository} {tag}")
+    return "\n".join(lines) + "\n"
 
 
 def host_with_the_old_runner(host: Host) -> Host:
@@ -716,7 +758,7 @@ def host_with_the_old_runner(host: Host) -> Host:
     (host.state / "job-containers").write_text("3f2a\n9c1d\n")
     (host.state / "job-volumes").write_text("runner-abc-cache-1\n")
     (host.state / "job-networks").write_text("runner-abc-network\n")
-    (host.state / "images").write_text("\n".join([GITLAB_IMAGE, *RUNNER_IMAGES]) + "\n")
+    (host.state / "images").write_text(image_lines(GITLAB_IMAGE, *RUNNER_IMAGES) + UNTAGGED_RUNNER_IMAGE + "\n")
     return host
 
 
@@ -732,15 +774,16 @@ def test_the_old_runner_is_removed_and_gitlab_is_left_alone(host: Host) -> None:
     assert "docker rm --force --volumes 3f2a 9c1d" in calls
     assert "docker volume rm --force runner-abc-cache-1" in calls
     assert "docker network rm runner-abc-network" in calls
-    assert f"docker image rm --force {' '.join(RUNNER_IMAGES)}" in calls
+    assert f"docker image rm --force {' '.join(RUNNER_IMAGES)} 5d3c1b2a9e8f" in calls
     assert not (host.root / "etc/systemd/system/gitlab-runner.service").exists()
     assert not (host.root / "etc/gitlab-runner").exists()
     assert not (host.root / "etc/gitops/gitlab-runner.env").exists()
     # GitLab itself: its image, its env file and its container are untouched.
-    assert (host.state / "images").read_text() == GITLAB_IMAGE + "\n"
+    assert (host.state / "images").read_text() == image_lines(GITLAB_IMAGE)
     assert (host.root / "etc/gitops/gitlab.env").exists()
     assert not any(" gitlab " in f" {call} " and call.startswith("docker rm") for call in calls)
     assert "removed from the GitLab host: the gitlab-runner.service unit, the gitlab-runner container" in result.stderr
+    assert "3 runner image(s)" in result.stderr
 
 
 def test_removing_the_runner_twice_or_from_a_new_host_changes_nothing(host: Host) -> None:

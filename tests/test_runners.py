@@ -7,11 +7,13 @@ import json
 import shlex
 import tomllib
 
+import pytest
 import yaml
 
-from components import runner_config, versions
+from components import runner_config, runners, versions
+from components.config import MAX_RUNNER_INSTANCES
 from components.gitlab_config import secret_bundle
-from tools.harness import ProgramRun, Registration, is_secret_value, plain
+from tools.harness import ProgramError, ProgramRun, Registration, is_secret_value, plain
 
 INSTANCE = "aws:ec2/instance:Instance"
 TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
@@ -73,7 +75,9 @@ def test_job_vm_user_data_trusts_gitlab_and_the_managers_key_only(dev) -> None:
 def test_the_group_starts_empty_and_only_the_runner_scales_it(dev) -> None:
     registration = dev.one(GROUP, "runners-job-vms")
     group = registration.plain_inputs
-    assert (group["minSize"], group["maxSize"]) == (0, 2)
+    # A ceiling that never moves; the runner's max_instances (2 here) is the limit that works.
+    assert (group["minSize"], group["maxSize"]) == (0, runners.GROUP_MAX_SIZE)
+    assert {"key": "MaxInstances", "value": "2", "propagateAtLaunch": False} in group["tags"]
     assert "desiredCapacity" not in group and registration.ignore_changes == ["desiredCapacity"]
     assert group["protectFromScaleIn"] is True
     assert group["suspendedProcesses"] == ["AZRebalance"]
@@ -86,9 +90,31 @@ def test_the_group_starts_empty_and_only_the_runner_scales_it(dev) -> None:
     assert not dev.all("aws:autoscaling/policy:Policy"), "no scaling policy: the runner alone scales the group"
 
 
+def test_the_groups_ceiling_admits_every_max_instances_the_config_accepts(run_stack) -> None:
+    """The plugin needs the group's MaxSize at or above max_instances (fleeting-plugin-aws README)."""
+    assert runners.GROUP_MAX_SIZE >= MAX_RUNNER_INSTANCES
+    run = run_stack("dev", runnerMaxInstances=MAX_RUNNER_INSTANCES)
+    assert run.one(GROUP, "runners-job-vms").plain_inputs["maxSize"] >= MAX_RUNNER_INSTANCES
+    assert configured(run)["runners"][0]["autoscaler"]["max_instances"] == MAX_RUNNER_INSTANCES
+
+
+def test_a_job_vm_type_that_cannot_boot_the_amd64_image_stops_the_program(run_stack) -> None:
+    """config.py refuses the Graviton names; an arm64 type it cannot tell by name (Apple silicon Macs)
+    is refused from DescribeInstanceTypes before the runners create anything."""
+    with pytest.raises(ProgramError) as caught:
+        run_stack("dev", runnerInstanceType="mac2.metal")
+    assert type(caught.value.error).__name__ == "RunError"
+    assert "runnerInstanceType: got 'mac2.metal' (arm64); expected an x86_64 instance type" in str(caught.value)
+    assert not [
+        r for r in caught.value.registrations if r.name.startswith("runners-") and r.type != "gitops:runners:Runners"
+    ]
+
+
 def test_max_instances_is_config_and_reaches_the_group_and_the_runner(run_stack) -> None:
     run = run_stack("dev", runnerMaxInstances=5, runnerCapacityPerInstance=2, runnerIdleCount=1, runnerIdleTime="30m")
-    assert run.one(GROUP, "runners-job-vms").plain_inputs["maxSize"] == 5
+    group = run.one(GROUP, "runners-job-vms").plain_inputs
+    assert group["maxSize"] == runners.GROUP_MAX_SIZE
+    assert {"key": "MaxInstances", "value": "5", "propagateAtLaunch": False} in group["tags"]
     config = configured(run)
     autoscaler = config["runners"][0]["autoscaler"]
     assert (config["concurrent"], autoscaler["max_instances"], autoscaler["capacity_per_instance"]) == (10, 5, 2)
@@ -142,6 +168,7 @@ def test_the_manager_is_a_hardened_host_of_its_own(dev) -> None:
     assert inputs["associatePublicIpAddress"] is True
     assert inputs["subnetId"] == dev.outputs["subnetIds"][0]
     assert {"ami", "userData", "ebsOptimized"} <= set(manager.ignore_changes)
+    assert manager.delete_before_replace, "never two managers on one group"
     assert (
         inputs["iamInstanceProfile"] == dev.one("aws:iam/instanceProfile:InstanceProfile", "runners-manager-profile").id
     )
@@ -183,6 +210,7 @@ def test_the_manager_installs_the_pinned_runner_then_configures_it(dev, run_stac
     assert step_parts(install)[0] == {"STEP_NAME": "runners/install-runner.sh", "GITLAB_RUNNER_VERSION": "19.4.1"}
     assert versions.GITLAB_RUNNER_VERSION == "19.4.1"
     assert install.urn in configure.depends_on
+    assert dev.one("aws:iam/rolePolicy:RolePolicy", "runners-manager-fleeting").urn in configure.depends_on
     for step in (install, configure, dev.one(STEP, "runners-manager-operator-ssh-key")):
         assert step.plain_inputs["connection"]["host"] == manager.state["publicIp"]
         assert manager.id in step.plain_inputs["triggers"]
@@ -229,4 +257,10 @@ def test_every_new_resource_is_tagged_and_parented(dev) -> None:
             if "tags" in registration.plain_inputs and registration.type != GROUP:
                 assert registration.plain_inputs["tags"]["Name"] == registration.name
     tags = {tag["key"]: tag["value"] for tag in dev.one(GROUP, "runners-job-vms").plain_inputs["tags"]}
-    assert tags == {"Project": "gitops", "Stack": "dev", "ManagedBy": "pulumi", "Name": "runners-job-vms"}
+    assert tags == {
+        "Project": "gitops",
+        "Stack": "dev",
+        "ManagedBy": "pulumi",
+        "Name": "runners-job-vms",
+        "MaxInstances": "2",
+    }

@@ -9,7 +9,7 @@ way `make render` does (stand-ins only for values the stack file lacks, which do
 price), and prices what it registers: EC2 instances by type and count, EBS storage by volume type
 (and gp3 IOPS/throughput above the included baseline), public IPv4 addresses (Elastic IPs and
 auto-assigned ones), load balancers (hours plus capacity units at the assumed usage), autoscaling
-groups at their minimum (idle) and maximum size, and usage-priced items (S3, EBS snapshots,
+groups at their minimum (idle) and maximum size (or their MaxInstances tag), and usage-priced items (S3, EBS snapshots,
 CloudWatch Logs ingestion and storage) at their unit price. Anything the table does not price (an instance type, a volume type, a region) is
 listed as unpriced and left out of the total, never counted as $0. Data transfer, requests, CPU
 credits and taxes are not included.
@@ -230,10 +230,18 @@ def usages(run: ProgramRun) -> list[Usage]:
     return found
 
 
+# A group whose maxSize is a fixed ceiling names the limit that works in this tag (components/runners.py:
+# the runner's max_instances); it is costed at that when busy.
+MAX_INSTANCES_TAG = "MaxInstances"
+
+
 def _fleet_usages(group: Registration, templates: Mapping[str, Registration]) -> Iterable[Usage]:
-    """An autoscaling group: its minimum size when idle, its maximum size when busy."""
+    """An autoscaling group: its minimum size when idle, its maximum size (or MaxInstances tag) when busy."""
     inputs = group.plain_inputs
     idle, busy = _count(inputs.get("minSize")), _count(inputs.get("maxSize"))
+    limit = next((tag.get("value") for tag in inputs.get("tags") or [] if tag.get("key") == MAX_INSTANCES_TAG), None)
+    if limit is not None and str(limit).isdigit():
+        busy = min(busy, int(limit))
     reference = inputs.get("launchTemplate") or {}
     template = templates.get(reference.get("id") or reference.get("name") or "")
     if template is None:

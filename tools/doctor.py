@@ -651,6 +651,15 @@ def check_gitlab_backup(ctx: Context) -> Result:
     )
     if not sets:
         # A new stack has none until the first daily run (backupHourUtc); an old one has missed them all.
+        # Its age: the oldest etcd set (the first `pulumi up` takes one; daily ones stay 90 days).
+        etcd_sets = _complete_sets(ctx, "etcd/")
+        first = min((when for _, when in etcd_sets), default=None)
+        if first is not None and ctx.now - first > GITLAB_BACKUP_MAX_AGE:
+            return failed(
+                f"no complete GitLab backup in s3://{bucket}/gitlab/, though the stack has backed etcd up since "
+                f"{first:%Y-%m-%d %H:%M} UTC ({_age(ctx, first)}): every daily GitLab backup has failed",
+                fix,
+            )
         return warned(f"no complete GitLab backup in s3://{bucket}/gitlab/ yet", fix)
     key, when = max(sets, key=lambda item: item[1])
     if ctx.now - when > GITLAB_BACKUP_MAX_AGE:
@@ -689,7 +698,9 @@ def check_etcd_backup(ctx: Context) -> Result:
 
 
 KUBE = ("kubeconfig",)
-BACKUPS = ("backupBucket", "backupRegion")
+# backupBucket is exported whether backups are on or off (the bucket is kept); etcdSnapshotIntervalMinutes
+# only with backups on, so a stack with `backups: false` skips both checks.
+BACKUPS = ("backupBucket", "backupRegion", "etcdSnapshotIntervalMinutes")
 CHECKS: tuple[Check, ...] = (
     Check("gitlab-api", ("gitlabUrl", "gitlabCaPem", "gitlabAdminToken"), check_gitlab_api),
     Check("registry", ("gitlabRegistryHost", "gitlabCaPem"), check_registry),
@@ -700,7 +711,7 @@ CHECKS: tuple[Check, ...] = (
     Check("app", ("appUrls",), check_app),
     Check("api-certificate", (*KUBE, "kubernetesApiUrl"), check_api_certificate),
     Check("gitlab-backup", BACKUPS, check_gitlab_backup),
-    Check("etcd-backup", (*BACKUPS, "etcdSnapshotIntervalMinutes"), check_etcd_backup),
+    Check("etcd-backup", BACKUPS, check_etcd_backup),
 )
 
 

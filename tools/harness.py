@@ -700,7 +700,15 @@ class StackMocks(pulumi_mocks.Mocks):
             instance_type = str(args.args.get("instanceType", ""))
             family = instance_type.split(".", 1)[0]
             support = "unsupported" if family in ("t1", "t2", "m1", "m3", "c1", "c3") else "default"
-            return {"id": instance_type, "instanceType": instance_type, "ebsOptimizedSupport": support}
+            # ProcessorInfo.SupportedArchitectures: Graviton families (a generation digit, then g) and
+            # Apple silicon Macs are arm64.
+            arm = re.match(r"^(a1|[a-z]+\d+g[a-z]*|mac2(-[a-z0-9]+)?)$", family)
+            return {
+                "id": instance_type,
+                "instanceType": instance_type,
+                "ebsOptimizedSupport": support,
+                "supportedArchitectures": ["arm64"] if arm else ["x86_64"],
+            }
         if token == "aws:index/getRegion:getRegion":
             return {"name": self.region, "region": self.region, "id": self.region}
         if token == "aws:index/getPartition:getPartition":

@@ -40,7 +40,10 @@ provider_ca_file() {
     log "the preview failed; the destroy may fail on GitLab resources"
 }
 
+# Emptied again before each attempt: the hosts' backup timers run until the destroy removes them, so an
+# upload may land after an earlier emptying (BucketNotEmpty on the bucket's delete).
 destroy() {
+  empty_backup_bucket || log "could not empty the backup bucket; the destroy may stop at it"
   pulumi destroy --stack "$STACK" --yes --non-interactive --continue-on-error
 }
 
@@ -84,7 +87,6 @@ else
   provider_ca_file
   # Protection guards real stacks' data; this stack is a test, and only this stack is unprotected.
   pulumi state unprotect --all --stack "$STACK" --yes --non-interactive || log "unprotect failed; destroying anyway"
-  empty_backup_bucket || log "could not empty the backup bucket; the destroy may stop at it"
   if with_attempts 2 60 "pulumi destroy" destroy; then
     destroyed=true
   else

@@ -604,8 +604,8 @@ def _depends_on(resource: PolicyResource, prop: str, urn: str) -> bool:
     "them, or to S3) and manages its default security group with no rule (AWS's default admits the group itself "
     "and allows all egress).",
     remediation="build the VPC with components/network.py Network: components/flow_logs.py vpc_flow_logs "
-    "(traffic_type ALL, a log group with retention_in_days) and aws.ec2.DefaultSecurityGroup(vpc_id=...) with "
-    "no ingress or egress.",
+    "(traffic_type ALL, a log group with retention_in_days) and aws.ec2.DefaultSecurityGroup(vpc_id=..., "
+    "ingress=[], egress=[]).",
     severity=Severity.MEDIUM,
 )
 def vpc_flow_logs_and_closed_default_group(

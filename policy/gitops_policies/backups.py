@@ -67,13 +67,14 @@ def backups_enabled(args: StackValidationArgs, config: Mapping[str, Any]) -> Ite
         tags = dict(tags) if is_mapping(tags) else {}
         if not any(target and all(tags.get(k) == v for k, v in target.items()) for target in targets):
             yield (
-                f"the data volume {volume.name} has no enabled snapshot policy (DLM) targeting its tags.",
+                f"the data volume {volume.name} has no enabled snapshot policy (DLM) targeting its tags: "
+                "is `backups` false?",
                 volume.urn,
             )
     creates = [str(get(r.props, "create", default="")) for r in resources if r.resource_type == REMOTE_COMMAND]
     for unit, what in TIMERS.items():
         if not any("STEP_NAME=backup/install-timer.sh" in create and f"UNIT={unit}" in create for create in creates):
-            yield (f"no step installs {what} ({unit}.timer).", root)
+            yield (f"no step installs {what} ({unit}.timer): is `backups` false?", root)
 
 
 STACK_POLICIES = [backups_enabled]

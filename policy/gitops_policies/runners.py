@@ -8,8 +8,8 @@ this pack keeps it that way.
 What a stack policy can see of "a runner on the GitLab host" (pulumi_policy 1.21 AnalyzeStack): the
 GitLab instance (by name), the addresses that reach it (its own and the Elastic IPs associated with
 it, by value and by property dependency), every remote step with the host it connects to, its
-command text and what its stdin is made from (a ``gitlab.UserRunner``'s token), and the instance's
-user data. A runner started by hand over SSH is out of its sight.
+command text and what its commands, environment and stdin are made from (a ``gitlab.UserRunner``'s
+token), and the instance's user data. A runner started by hand over SSH is out of its sight.
 """
 
 from __future__ import annotations
@@ -31,14 +31,25 @@ USER_RUNNER = "gitlab:index/userRunner:UserRunner"
 RUNNER_REGISTRATION_TOKEN = "gitlab:index/runner:Runner"
 
 # Commands that register or start a runner: `gitlab-runner register|run|run-single|start|install`, a
-# `docker run` of the runner's image or container, a systemd unit whose ExecStart runs it. Removing
-# one (`docker rm --force gitlab-runner`, `systemctl disable --now gitlab-runner.service`) is none of these.
+# `docker run` of the runner's image or container, a systemd unit whose ExecStart runs it, the package
+# installed (its post-install runs `gitlab-runner install` and `gitlab-runner start`:
+# gitlab-runner packaging/root/usr/share/gitlab-runner/post-install), or its service enabled or
+# (re)started. Removing one (`docker rm --force gitlab-runner`, `systemctl disable --now
+# gitlab-runner.service`, `apt-get purge gitlab-runner`) is none of these.
 RUNNER_START = re.compile(
     r"\bgitlab-runner\s+(?:register|run|run-single|start|install)\b"
     r"|\bdocker\s+(?:container\s+)?run\b[^\n]*\bgitlab[-/]runner\b"
-    r"|^\s*ExecStart=[^\n]*\bgitlab-runner\b",
+    r"|^\s*ExecStart=[^\n]*\bgitlab-runner\b"
+    r"|\b(?:apt-get|apt|aptitude)\s+(?:-\S+\s+)*install\b[^\n]*\bgitlab-runner\b"
+    r"|\bdpkg\s+(?:-\S+\s+)*(?:-i|--install)\b[^\n]*\bgitlab-runner"
+    r"|\bsystemctl\s+(?:-\S+\s+)*(?:enable|start|restart|try-restart|reload-or-restart)\b[^\n]*\bgitlab-runner\b",
     re.MULTILINE,
 )
+# Properties of a remote step that reach the host: its commands (components/remote.py writes a step's
+# env into them), pulumi-command's `environment` (SSH Setenv: provider/pkg/provider/remote/
+# commandOutputs.go) and stdin. A token any of them is made from is sent there; `connection` and
+# `triggers` are not.
+SENT_TO_HOST = ("create", "update", "delete", "stdin", "environment")
 
 
 def _known(mapping: Any, *path: str) -> Any:
@@ -116,15 +127,17 @@ def gitlab_host_runs_no_runner(
         host = _known(step.props, "connection", "host")
         if not (_urns(step, "connection") & targets or (isinstance(host, str) and host in addresses)):
             continue
-        if _urns(step, "stdin") & tokens:
+        if any(_urns(step, prop) & tokens for prop in SENT_TO_HOST):
             yield (
                 f"step {step.name} sends a runner authentication token to the GitLab host: a runner registered "
                 "there runs CI jobs next to GitLab.",
                 step.urn,
             )
-        create = _known(step.props, "create")
-        if isinstance(create, str) and (found := runner_start_in(create)):
-            yield f"step {step.name} registers or starts a runner on the GitLab host ({found!r}).", step.urn
+        for prop in ("create", "update"):
+            text = _known(step.props, prop)
+            if isinstance(text, str) and (found := runner_start_in(text)):
+                yield f"step {step.name} registers or starts a runner on the GitLab host ({found!r}).", step.urn
+                break
 
 
 STACK_POLICIES = [gitlab_host_runs_no_runner]

@@ -232,7 +232,10 @@ def vpc_baseline(network: Resource, *, retention: int | None = 365, **default_gr
     default = Resource(
         "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup",
         "gitops-default-group",
-        merge({"vpcId": "vpc-df1325bf6c71d0731", "tags": tags("gitops-default-group")}, default_group),
+        merge(
+            {"vpcId": "vpc-df1325bf6c71d0731", "ingress": [], "egress": [], "tags": tags("gitops-default-group")},
+            default_group,
+        ),
         property_dependencies={"vpcId": [network.urn]},
     )
     return [log_group, flow_log, default]

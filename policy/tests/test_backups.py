@@ -100,6 +100,9 @@ def test_prod_with_backups_off_is_stopped_and_dev_may_turn_them_off() -> None:
     prod = run_fixture_stack("prod", {"adminCidrs": ["203.0.113.7/32"], "backups": False})
     report = analyze_program(prod, config_file=stack_config_file("prod"))
     assert {v.policy for v in report.mandatory} == {"backups-enabled"}
+    # The kept bucket is still there (backups off keeps it): the messages name the missing timers and
+    # snapshot policy, and the key that removed them.
+    assert all("is `backups` false?" in v.message for v in report.mandatory), [v.message for v in report.mandatory]
     assert report.blocks()
     dev = run_fixture_stack("dev", {"adminCidrs": ["203.0.113.7/32"], "backups": False})
     assert analyze_program(dev, config_file=stack_config_file("dev")).mandatory == []

@@ -46,7 +46,13 @@ def user_runner(name: str = "runners-runner") -> Resource:
 
 
 def step(
-    name: str, *, host: str, create: str, connection_from: list[str] | None = None, stdin_from: list[str] | None = None
+    name: str,
+    *,
+    host: str,
+    create: str,
+    connection_from: list[str] | None = None,
+    stdin_from: list[str] | None = None,
+    create_from: list[str] | None = None,
 ) -> Resource:
     """A command.remote.Command as components/remote.py registers it (its host by value and by dependency)."""
     inputs = {
@@ -56,6 +62,10 @@ def step(
         "triggers": ["i-0a1b2c3d4e5f60718"],
     }
     dependencies = {"connection": connection_from or []}
+    if create_from is not None:
+        # A token as a step parameter: components/remote.py writes env into the command (`sudo env K=V`).
+        inputs["create"] = secret(f"sudo env RUNNER_TOKEN=glrt-t1_Zx8Kq2Lm4Np6Rs8Tv0Wy {create}")
+        dependencies["create"] = create_from
     if stdin_from is not None:
         inputs["stdin"] = secret("glrt-t1_Zx8Kq2Lm4Np6Rs8Tv0Wy")
         dependencies["stdin"] = stdin_from
@@ -102,6 +112,32 @@ CASES = [
     ),
     Case(
         "gitlab-host-runs-no-runner",
+        "runner-token-in-the-command-of-a-gitlab-host-step",
+        bad=[
+            HOST,
+            EIP_,
+            ASSOCIATION,
+            RUNNER,
+            step(
+                "gitlab-runner-env",
+                host=GITLAB_EIP,
+                create="sudo -E bash -c '...' x",
+                connection_from=[EIP_.urn],
+                create_from=[RUNNER.urn],
+            ),
+        ],
+        expect="step gitlab-runner-env sends a runner authentication token to the GitLab host",
+        good=[HOST, EIP_, ASSOCIATION, RUNNER, CONFIGURE_ON_MANAGER, r.application_settings(signup_enabled=False)],
+    ),
+    Case(
+        "gitlab-host-runs-no-runner",
+        "runner-package-installed-on-the-gitlab-host",
+        bad=[HOST, EIP_, ASSOCIATION, step("gitlab-ci", host=GITLAB_EIP, create="apt-get install -y gitlab-runner")],
+        expect="step gitlab-ci registers or starts a runner on the GitLab host ('apt-get install -y gitlab-runner')",
+        good=[HOST, EIP_, ASSOCIATION, step("gitlab-remove-runner", host=GITLAB_EIP, create=REMOVE_RUNNER)],
+    ),
+    Case(
+        "gitlab-host-runs-no-runner",
         "runner-registered-and-started-by-a-step",
         # Found by the address alone: the step's connection has no dependency the policy can follow.
         bad=[HOST, EIP_, ASSOCIATION, step("gitlab-ci", host=GITLAB_EIP, create=REGISTER_RUNNER)],
@@ -132,6 +168,13 @@ CASES = [
         "docker run -d --name gitlab-runner gitlab/gitlab-runner:alpine-v19.4.1",
         "ExecStart=/usr/bin/gitlab-runner run --working-directory /home/gitlab-runner",
         "  gitlab-runner install --user=gitlab-runner",
+        # The package's post-install installs and starts the service by itself.
+        "DEBIAN_FRONTEND=noninteractive apt-get -y -q install gitlab-runner=19.4.1-1 gitlab-runner-helper-images",
+        "apt install gitlab-runner",
+        "dpkg -i /tmp/gitlab-runner_amd64.deb",
+        "systemctl enable --now gitlab-runner",
+        "systemctl restart gitlab-runner.service",
+        "sudo systemctl --no-block start gitlab-runner",
     ],
 )
 def test_commands_that_start_a_runner_are_recognised(text: str) -> None:
@@ -145,6 +188,9 @@ def test_commands_that_start_a_runner_are_recognised(text: str) -> None:
         "systemctl disable --now gitlab-runner.service && docker rm --force gitlab-runner",
         "docker image rm --force gitlab/gitlab-runner:alpine-v19.4.1",
         "gitlab-runner fleeting --config /etc/gitlab-runner/config.toml install",
+        "apt-get purge -y gitlab-runner",
+        "systemctl stop gitlab-runner.service",
+        "apt-get install -y curl  # the GitLab host's packages",
     ],
 )
 def test_removing_a_runner_is_not_starting_one(text: str) -> None:

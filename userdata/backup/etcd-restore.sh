@@ -15,11 +15,14 @@
 # the control-plane static pods are parked out of the manifest directory, the data directory is
 # swapped (the old one is kept as <data dir>.before-restore-<stamp>), etcd comes back first, then
 # the rest, then the kubelet restarts. A failure before the swap puts the manifests back.
-# Single control plane today. With three (HA), every member restores the same snapshot with the
-# full member list: INITIAL_CLUSTER="master=https://IP1:2380,master2=https://IP2:2380,...".
+# A single-member etcd only (one control plane): it refuses a member whose manifest or cluster lists
+# other members. Restoring several members needs every API server stopped, a new cluster token and
+# all members restored before any waits for quorum (etcd-io/website content/en/docs/v3.6/op-guide/
+# recovery.md), which this script does not coordinate (README "Backups and restore").
 # Parameters (env, or BACKUP_ENV, default /etc/gitops/etcd-backup.env): BACKUP_BUCKET and
 #   AWS_DEFAULT_REGION for a set in the bucket; optional ETCD_DATA_DIR (/var/lib/etcd), ETCDUTL,
-#   INITIAL_CLUSTER, S3_ENDPOINT_URL, WAIT_SECONDS (300). FS_ROOT: tests only.
+#   ETCD_PKI_DIR (/etc/kubernetes/pki/etcd), ETCD_ENDPOINT (https://127.0.0.1:2379), S3_ENDPOINT_URL,
+#   WAIT_SECONDS (300). FS_ROOT: tests only.
 set -euo pipefail
 BACKUP_ENV="${BACKUP_ENV:-/etc/gitops/etcd-backup.env}"
 if [[ -f "$BACKUP_ENV" ]]; then
@@ -82,7 +85,10 @@ manifest_data_dir="$(flag data-dir)"
 [[ -n "$name" && -n "$peer_url" ]] || die "${manifest} has no --name or --initial-advertise-peer-urls. Nothing was changed."
 [[ "$manifest_data_dir" == "$DATA_DIR" ]] ||
   die "${manifest} runs etcd on ${manifest_data_dir}, not ${DATA_DIR} (set ETCD_DATA_DIR). Nothing was changed."
-initial_cluster="${INITIAL_CLUSTER:-${name}=${peer_url}}"
+[[ "$(flag initial-cluster)" != *,* ]] ||
+  die "${manifest} starts etcd as one of several members (--initial-cluster=$(flag initial-cluster)): this script" \
+    "restores a single-member etcd only (README \"Backups and restore\"). Nothing was changed."
+initial_cluster="${name}=${peer_url}"
 
 container="$(crictl ps --name '^etcd$' --state running --quiet 2>/dev/null | head -n 1)" || true
 if [[ -n "${ETCDUTL:-}" ]]; then
@@ -97,6 +103,19 @@ else
     "then ETCDUTL=/mnt/etcd/usr/local/bin/etcdutl). Nothing was changed."
 fi
 [[ "$node_version" =~ ^[0-9]+\.[0-9]+ ]] || die "cannot tell this node's etcd version (got '${node_version}'). Nothing was changed."
+# The first control plane of a cluster others joined keeps a one-member --initial-cluster: ask etcd.
+if [[ -n "$container" ]]; then
+  PKI="${ETCD_PKI_DIR:-/etc/kubernetes/pki/etcd}"
+  if members="$(crictl exec "$container" etcdctl --endpoints="${ETCD_ENDPOINT:-https://127.0.0.1:2379}" \
+    --cacert="${PKI}/ca.crt" --cert="${PKI}/healthcheck-client.crt" --key="${PKI}/healthcheck-client.key" \
+    member list 2>/dev/null)"; then
+    (($(grep -c . <<<"$members") <= 1)) ||
+      die "etcd on this node has $(grep -c . <<<"$members") members: this script restores a single-member etcd only" \
+        "(README \"Backups and restore\"). Nothing was changed."
+  else
+    log "etcd does not answer 'member list'; the manifest names one member, restoring as ${name}"
+  fi
+fi
 
 status="$(etcdutl snapshot status "$snapshot" --write-out json)" || die "etcdutl cannot read the snapshot. Nothing was changed."
 read -r revision keys snapshot_version < <(printf '%s' "$status" | python3 -c '
@@ -133,6 +152,10 @@ etcd_healthy() {
 }
 api_answers() { kubectl get --raw /readyz >/dev/null 2>&1; }
 
+# The certificate renewal and the Kubernetes upgrade move the same manifests (they hold this lock),
+# and the snapshot timer reads the data directory: neither may run during the swap.
+hold_lock "${ROOT}/run/gitops-kubeadm.lock" "another kubeadm run on this control plane (an upgrade or a renewal)"
+hold_lock "${ROOT}/var/lib/gitops/backups/etcd-backup.lock" "the etcd snapshot running on this node"
 trap unpark EXIT
 install -d -m 0700 "$PARKED"
 mv -f "$MANIFESTS"/*.yaml "$PARKED"/

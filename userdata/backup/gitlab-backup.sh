@@ -5,8 +5,9 @@
 #
 # A set (s3://<bucket>/gitlab/<kind>/<backup id>/):
 #   <backup id>_gitlab_backup.tar  `gitlab-backup create` in the container (database, repositories,
-#                                  uploads, builds, artifacts, LFS, packages, registry, ...), nothing
-#                                  skipped: README "Backups and restore" says why;
+#                                  uploads, builds, artifacts, LFS, packages, registry and its
+#                                  metadata database, ...), nothing skipped: README "Backups and
+#                                  restore" says why;
 #   gitlab-config.tar.gz           what that archive leaves out and a restore needs (gitlabhq
 #                                  doc/administration/backup_restore/backup_gitlab.md "Storing
 #                                  configuration files"): /etc/gitlab (= /srv/gitlab/config:
@@ -16,11 +17,18 @@
 #   SHA256SUMS                     written last: a set without it is an upload that did not finish.
 # The archive is found as the one new *_gitlab_backup.tar in the backup directory, not by parsing
 # output: a zero exit with no new archive fails too. Local copies are deleted once uploaded (the
-# DLM snapshots and the bucket hold the history). One run at a time (flock); GitLab itself refuses
-# a second concurrent backup. Before an upgrade GitLab must be running: if it cannot be, an operator
+# DLM snapshots and the bucket hold the history), and on any failure too: `gitlab-backup create`
+# still packs an archive when one of its tasks failed (gitlabhq lib/backup/manager.rb
+# run_all_create_tasks), and the archive lives on the data volume PostgreSQL and Gitaly write to.
+# Free space: the archive is written next to GitLab's data, and GitLab needs up to twice its size
+# while it packs (the parts, then the tar); so the run refuses to start unless the volume has twice the
+# last archive's size (gitlab-last-archive-bytes) plus RESERVE_MIB (default 2048) free: a backup must
+# never fill the volume GitLab runs on. The first run has no size yet and checks the reserve only.
+# One run at a time (flock; install.sh takes the same lock before it restarts GitLab); GitLab itself
+# refuses a second concurrent backup. Before an upgrade GitLab must be running: if it cannot be, an operator
 # creates /etc/gitops/gitlab-upgrade-skip-backup on the host to upgrade without a backup, once.
 # Parameters (env, or BACKUP_ENV, default /etc/gitops/gitlab-backup.env): BACKUP_BUCKET,
-#   AWS_DEFAULT_REGION; S3_ENDPOINT_URL (tests). FS_ROOT: tests only.
+#   AWS_DEFAULT_REGION; RESERVE_MIB (optional); S3_ENDPOINT_URL (tests). FS_ROOT: tests only.
 # Runs with userdata/lib/common.sh in front (components/backups.py installs both as one program).
 set -euo pipefail
 BACKUP_ENV="${BACKUP_ENV:-/etc/gitops/gitlab-backup.env}"
@@ -79,9 +87,59 @@ fi
 archives() { find "$ARCHIVES" -maxdepth 1 -name '*_gitlab_backup.tar' -printf '%f\n' 2>/dev/null | sort; }
 mkdir -p "$ARCHIVES"
 before="$(archives)"
+
+reserve_mib="${RESERVE_MIB:-2048}"
+[[ "$reserve_mib" =~ ^[0-9]+$ ]] || die "RESERVE_MIB must be a whole number of MiB, got '${reserve_mib}'"
+last_bytes="$(cat "${STATE_DIR}/gitlab-last-archive-bytes" 2>/dev/null || true)"
+[[ "$last_bytes" =~ ^[0-9]+$ ]] || last_bytes=0
+free_bytes="$(df --output=avail -B1 "$ARCHIVES" | tail -n 1 | tr -d ' ')"
+[[ "$free_bytes" =~ ^[0-9]+$ ]] || die "cannot read the free space of ${ARCHIVES} (df said '${free_bytes}')"
+needed=$((2 * last_bytes + reserve_mib * 1048576))
+if ((free_bytes < needed)); then
+  die "not enough free space for a GitLab backup in ${ARCHIVES}: $((free_bytes / 1048576)) MiB free," \
+    "$((needed / 1048576)) MiB needed (twice the last archive, $((last_bytes / 1048576)) MiB, plus a" \
+    "${reserve_mib} MiB reserve for GitLab itself); nothing was written. Grow the data volume" \
+    "(gitlabDataVolumeSizeGb) or free space on it; README \"Backups and restore\""
+fi
+
+# On any failure from here on: remove what this run left (a packed archive, the staging directory).
+cleanup() {
+  local status=$? name
+  rm -rf "$STAGING"
+  if ((status != 0)); then
+    while IFS= read -r name; do
+      [[ -n "$name" ]] || continue
+      rm -f "${ARCHIVES}/${name}"
+      log "removed ${name}, left by this failed run, from ${ARCHIVES}"
+    done < <(comm -13 <(printf '%s\n' "$before") <(archives))
+  fi
+}
+trap cleanup EXIT
+# systemd stops the unit with SIGTERM (TimeoutStartSec): exit, so the EXIT trap cleans up.
+trap 'exit 143' TERM INT
+
+# The registry's metadata database (on by default from GitLab 19.0) is in the archive only when
+# gitlab-backup finds the backup role's password, which Omnibus writes here when the rendered
+# configuration sets gitlab_rails['backup_role'] and backup_registry_password (components/gitlab_config.py;
+# omnibus-gitlab doc/settings/backups.md, config/templates/gitlab-rails/rake_backup_wrapper.erb).
+# Without it the backup would silently leave the registry's images out of a restore: the daily backup
+# refuses. The pre-upgrade one only warns: install.sh runs it before it writes the hop's configuration,
+# so the first upgrade after this setting arrived runs on a GitLab that does not have it yet.
+REGISTRY_CREDENTIALS=/opt/gitlab/etc/gitlab-backup/env/env-backup_user
+if ! docker exec gitlab grep -q '^REGISTRY_DATABASE_PASSWORD=' "$REGISTRY_CREDENTIALS"; then
+  missing="GitLab has no credentials for the registry database's backup (${REGISTRY_CREDENTIALS} in the container"
+  missing+=" has no REGISTRY_DATABASE_PASSWORD), so gitlab-backup would leave the registry's metadata out"
+  fix="run pulumi up (it writes /srv/gitlab/config/pulumi_registry_backup_password and restarts GitLab), and check"
+  fix+=" that /srv/gitlab/config/gitlab.rb does not override gitlab_rails['backup_role']"
+  [[ "$kind" == pre-upgrade ]] || die "${missing}; nothing was written. ${fix}"
+  log "WARNING: ${missing}: this pre-upgrade backup holds everything else. Afterwards, ${fix}"
+fi
+
 log "gitlab-backup create (${kind}${2:+: before the upgrade $2 -> $3})"
 status=0
-docker exec gitlab gitlab-backup create >&2 || status=$?
+# nice/ionice inside the container: GitLab's processes (pg_dump, gitaly-backup, tar) run in its cgroup
+# as children of the container runtime, not of this script, so the unit's Nice= does not reach them.
+docker exec gitlab nice -n 10 ionice -c 2 -n 7 gitlab-backup create >&2 || status=$?
 ((status == 0)) || die "gitlab-backup create failed (exit ${status}; its output is above, and in the journal:" \
   "'journalctl -u gitops-gitlab-backup'); nothing was uploaded"
 new="$(comm -13 <(printf '%s\n' "$before") <(archives) | sed '/^$/d')"
@@ -95,7 +153,6 @@ version="${id##*_}"
 
 rm -rf "$STAGING"
 install -d -m 0700 "$STAGING"
-trap 'rm -rf "$STAGING"' EXIT
 tar -C "${ROOT:-/}" --create --gzip --file "${STAGING}/gitlab-config.tar.gz" --exclude=srv/gitlab/config/config_backup \
   srv/gitlab/config etc/gitops/gitlab-omnibus.rb etc/gitops/gitlab.env || die "could not archive GitLab's configuration"
 archive_sha="$(sha256sum "$archive" | cut -d ' ' -f 1)"
@@ -107,7 +164,9 @@ log "uploading ${new} ($(du -h "$archive" | cut -f 1)) to ${url}/"
 upload "$archive" "${url}/${new}" --metadata "sha256=${archive_sha},gitlab-version=${version}"
 upload "${STAGING}/gitlab-config.tar.gz" "${url}/gitlab-config.tar.gz" --metadata "sha256=${config_sha}"
 upload "${STAGING}/SHA256SUMS" "${url}/SHA256SUMS"
+archive_bytes="$(stat -c %s "$archive")"
 rm -f "$archive"
+printf '%s\n' "$archive_bytes" >"${STATE_DIR}/gitlab-last-archive-bytes"
 printf '%s %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$kind" "$id" >"${STATE_DIR}/gitlab-last-success"
 log "GitLab ${version} backed up to ${url}/"
 printf '%s/\n' "$url"

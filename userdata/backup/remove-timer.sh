@@ -3,7 +3,9 @@
 # timer, its service and the files install-timer.sh wrote. Backups already in the bucket stay.
 # Only on the instance the timer was installed on: when the instance is replaced, the old step's delete
 # runs after the new one was created, and its address (the Elastic IP) may already reach the new
-# instance, whose timer must stay. The instance asks its metadata service (IMDSv2) who it is.
+# instance, whose timer must stay. The instance asks its metadata service (IMDSv2) who it is; when
+# that does not answer, nothing is removed (fail closed: removing the new instance's timer would stop
+# its backups silently, while a timer left behind only logs failed runs).
 # Parameters: UNIT, FILE_PATHS (space-separated absolute paths), INSTANCE_ID. FS_ROOT: tests only.
 set -euo pipefail
 require_env UNIT FILE_PATHS INSTANCE_ID
@@ -12,7 +14,12 @@ token="$(curl --silent --max-time 5 -X PUT http://169.254.169.254/latest/api/tok
   -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' 2>/dev/null || true)"
 this_instance="$(curl --silent --fail --max-time 5 -H "X-aws-ec2-metadata-token: ${token}" \
   http://169.254.169.254/latest/meta-data/instance-id 2>/dev/null || true)"
-if [[ -n "$this_instance" && "$this_instance" != "$INSTANCE_ID" ]]; then
+if [[ -z "$this_instance" ]]; then
+  log "WARNING: the instance metadata service did not say which instance this is: ${UNIT}.timer is left in place." \
+    "If this host is ${INSTANCE_ID} and backups are off, remove it by hand: sudo systemctl disable --now ${UNIT}.timer"
+  exit 0
+fi
+if [[ "$this_instance" != "$INSTANCE_ID" ]]; then
   log "this is ${this_instance}, not ${INSTANCE_ID} the ${UNIT} timer was installed on: left in place"
   exit 0
 fi

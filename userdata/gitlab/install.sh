@@ -18,7 +18,8 @@
 # the web UI (443) and the registry (5050): whether to reload is decided by comparing the certificate
 # nginx serves with the file, so a failed reload is retried by the next run.
 # stdin (secret): `<name> <base64>` lines (components/gitlab_config.py secret_bundle): tls_key,
-#   ssh_host_ed25519_key, ssh_host_ecdsa_key, ssh_host_rsa_key (OpenSSH format), root_password.
+#   ssh_host_ed25519_key, ssh_host_ecdsa_key, ssh_host_rsa_key (OpenSSH format), root_password,
+#   registry_backup_password, registry_restore_password (the registry database's backup roles).
 # env (public): GITLAB_HOSTNAME, GITLAB_IMAGE, GITLAB_VERSION (the image's x.y.z), GITLAB_UPGRADE_STOPS
 #   (required upgrade stops, "x.y x.y ..."), GITLAB_UPGRADE_STOP_TAGS (the pinned gitlab/gitlab-ce tag
 #   of the stops the step may walk through; both from components/versions.py), DATA_VOLUME_ID,
@@ -38,7 +39,8 @@ while IFS=' ' read -r name value || [[ -n "${name:-}" ]]; do
   [[ "$name" =~ ^[a-z0-9_]+$ ]] || die "unexpected entry on stdin (names are lower-case words)"
   printf '%s' "$value" | base64 -d >"$workdir/$name" || die "stdin entry ${name} is not base64"
 done
-for name in tls_key ssh_host_ed25519_key ssh_host_ecdsa_key ssh_host_rsa_key root_password; do
+for name in tls_key ssh_host_ed25519_key ssh_host_ecdsa_key ssh_host_rsa_key root_password \
+  registry_backup_password registry_restore_password; do
   [[ -s "$workdir/$name" ]] || die "stdin holds no ${name}"
 done
 umask 022
@@ -80,9 +82,11 @@ VERSION_FILE="$MOUNT/data/gitlab-rails/VERSION"
 PG_VERSION_FILE="$MOUNT/data/postgresql/data/PG_VERSION"
 # Set while an upgrade has not finished its background migrations: a re-run waits for them again.
 UPGRADE_MARKER="$MOUNT/.gitops-upgrade-in-progress"
-# The hook point run before GitLab is stopped for an upgrade (with the old and new versions): the
-# place a backup goes once this product takes backups. Nothing installs it today.
+# The hook run before GitLab is stopped for an upgrade (with the old and new versions): with backups
+# on, components/backups.py installs it to take a GitLab backup first (userdata/backup/gitlab-backup.sh).
 PRE_UPGRADE_HOOK="$GITOPS_DIR/hooks/pre-gitlab-upgrade"
+# Held by userdata/backup/gitlab-backup.sh while it runs: a restart would kill its gitlab-backup create.
+BACKUP_LOCK="${HOST_ROOT}/var/lib/gitops/backups/gitlab-backup.lock"
 # Created by an operator (by hand, on the host) to upgrade although the running version's background
 # migrations cannot be checked (it cannot start); used by one upgrade, then removed.
 SKIP_MIGRATION_CHECK="$GITOPS_DIR/gitlab-upgrade-skip-migration-check"
@@ -341,6 +345,22 @@ run_pre_upgrade_hook() {
   fi
 }
 
+# take_backup_lock / release_backup_lock: no GitLab backup runs while the files change and GitLab
+# restarts (bounded wait; giving up comes before any file changes, so a re-run restarts as needed).
+# Released after the restart, so the next hop's pre-upgrade backup can take it.
+BACKUP_LOCK_FD=""
+take_backup_lock() {
+  install -d -m 0755 "$(dirname "$BACKUP_LOCK")"
+  exec {BACKUP_LOCK_FD}>"$BACKUP_LOCK"
+  flock --nonblock "$BACKUP_LOCK_FD" && return 0
+  log "a GitLab backup is running: waiting for it before GitLab's files change and it restarts"
+  with_heartbeat "waiting for the GitLab backup (lock ${BACKUP_LOCK})" \
+    flock --wait "${BACKUP_LOCK_WAIT_SECONDS:-10800}" "$BACKUP_LOCK_FD" ||
+    die "a GitLab backup still holds ${BACKUP_LOCK} after ${BACKUP_LOCK_WAIT_SECONDS:-10800}s; nothing was changed" \
+      "and GitLab was not restarted (journalctl -u gitops-gitlab-backup). Run pulumi up again once it has finished"
+}
+release_backup_lock() { exec {BACKUP_LOCK_FD}>&-; }
+
 # ---- files -----------------------------------------------------------------------------------
 changed=0
 # put FILE MODE: stdin into FILE, the mode set before any content lands; changed=1 if it differs.
@@ -415,6 +435,10 @@ write_files() {
   # server) among them. A reconfigure alone would not restart KAS for a new certificate
   # (add_trusted_certs notifies puma, pages and workhorse only): a change restarts the container.
   put_text "$CONFIG_DIR/trusted-certs/gitops-gitlab-ca.crt" 0644 "$GITLAB_CA_PEM"
+  # Read by the Omnibus configuration at every reconfigure (gitlab_rails backup_registry_password,
+  # restore_registry_password): the registry database's roles for gitlab-backup.
+  put "$CONFIG_DIR/pulumi_registry_backup_password" 0600 <"$workdir/registry_backup_password"
+  put "$CONFIG_DIR/pulumi_registry_restore_password" 0600 <"$workdir/registry_restore_password"
   # The image generates only missing host keys (omnibus-gitlab docker/assets/init-container) and
   # sshd_config names exactly these files: placed before the first start, they fix the identity in
   # known_hosts.
@@ -571,6 +595,7 @@ run_release() {
     run_pre_upgrade_hook "$previous_version" "$version"
   fi
 
+  take_backup_lock
   write_files "$image"
   if ((upgrading || restart_needed)) || ! gitlab_runs "$image"; then
     # Set until the new version's background migrations have finished: a re-run waits for them.
@@ -583,6 +608,7 @@ run_release() {
     log "GitLab's configuration is unchanged"
     reload_stale_certificate
   fi
+  release_backup_lock
 
   wait_for_gitlab 1800
   ensure_certificate_served

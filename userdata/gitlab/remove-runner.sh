@@ -50,9 +50,13 @@ if ((${#networks[@]})); then
 fi
 
 # The runner's image and the helper images it pulled (registry.gitlab.com/gitlab-org/gitlab-runner/
-# gitlab-runner-helper), by repository name.
-mapfile -t images < <(docker image ls --format '{{.Repository}}:{{.Tag}}' |
-  grep -E '^(docker\.io/)?gitlab/gitlab-runner(-helper)?:|^registry\.gitlab\.com/gitlab-org/gitlab-runner/gitlab-runner-helper:' || true)
+# gitlab-runner-helper), by repository name: by name and tag, or by ID when a newer pull left the
+# image untagged (`<none>` is no reference `docker image rm` accepts), each once.
+mapfile -t images < <(docker image ls --format '{{.ID}} {{.Repository}} {{.Tag}}' |
+  awk '$2 ~ /^((docker\.io\/)?gitlab\/gitlab-runner(-helper)?|registry\.gitlab\.com\/gitlab-org\/gitlab-runner\/gitlab-runner-helper)$/ {
+    ref = ($3 == "<none>") ? $1 : $2 ":" $3
+    if (!seen[ref]++) print ref
+  }')
 if ((${#images[@]})); then
   docker image rm --force "${images[@]}" >/dev/null
   removed+=("${#images[@]} runner image(s)")
