@@ -157,6 +157,9 @@ def dlm_description(project: str, stack: str) -> str:
     return dlm_text(f"{project}-{stack} daily snapshots of the GitLab data volume", 500)
 
 
+DLM_SCHEDULE_NAME = "daily"
+
+
 def dlm_schedule(hour_utc: int, retain_days: int) -> dict[str, Any]:
     """One daily DLM schedule: the snapshot starts within the hour after ``hour_utc``:00 UTC.
 
@@ -165,7 +168,9 @@ def dlm_schedule(hour_utc: int, retain_days: int) -> dict[str, Any]:
     snapshots, so they carry the stack's tags (dlm/2018-01-12 CreateRule, RetainRule).
     """
     return {
-        "name": dlm_text(f"daily {hour_utc:02d}00 UTC kept {retain_days} days", 120),
+        # Fixed: DLM stops managing (so never deletes) the snapshots of a renamed schedule (EBS user
+        # guide, "Modify lifecycle policies"), so the hour and retention never go into the name.
+        "name": DLM_SCHEDULE_NAME,
         "create_rule": {"interval": 24, "interval_unit": "HOURS", "times": f"{hour_utc:02d}:00"},
         "retain_rule": {"interval": retain_days, "interval_unit": "DAYS"},
         "copy_tags": True,

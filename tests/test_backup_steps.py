@@ -33,9 +33,9 @@ case "$1" in
     shift
     while [ "$1" = -e ]; do shift 2; done
     shift
-    # the backup runs as `nice -n 10 ionice -c 2 -n 7 gitlab-backup create` in the container
+    # the backup runs as `nice -n 10 ionice -t -c 2 -n 7 gitlab-backup create` in the container
     if [ "$1" = nice ]; then echo "$*" >"$STATE/backup-command"; shift 3; fi
-    if [ "$1" = ionice ]; then shift 5; fi
+    if [ "$1" = ionice ]; then shift 6; fi
     case "$1 $2" in
       "grep -q") [ ! -f "$STATE/no-registry-credentials" ] ;;
       "gitlab-backup create")
@@ -206,7 +206,7 @@ def test_without_the_registry_databases_credentials_the_daily_backup_refuses_bef
 
 def test_the_backup_runs_at_low_priority_inside_the_container(gitlab: GitLabHost) -> None:
     assert gitlab.run("backup/gitlab-backup.sh").returncode == 0
-    assert (gitlab.host.state / "backup-command").read_text() == "nice -n 10 ionice -c 2 -n 7 gitlab-backup create\n"
+    assert (gitlab.host.state / "backup-command").read_text() == "nice -n 10 ionice -t -c 2 -n 7 gitlab-backup create\n"
 
 
 def test_exit_zero_without_a_new_archive_is_a_failure(gitlab: GitLabHost) -> None:

@@ -301,3 +301,18 @@ def test_turning_backups_on_later_touches_no_instance_and_only_adds() -> None:
 )
 def test_bucket_prefix_is_a_valid_bucket_name_start(project: str, stack: str, prefix: str) -> None:
     assert bucket_prefix(project, stack) == prefix and len(prefix) <= 37
+
+
+def test_a_new_backup_hour_or_retention_keeps_the_dlm_schedule_name_so_old_snapshots_stay_managed() -> None:
+    """DLM stops managing (and so never deletes) the snapshots of a renamed schedule (EBS user guide,
+    "Modify lifecycle policies"): a change of hour or retention updates the schedule, never its name."""
+    result = run_twice(
+        before={**ADMIN, "backupHourUtc": 1, "gitlabSnapshotRetentionDays": 7},
+        after={"backupHourUtc": 4, "gitlabSnapshotRetentionDays": 30},
+    )
+    assert result.plan.touched("aws:dlm/lifecyclePolicy:LifecyclePolicy") == {"backups-gitlab-data-snapshots": "update"}
+    (before,) = result.before.all("aws:dlm/lifecyclePolicy:LifecyclePolicy")
+    (after,) = result.after.all("aws:dlm/lifecyclePolicy:LifecyclePolicy")
+    schedules = [run.plain_inputs["policyDetails"]["schedules"][0] for run in (before, after)]
+    assert schedules[0]["name"] == schedules[1]["name"] == "daily"
+    assert schedules[0]["retainRule"]["interval"] == 7 and schedules[1]["retainRule"]["interval"] == 30

@@ -128,6 +128,10 @@ REPLACE_ON_CHANGE: dict[str, frozenset[str]] = {
     "gitlab:index/clusterAgent:ClusterAgent": frozenset({ALL}),
     "gitlab:index/clusterAgentToken:ClusterAgentToken": frozenset({ALL}),
     "aws:iam/rolePolicy:RolePolicy": frozenset({"name", "namePrefix", "role"}),
+    # The GitLab volume's snapshot policy (components/backups.py, one schedule): of what it sets, only a
+    # schedule's copy_tags is ForceNew; description, schedule name, times and retention go through
+    # UpdateLifecyclePolicy (terraform-provider-aws internal/service/dlm/lifecycle_policy.go).
+    "aws:dlm/lifecyclePolicy:LifecyclePolicy": frozenset({"policyDetails.schedules[0].copyTags"}),
     # The CI fleet (components/runners.py): any other change to a launch template makes a new version
     # (ec2_launch_template.go), and the group takes everything else through UpdateAutoScalingGroup,
     # with no instance refresh unless one is configured (autoscaling/group.go resourceGroupUpdate).

@@ -139,7 +139,9 @@ log "gitlab-backup create (${kind}${2:+: before the upgrade $2 -> $3})"
 status=0
 # nice/ionice inside the container: GitLab's processes (pg_dump, gitaly-backup, tar) run in its cgroup
 # as children of the container runtime, not of this script, so the unit's Nice= does not reach them.
-docker exec gitlab nice -n 10 ionice -c 2 -n 7 gitlab-backup create >&2 || status=$?
+# ionice -t: an I/O priority the device's scheduler refuses never fails the backup (EBS NVMe's default
+# scheduler ignores priorities; only BFQ honours them), so the priority is a best effort.
+docker exec gitlab nice -n 10 ionice -t -c 2 -n 7 gitlab-backup create >&2 || status=$?
 ((status == 0)) || die "gitlab-backup create failed (exit ${status}; its output is above, and in the journal:" \
   "'journalctl -u gitops-gitlab-backup'); nothing was uploaded"
 new="$(comm -13 <(printf '%s\n' "$before") <(archives) | sed '/^$/d')"

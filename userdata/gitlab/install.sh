@@ -608,9 +608,11 @@ run_release() {
     log "GitLab's configuration is unchanged"
     reload_stale_certificate
   fi
-  release_backup_lock
-
+  # Held until GitLab answers: a new container's reconfigure writes the backup's credentials file
+  # (/opt/gitlab/etc/gitlab-backup/env, in the image layer, not a volume), so a backup let in
+  # earlier would find none.
   wait_for_gitlab 1800
+  release_backup_lock
   ensure_certificate_served
   if [[ -f "$UPGRADE_MARKER" ]]; then
     local status=0
