@@ -131,6 +131,7 @@ class KubeadmCluster(pulumi.ComponentResource):
             subnet_ids=list(args.subnet_ids),
             first_node=master,
             groups={**groups, "control-plane": cp_group.id},
+            ssh=ssh,
             parent=self,
         )
 

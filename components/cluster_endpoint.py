@@ -39,12 +39,16 @@ from components import kubeadm
 from components.cluster_firewall import add_rules, load_balancer_rules
 from components.cluster_nodes import Node
 from components.config import StackConfig
+from components.hosts import SshAccess
+from components.remote import remote_step
 
 RECORD_TTL_SECONDS = 60  # a single A record; the alias of a load balancer takes the load balancer's TTL
 HEALTH_CHECK_INTERVAL_SECONDS = 10
 HEALTHY_THRESHOLD = 2  # a joined node takes traffic 20 s after its API server is ready
 UNHEALTHY_THRESHOLD = 2  # ... and a lost one stops taking new connections 20 s after
+HEALTH_CHECK_TIMEOUT_SECONDS = 5  # under the interval (AWS's HTTPS default for NLBs equals it)
 DEREGISTRATION_DELAY_SECONDS = 30  # a node being removed keeps its open connections this long
+FORWARDING_WAIT_SECONDS = 900  # registration and the first health checks take "a few minutes" (AWS)
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ def api_endpoint(
     subnet_ids: Sequence[pulumi.Input[str]],
     first_node: Node,
     groups: Mapping[str, pulumi.Input[str]],  # "cluster", "gitlab", "control-plane": security group ids
+    ssh: SshAccess,
     parent: pulumi.Resource,
 ) -> ApiEndpoint:
     host = kubeadm.endpoint_host(name)
@@ -100,10 +105,11 @@ def api_endpoint(
         opts=child,
     )
     rule_groups = {**groups, "api-lb": balancer_group.id}
+    firewall: list[pulumi.Resource] = []
     for rules, on_group in load_balancer_rules():
-        add_rules(name, config, rules, on_group=rule_groups[on_group], groups=rule_groups, parent=parent)
+        firewall += add_rules(name, config, rules, on_group=rule_groups[on_group], groups=rule_groups, parent=parent)
     egress = f"{name}-api-lb-to-control-plane"
-    aws.vpc.SecurityGroupEgressRule(
+    egress_rule = aws.vpc.SecurityGroupEgressRule(
         egress,
         security_group_id=balancer_group.id,
         description="Kubernetes API load balancer to the control-plane nodes (traffic and health checks)",
@@ -141,6 +147,7 @@ def api_endpoint(
             path="/readyz",
             matcher="200",
             interval=HEALTH_CHECK_INTERVAL_SECONDS,
+            timeout=HEALTH_CHECK_TIMEOUT_SECONDS,
             healthy_threshold=HEALTHY_THRESHOLD,
             unhealthy_threshold=UNHEALTHY_THRESHOLD,
         ),
@@ -157,6 +164,22 @@ def api_endpoint(
         opts=child,
     )
     first = register(name, targets, first_node, after=[], parent=parent)
+    # On a running cluster (1 -> 3), the name moves only once the load balancer forwards to its API
+    # server; on a new stack the step passes at once (no kubeadm init yet, which waits for the name).
+    forwarding = remote_step(
+        f"{name}-api-through-load-balancer",
+        host=first_node.ssh_host,
+        private_key=ssh.private_key_openssh,
+        script="cluster/api-through-load-balancer.sh",
+        env={
+            "API_HOST": host,
+            "API_PORT": str(kubeadm.API_SERVER_PORT),
+            "LOAD_BALANCER_HOST": balancer.dns_name,
+            "WAIT_SECONDS": str(FORWARDING_WAIT_SECONDS),
+        },
+        triggers=[first_node.instance.id],
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[listener, first, egress_rule, *firewall]),
+    )
     record = aws.route53.Record(
         f"{name}-api-record",
         zone_id=zone.zone_id,
@@ -166,10 +189,14 @@ def api_endpoint(
             aws.route53.RecordAliasArgs(name=balancer.dns_name, zone_id=balancer.zone_id, evaluate_target_health=False)
         ],
         # The name moves to the load balancer once it forwards to the first node.
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[listener, first]),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[listener, first, forwarding]),
     )
     return ApiEndpoint(
-        host, kubeadm.control_plane_endpoint(host), [record, listener, first], targets, balancer_group.id
+        host,
+        kubeadm.control_plane_endpoint(host),
+        [record, listener, first, forwarding, egress_rule, *firewall],
+        targets,
+        balancer_group.id,
     )
 
 

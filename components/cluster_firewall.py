@@ -129,8 +129,9 @@ def add_rules(
     on_group: pulumi.Input[str],
     groups: dict[str, pulumi.Input[str]],
     parent: pulumi.Resource,
-) -> None:
+) -> list[aws.vpc.SecurityGroupIngressRule]:
     """One described ingress rule per spec; a source that names a group references it."""
+    made = []
     for rule in rules:
         rule_name = f"{name}-{rule.suffix}"
         source: dict[str, Any] = (
@@ -138,7 +139,7 @@ def add_rules(
             if rule.source in groups
             else {"cidr_ipv4": rule.source}
         )
-        aws.vpc.SecurityGroupIngressRule(
+        made_rule = aws.vpc.SecurityGroupIngressRule(
             rule_name,
             security_group_id=on_group,
             description=rule.description,
@@ -149,6 +150,8 @@ def add_rules(
             opts=pulumi.ResourceOptions(parent=parent),
             **source,
         )
+        made.append(made_rule)
+    return made
 
 
 def _slug(cidr: str) -> str:

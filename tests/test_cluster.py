@@ -1128,6 +1128,34 @@ def test_three_control_plane_nodes_sit_behind_an_internal_network_load_balancer(
     init = run.named(f"{NAME}-master-init")
     first = run.one("aws:lb/targetGroupAttachment:TargetGroupAttachment", f"{NAME}-master-api-target")
     assert {record.urn, first.urn, run.one("aws:lb/listener:Listener").urn} <= set(init.depends_on)
+    assert health["timeout"] < health["interval"]
+
+
+def test_the_name_moves_to_the_load_balancer_only_once_it_forwards_to_the_first_node(ha_cluster: ProgramRun) -> None:
+    """Registering a target returns before it is healthy: on a running cluster going to three, the record
+    waits for a step on the first node that reaches its API server through the load balancer."""
+    run = ha_cluster
+    forwarding = run.one(COMMAND, f"{NAME}-api-through-load-balancer")
+    env = step_env(forwarding)
+    balancer = run.one("aws:lb/loadBalancer:LoadBalancer")
+    assert (env["API_HOST"], env["API_PORT"], env["LOAD_BALANCER_HOST"]) == (
+        "api.gitops-k8s.internal",
+        "6443",
+        balancer.state["dnsName"],
+    )
+    assert (
+        forwarding.plain_inputs["connection"]["host"]
+        == run.one("aws:ec2/eip:Eip", f"{NAME}-master-eip").state["publicIp"]
+    )
+    lb_group = group_id(run, f"{NAME}-api-lb")
+    firewall = [
+        r.urn
+        for r in run.all(INGRESS) + run.all("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+        if lb_group in (r.plain_inputs["securityGroupId"], r.plain_inputs.get("referencedSecurityGroupId"))
+    ]
+    first = run.one("aws:lb/targetGroupAttachment:TargetGroupAttachment", f"{NAME}-master-api-target")
+    assert {first.urn, run.one("aws:lb/listener:Listener").urn, *firewall} <= set(forwarding.depends_on)
+    assert forwarding.urn in run.one("aws:route53/record:Record").depends_on
 
 
 def test_security_groups_open_exactly_what_three_control_plane_nodes_need(ha_cluster: ProgramRun) -> None:

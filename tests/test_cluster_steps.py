@@ -1310,3 +1310,53 @@ def test_coredns_is_spread_once_when_it_runs_on_a_single_node(host: StubHost) ->
     assert again.returncode == 0, again.stderr
     assert "nothing to do" in again.stderr
     assert not [call for call in host.calls("kubectl") if "rollout" in call]
+
+
+FORWARDING = {
+    "API_HOST": "api.gitops-k8s.internal",
+    "API_PORT": "6443",
+    "LOAD_BALANCER_HOST": "gitops-k8s-api-0123456789.elb.eu-west-3.amazonaws.com",
+    "WAIT_SECONDS": "3",
+}
+
+
+def initialised_first_node(host: StubHost) -> StubHost:
+    """A first node kubeadm init has run on (its admin.conf exists)."""
+    (host.root / "etc/kubernetes").mkdir(parents=True, exist_ok=True)
+    (host.root / "etc/kubernetes/admin.conf").write_text("apiVersion: v1\n")
+    return first_node(host)
+
+
+def test_the_name_waits_until_the_load_balancer_forwards_to_a_ready_api_server(host: StubHost) -> None:
+    initialised_first_node(host)
+    # curl fails twice (target still in its initial health checks), then the API answers through it.
+    host.stub(
+        "curl", 'n=$(cat "$STATE/curls" 2>/dev/null || echo 0); echo $((n + 1)) >"$STATE/curls"; [ "$n" -ge 2 ]\n'
+    )
+    result = host.run("cluster/api-through-load-balancer.sh", FORWARDING)
+    assert result.returncode == 0, result.stderr
+    calls = host.calls("curl")
+    assert len(calls) == 3
+    assert (
+        "--connect-to api.gitops-k8s.internal:6443:gitops-k8s-api-0123456789.elb.eu-west-3.amazonaws.com:6443"
+        in calls[0]
+    )
+    assert "https://api.gitops-k8s.internal:6443/readyz" in calls[0] and "/etc/kubernetes/pki/ca.crt" in calls[0]
+    assert "the name can move to it" in result.stderr
+
+
+def test_the_name_move_fails_bounded_when_the_load_balancer_never_forwards(host: StubHost) -> None:
+    initialised_first_node(host)
+    host.stub("curl", "exit 28\n")
+    result = host.run("cluster/api-through-load-balancer.sh", {**FORWARDING, "WAIT_SECONDS": "0"})
+    assert result.returncode == 1
+    assert "timed out after 0s waiting for the API server through the load balancer" in result.stderr
+    assert "describe-target-health" in result.stderr
+
+
+def test_a_new_cluster_moves_the_name_at_once_since_kubeadm_init_waits_for_it(host: StubHost) -> None:
+    host.stub("curl", "exit 7\n")  # nothing answers yet
+    result = host.run("cluster/api-through-load-balancer.sh", FORWARDING)
+    assert result.returncode == 0, result.stderr
+    assert host.calls("curl") == []
+    assert "kubeadm init has not run on this node yet" in result.stderr

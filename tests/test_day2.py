@@ -555,7 +555,7 @@ def test_going_from_one_control_plane_node_to_three_adds_nodes_and_joins_and_rep
     assert plan.action_of(f"{K8S}-api-record") == "update"
     assert plan.of(f"{K8S}-api-record").keys == ("aliases", "records", "ttl")
     assert plan.touched(INSTANCE) == {f"{K8S}-{name}": "create" for name in MEMBERS}
-    steps = {f"{K8S}-ha-check"} | {
+    steps = {f"{K8S}-ha-check", f"{K8S}-api-through-load-balancer"} | {
         f"{K8S}-{name}-{step}"
         for name in MEMBERS
         for step in ("config", "membership", "join", "upgrade", "certificates", "etcd-backup")
@@ -580,6 +580,12 @@ def test_going_from_one_control_plane_node_to_three_adds_nodes_and_joins_and_rep
     assert plan.position("create", f"{K8S}-master2-join") < plan.position("create", f"{K8S}-master2-api-target")
     assert plan.position("create", f"{K8S}-master-api-target") < plan.position("update", f"{K8S}-api-record")
     assert plan.position("create", f"{K8S}-api-listener") < plan.position("update", f"{K8S}-api-record")
+    # ... and only once a request through it reached the first node's API server (registration
+    # returns before the target is healthy).
+    forwarding = plan.position("create", f"{K8S}-api-through-load-balancer")
+    assert (
+        plan.position("create", f"{K8S}-master-api-target") < forwarding < plan.position("update", f"{K8S}-api-record")
+    )
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
