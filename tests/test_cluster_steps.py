@@ -1327,30 +1327,33 @@ def initialised_first_node(host: StubHost) -> StubHost:
     return first_node(host)
 
 
-def test_the_name_waits_until_the_load_balancer_forwards_to_a_ready_api_server(host: StubHost) -> None:
-    initialised_first_node(host)
-    # curl fails twice (target still in its initial health checks), then the API answers through it.
+NLB_ADDRESSES = 'printf "10.42.0.200 STREAM %s\\n10.42.0.200 DGRAM\\n10.42.1.200 STREAM\\n" "$2"\n'
+
+
+def test_the_name_waits_until_every_load_balancer_address_forwards_to_a_ready_api_server(host: StubHost) -> None:
+    initialised_first_node(host).stub("getent", NLB_ADDRESSES)
+    # The second zone's address forwards only from the third round (its target still in initial checks).
     host.stub(
-        "curl", 'n=$(cat "$STATE/curls" 2>/dev/null || echo 0); echo $((n + 1)) >"$STATE/curls"; [ "$n" -ge 2 ]\n'
+        "curl",
+        'n=$(cat "$STATE/curls" 2>/dev/null || echo 0); echo $((n + 1)) >"$STATE/curls"\n'
+        'case "$*" in *10.42.1.200*) [ "$n" -ge 4 ] ;; esac\n',
     )
     result = host.run("cluster/api-through-load-balancer.sh", FORWARDING)
     assert result.returncode == 0, result.stderr
     calls = host.calls("curl")
-    assert len(calls) == 3
-    assert (
-        "--connect-to api.gitops-k8s.internal:6443:gitops-k8s-api-0123456789.elb.eu-west-3.amazonaws.com:6443"
-        in calls[0]
-    )
+    assert [call.count("10.42.1.200") for call in calls] == [0, 1, 0, 1, 0, 1]  # each address, every round
+    assert "--connect-to api.gitops-k8s.internal:6443:10.42.0.200:6443" in calls[0]
     assert "https://api.gitops-k8s.internal:6443/readyz" in calls[0] and "/etc/kubernetes/pki/ca.crt" in calls[0]
+    assert host.calls("getent")[0] == "getent ahostsv4 gitops-k8s-api-0123456789.elb.eu-west-3.amazonaws.com"
     assert "the name can move to it" in result.stderr
 
 
-def test_the_name_move_fails_bounded_when_the_load_balancer_never_forwards(host: StubHost) -> None:
-    initialised_first_node(host)
-    host.stub("curl", "exit 28\n")
+@pytest.mark.parametrize("getent", ["exit 2\n", NLB_ADDRESSES])
+def test_the_name_move_fails_bounded_when_the_load_balancer_never_forwards(host: StubHost, getent: str) -> None:
+    initialised_first_node(host).stub("getent", getent).stub("curl", "exit 28\n")  # or its name never resolves
     result = host.run("cluster/api-through-load-balancer.sh", {**FORWARDING, "WAIT_SECONDS": "0"})
     assert result.returncode == 1
-    assert "timed out after 0s waiting for the API server through the load balancer" in result.stderr
+    assert "timed out after 0s waiting for the API server through every address of the load balancer" in result.stderr
     assert "describe-target-health" in result.stderr
 
 

@@ -35,12 +35,15 @@ RUNNER_REGISTRATION_TOKEN = "gitlab:index/runner:Runner"
 # installed (its post-install runs `gitlab-runner install` and `gitlab-runner start`:
 # gitlab-runner packaging/root/usr/share/gitlab-runner/post-install), or its service enabled or
 # (re)started. Removing one (`docker rm --force gitlab-runner`, `systemctl disable --now
-# gitlab-runner.service`, `apt-get purge gitlab-runner`) is none of these.
+# gitlab-runner.service`, `apt-get purge gitlab-runner`) is none of these. A script that installs
+# through a wrapper and a package array, as the product's own userdata/runners/install-runner.sh does
+# (`PACKAGES=(gitlab-runner ...)`, `apt_get install ... "${PACKAGES[@]}"`), is found by the array.
 RUNNER_START = re.compile(
     r"\bgitlab-runner\s+(?:register|run|run-single|start|install)\b"
     r"|\bdocker\s+(?:container\s+)?run\b[^\n]*\bgitlab[-/]runner\b"
     r"|^\s*ExecStart=[^\n]*\bgitlab-runner\b"
-    r"|\b(?:apt-get|apt|aptitude)\s+(?:-\S+\s+)*install\b[^\n]*\bgitlab-runner\b"
+    r"|\b(?:apt-get|apt_get|apt|aptitude)\s+(?:-\S+\s+)*install\b[^\n]*\bgitlab-runner\b"
+    r"|^\s*(?:declare\s+-a\s+|local\s+|readonly\s+)?\w+=\([^)\n]*(?<![-\w.])gitlab-runner(?![-\w.])"
     r"|\bdpkg\s+(?:-\S+\s+)*(?:-i|--install)\b[^\n]*\bgitlab-runner"
     r"|\bsystemctl\s+(?:-\S+\s+)*(?:enable|start|restart|try-restart|reload-or-restart)\b[^\n]*\bgitlab-runner\b",
     re.MULTILINE,

@@ -175,6 +175,9 @@ CASES = [
         "systemctl enable --now gitlab-runner",
         "systemctl restart gitlab-runner.service",
         "sudo systemctl --no-block start gitlab-runner",
+        # The product's own install script, with its wrapper and package array, pointed elsewhere.
+        (ROOT / "userdata/runners/install-runner.sh").read_text(),
+        "apt_get install -y gitlab-runner",
     ],
 )
 def test_commands_that_start_a_runner_are_recognised(text: str) -> None:
@@ -191,6 +194,7 @@ def test_commands_that_start_a_runner_are_recognised(text: str) -> None:
         "apt-get purge -y gitlab-runner",
         "systemctl stop gitlab-runner.service",
         "apt-get install -y curl  # the GitLab host's packages",
+        "IMAGES=(gitlab/gitlab-runner-helper registry.example/gitlab-runner.old)",
     ],
 )
 def test_removing_a_runner_is_not_starting_one(text: str) -> None:
