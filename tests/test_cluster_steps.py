@@ -1187,6 +1187,50 @@ def test_admitting_a_replacement_removes_what_its_predecessor_left_behind(host: 
     assert "--endpoints=https://127.0.0.1:2379" in etcdctl
 
 
+def unstarted(members: str, *, instead_of: str, at: str) -> str:
+    """MEMBERS with the line of member `instead_of` replaced by a learner added at `at` and never started."""
+    learner = f"5d3c2b1a09f8e7d6, unstarted, , https://{at}:2380, , true"
+    return "".join(learner + "\n" if f", {instead_of}, " in line else line + "\n" for line in members.splitlines())
+
+
+def member_removals(host: StubHost) -> list[str]:
+    return [call for call in host.calls("crictl") if "member remove" in call]
+
+
+def test_admitting_a_member_removes_a_learner_a_failed_join_left_at_another_address_once(host: StubHost) -> None:
+    """An instance whose join failed before its etcd started, replaced outside Pulumi: etcd admits one learner."""
+    first_node(host, members=unstarted(MEMBERS, instead_of="master2", at="10.42.1.77"), nodes="master\nmaster3\n")
+    result = host.run("cluster/admit-control-plane.sh", ADMIT_CP, libs=MEMBER_LIBS, stdin=TOKEN + "\n")
+    assert result.returncode == 0, result.stderr
+    assert [call.split()[-1] for call in member_removals(host)] == ["5d3c2b1a09f8e7d6"]
+    assert [line.split(", ")[2] for line in host.get("members").splitlines()] == ["master", "master3"]
+    assert "5d3c2b1a09f8e7d6 at https://10.42.1.77:2380 was added but never started" in result.stderr
+    host.clear_calls()
+    again = host.run("cluster/admit-control-plane.sh", ADMIT_CP, libs=MEMBER_LIBS, stdin=TOKEN + "\n")
+    assert again.returncode == 0, again.stderr
+    assert member_removals(host) == []
+
+
+def test_admitting_a_member_keeps_its_own_unstarted_learner_and_every_started_member(host: StubHost) -> None:
+    """kubeadm's join reuses a member at its own peer URL; the others hold etcd's quorum."""
+    members = unstarted(MEMBERS, instead_of="master2", at="10.42.1.20")
+    first_node(host, members=members, nodes="master\nmaster3\n")
+    result = host.run("cluster/admit-control-plane.sh", ADMIT_CP, libs=MEMBER_LIBS, stdin=TOKEN + "\n")
+    assert result.returncode == 0, result.stderr
+    assert member_removals(host) == []
+    assert host.get("members") == members
+
+
+def test_admitting_a_member_never_removes_a_started_member_of_another_name(host: StubHost) -> None:
+    """master3 at an address no Pulumi instance has any more is still a voter: only its own removal takes it."""
+    members = MEMBERS.replace("10.42.2.30", "10.42.2.99")
+    first_node(host, members=members)
+    result = host.run("cluster/admit-control-plane.sh", ADMIT_CP, libs=MEMBER_LIBS, stdin=TOKEN + "\n")
+    assert result.returncode == 0, result.stderr
+    assert member_removals(host) == []
+    assert host.get("members") == members
+
+
 REMOVE_CP = {"NODE_NAME": "master2", "NODE_IP": "10.42.1.20", "DRAIN_TIMEOUT_SECONDS": "600"}
 
 

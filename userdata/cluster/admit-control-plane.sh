@@ -5,6 +5,15 @@
 # same name left behind, never what belongs to this instance:
 # - an etcd member named NODE_NAME with another peer address than https://NODE_IP:2380: kubeadm's
 #   join checks every member (phase check-etcd, CheckLocalEtcdClusterStatus) and a dead one fails it;
+# - an unstarted etcd member (added, never started, so it has no name) with another peer address: a
+#   join that failed half way, at an address no instance will start it from. kubeadm's join adds its
+#   member as a learner (AddMemberAsLearner, cmd/kubeadm/app/util/etcd/etcd.go) and etcd admits one
+#   learner at a time (--max-learners default 1, "too many learner members in cluster":
+#   etcd-io/etcd server/etcdserver/api/membership/cluster_opts.go), so it would fail every join.
+#   Removing it costs no quorum (mayRemoveMember lets a learner go unchecked). One at this node's own
+#   address stays: kubeadm's addMember skips a peer URL that is already a member and the join starts
+#   and promotes that one (kubernetes/kubernetes PR 127491, in every supported release). A started
+#   member without this node's name is never touched;
 # - a Node NODE_NAME with another InternalIP, and its control-plane mirror Pods.
 # The predecessor's own removal (remove-control-plane.sh) normally did this already; this covers one
 # that never ran (an instance terminated outside Pulumi and its state deleted by hand).
@@ -23,9 +32,13 @@ renew_bootstrap_token "$TOKEN_TTL_HOURS" "$TOKEN_GROUP"
 peer="https://${NODE_IP}:2380"
 members="$(etcd_members)"
 while read -r id name url _; do
-  if [[ "$name" == "$NODE_NAME" && "$url" != "$peer" ]]; then
+  [[ "$url" != "$peer" ]] || continue
+  if [[ "$name" == "$NODE_NAME" ]]; then
     log "etcd member ${id} is named ${NODE_NAME} but listens on ${url}: a predecessor's, removing it"
     remove_etcd_member "$id" "$NODE_NAME"
+  elif [[ "$name" == "-" ]]; then
+    log "etcd member ${id} at ${url} was added but never started (a join that failed half way): it would take etcd's one learner place, removing it"
+    remove_etcd_member "$id" "unstarted, ${url}"
   fi
 done <<<"$members"
 
