@@ -9,6 +9,7 @@ is refused before anything changes, and that a failed backup fails the upgrade t
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -51,6 +52,13 @@ case "$1" in
         if [ -f "$STATE/backup-fails" ]; then echo "Dumping PostgreSQL database gitlabhq_production ... failed: pg_dump: error"; exit 1; fi
         echo "Creating backup archive: ${id}_gitlab_backup.tar ... done"
         echo "Backup ${id} is done." ;;
+      "gitlab-backup restore")
+        # Whether another program could take the backup lock while GitLab restores (flock(1) opens its own).
+        if flock --nonblock "$FS_ROOT/var/lib/gitops/backups/gitlab-backup.lock" true; then
+          echo free >"$STATE/lock-during-restore"
+        else
+          echo held >"$STATE/lock-during-restore"
+        fi ;;
     esac ;;
 esac
 """
@@ -272,6 +280,25 @@ def test_restore_puts_secrets_first_then_restores_in_gitlabs_documented_order(gi
         "docker exec gitlab gitlab-rake gitlab:doctor:secrets",
     ]
     assert not (gitlab.host.root / "srv/gitlab/gitops-restore").exists()
+
+
+def test_restore_holds_the_backup_lock_and_waits_for_a_backup_or_install_that_holds_it(gitlab: GitLabHost) -> None:
+    url = uploaded_set(gitlab)
+    lock = gitlab.host.root / "var/lib/gitops/backups/gitlab-backup.lock"
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the daily backup, or install.sh about to restart GitLab
+        result = gitlab.run("backup/gitlab-restore.sh", url, LOCK_WAIT_SECONDS="1")
+    assert result.returncode == 1
+    assert "waiting for a GitLab backup (the daily timer or a pre-upgrade hook) or a pulumi up" in result.stderr
+    assert "still holds" in result.stderr and "nothing was changed" in result.stderr
+    # Refused before it asked anything of GitLab or the bucket.
+    assert gitlab.host.calls("docker", "systemctl", "aws") == []
+    assert "before" in (gitlab.host.root / "srv/gitlab/config/gitlab-secrets.json").read_text()
+    assert not (gitlab.host.root / "srv/gitlab/gitops-restore").exists()
+    # Once released, the restore runs, and holds the lock while gitlab-backup restore runs.
+    result = gitlab.run("backup/gitlab-restore.sh", url)
+    assert result.returncode == 0, result.stderr
+    assert (gitlab.host.state / "lock-during-restore").read_text() == "held\n"
 
 
 def refused(gitlab: GitLabHost, result: subprocess.CompletedProcess[str], message: str) -> None:

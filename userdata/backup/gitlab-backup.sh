@@ -24,7 +24,8 @@
 # while it packs (the parts, then the tar); so the run refuses to start unless the volume has twice the
 # last archive's size (gitlab-last-archive-bytes) plus RESERVE_MIB (default 2048) free: a backup must
 # never fill the volume GitLab runs on. The first run has no size yet and checks the reserve only.
-# One run at a time (flock; install.sh takes the same lock before it restarts GitLab); GitLab itself
+# One run at a time (flock; install.sh takes the same lock before it restarts GitLab, gitlab-restore.sh
+# for its whole run); GitLab itself
 # refuses a second concurrent backup. Before an upgrade GitLab must be running: if it cannot be, an operator
 # creates /etc/gitops/gitlab-upgrade-skip-backup on the host to upgrade without a backup, once.
 # Parameters (env, or BACKUP_ENV, default /etc/gitops/gitlab-backup.env): BACKUP_BUCKET,
@@ -71,7 +72,8 @@ upload() {
 
 mkdir -p "$STATE_DIR"
 exec 9>"${STATE_DIR}/gitlab-backup.lock"
-flock -w 10800 9 || die "another GitLab backup has held ${STATE_DIR}/gitlab-backup.lock for 3 hours"
+flock -w 10800 9 || die "${STATE_DIR}/gitlab-backup.lock has been held for 3 hours (another GitLab backup, a restore," \
+  "or a pulumi up restarting GitLab); no backup was taken"
 
 if [[ "$(docker inspect --format '{{.State.Running}}' gitlab 2>/dev/null)" != true ]]; then
   if [[ "$kind" == pre-upgrade && -f "$SKIP_ONCE" ]]; then
