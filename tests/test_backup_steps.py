@@ -460,7 +460,8 @@ def test_removing_the_step_stops_the_timer_and_removes_its_files_on_its_own_inst
     assert result.returncode == 0, result.stderr
     assert "left in place" in result.stderr and host.calls("systemctl") == []
     assert f"sudo rm -f {env['FILE_PATHS']}" in result.stderr
-    assert f"that includes {backups.GITLAB_UPGRADE_HOOK}, which runs a backup before each GitLab upgrade" in result.stderr
+    hook = backups.GITLAB_UPGRADE_HOOK
+    assert f"that includes {hook}, which runs a backup before each GitLab upgrade" in result.stderr
     assert "sudo touch /etc/gitops/gitlab-upgrade-skip-backup" in result.stderr
     assert all((host.root / path.lstrip("/")).exists() for path in files)
     host.set(instance="i-0old")
