@@ -240,18 +240,49 @@ def test_the_doctor_finds_the_newest_complete_sets_and_flags_missed_runs(
     assert later["etcd-backup"].verdict == "FAIL" and "late" in later["etcd-backup"].message
 
 
+def etcd_set(s3: S3, probe: Path, kind: str, taken: datetime.datetime) -> None:
+    """A complete etcd set taken at ``taken`` (its key's stamp, as etcd-snapshot.sh names it)."""
+    s3.aws("admin", "s3", "cp", str(probe), f"s3://{BUCKET}/etcd/{kind}/master/{taken:%Y%m%dT%H%M%SZ}/SHA256SUMS")
+
+
 def test_the_doctor_fails_a_stack_that_never_completed_a_gitlab_backup_after_its_first_day(
     s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     probe = tmp_path / "file"
     probe.write_text("x")
-    s3.aws("admin", "s3", "cp", str(probe), f"s3://{BUCKET}/etcd/daily/master/20261130T110000Z/SHA256SUMS")
     now = datetime.datetime.now(datetime.UTC)
+    etcd_set(s3, probe, "daily", now)
     # The first etcd set was just taken: a new stack, a warning until its first daily GitLab run.
     assert run_backup_checks(s3, monkeypatch, now)["gitlab-backup"].verdict == "WARN"
     # 31 h later still no GitLab set: every daily run failed.
     old = run_backup_checks(s3, monkeypatch, now + datetime.timedelta(hours=31))["gitlab-backup"]
-    assert old.verdict == "FAIL" and "every daily GitLab backup has failed" in old.message
+    assert old.verdict == "FAIL" and "every daily GitLab backup since has failed" in old.message
+
+
+def test_the_doctor_judges_a_missing_gitlab_backup_by_how_long_backups_have_run_since_turned_back_on(
+    s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probe = tmp_path / "file"
+    probe.write_text("x")
+    now = datetime.datetime.now(datetime.UTC)
+    day = datetime.timedelta(days=1)
+    # Backups were on 60 to 40 days ago (their GitLab sets have expired, the daily etcd sets stay 90
+    # days), then off, and turned on again 2 h ago: the setup step took an etcd snapshot at once.
+    for days_ago in (60, 59, 58, 40):
+        etcd_set(s3, probe, "daily", now - days_ago * day)
+    etcd_set(s3, probe, "frequent", now - datetime.timedelta(hours=2))
+    etcd_set(s3, probe, "daily", now - datetime.timedelta(hours=2))
+    etcd_set(s3, probe, "frequent", now - datetime.timedelta(hours=1))
+    fresh = run_backup_checks(s3, monkeypatch, now)["gitlab-backup"]
+    assert fresh.verdict == "WARN" and "no complete GitLab backup" in fresh.message, fresh
+    # Over a day later, sets without a break since then (the frequent ones in between: not needed,
+    # a day between daily sets is no break), still no GitLab set.
+    for hours in (22, 31):
+        etcd_set(s3, probe, "daily", now + datetime.timedelta(hours=hours))
+    later = run_backup_checks(s3, monkeypatch, now + datetime.timedelta(hours=31))["gitlab-backup"]
+    assert later.verdict == "FAIL", later
+    since = now - datetime.timedelta(hours=2)
+    assert f"without a break since {since:%Y-%m-%d %H:%M} UTC" in later.message
 
 
 def test_the_doctor_says_which_credentials_it_needs_when_listing_is_refused(

@@ -9,6 +9,7 @@ is refused before anything changes, and that a failed backup fails the upgrade t
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -51,6 +52,13 @@ case "$1" in
         if [ -f "$STATE/backup-fails" ]; then echo "Dumping PostgreSQL database gitlabhq_production ... failed: pg_dump: error"; exit 1; fi
         echo "Creating backup archive: ${id}_gitlab_backup.tar ... done"
         echo "Backup ${id} is done." ;;
+      "gitlab-backup restore")
+        # Whether another program could take the backup lock while GitLab restores (flock(1) opens its own).
+        if flock --nonblock "$FS_ROOT/var/lib/gitops/backups/gitlab-backup.lock" true; then
+          echo free >"$STATE/lock-during-restore"
+        else
+          echo held >"$STATE/lock-during-restore"
+        fi ;;
     esac ;;
 esac
 """
@@ -232,6 +240,28 @@ def test_before_an_upgrade_a_stopped_gitlab_fails_unless_the_operator_skips_once
     assert gitlab.run("backup/gitlab-backup.sh").returncode == 1
 
 
+def test_a_refused_pre_upgrade_upload_says_how_to_upgrade_without_a_backup_and_the_skip_works(
+    gitlab: GitLabHost,
+) -> None:
+    # The hook left behind on a host whose backups are off (remove-timer.sh failed closed): GitLab runs,
+    # but the host's role may no longer write to the bucket.
+    gitlab.host.stub("aws", 'echo "upload failed: An error occurred (AccessDenied)" >&2; exit 1\n').stub("sleep", "")
+    result = gitlab.run("backup/gitlab-backup.sh", "pre-upgrade", "19.4.1", "19.5.2")
+    assert result.returncode == 1 and "AccessDenied" in result.stderr
+    assert "before the GitLab upgrade 19.4.1 -> 19.5.2" in result.stderr
+    assert "sudo touch /etc/gitops/gitlab-upgrade-skip-backup" in result.stderr
+    assert not list((gitlab.host.root / "srv/gitlab/data/backups").glob("*.tar"))
+    skip = gitlab.host.root / "etc/gitops/gitlab-upgrade-skip-backup"
+    skip.touch()
+    gitlab.host.clear_calls()
+    result = gitlab.run("backup/gitlab-backup.sh", "pre-upgrade", "19.4.1", "19.5.2")
+    assert result.returncode == 0, result.stderr
+    assert "upgrading GitLab 19.4.1 -> 19.5.2 WITHOUT a backup" in result.stderr and not skip.exists()
+    assert gitlab.host.calls("docker", "aws") == []
+    # Used once: the next upgrade tries its backup again.
+    assert gitlab.run("backup/gitlab-backup.sh", "pre-upgrade", "19.5.2", "19.6.0").returncode == 1
+
+
 def test_the_pre_upgrade_hook_runs_the_backup_and_install_stops_when_it_fails(gitlab: GitLabHost) -> None:
     hook = backups.gitlab_files(BUCKET, "eu-west-3", 3)[backups.GITLAB_UPGRADE_HOOK]["content"]
     assert hook.splitlines()[-1] == 'exec /usr/local/lib/gitops/gitlab-backup pre-upgrade "$@"'
@@ -272,6 +302,25 @@ def test_restore_puts_secrets_first_then_restores_in_gitlabs_documented_order(gi
         "docker exec gitlab gitlab-rake gitlab:doctor:secrets",
     ]
     assert not (gitlab.host.root / "srv/gitlab/gitops-restore").exists()
+
+
+def test_restore_holds_the_backup_lock_and_waits_for_a_backup_or_install_that_holds_it(gitlab: GitLabHost) -> None:
+    url = uploaded_set(gitlab)
+    lock = gitlab.host.root / "var/lib/gitops/backups/gitlab-backup.lock"
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the daily backup, or install.sh about to restart GitLab
+        result = gitlab.run("backup/gitlab-restore.sh", url, LOCK_WAIT_SECONDS="1")
+    assert result.returncode == 1
+    assert "waiting for a GitLab backup (the daily timer or a pre-upgrade hook) or a pulumi up" in result.stderr
+    assert "still holds" in result.stderr and "nothing was changed" in result.stderr
+    # Refused before it asked anything of GitLab or the bucket.
+    assert gitlab.host.calls("docker", "systemctl", "aws") == []
+    assert "before" in (gitlab.host.root / "srv/gitlab/config/gitlab-secrets.json").read_text()
+    assert not (gitlab.host.root / "srv/gitlab/gitops-restore").exists()
+    # Once released, the restore runs, and holds the lock while gitlab-backup restore runs.
+    result = gitlab.run("backup/gitlab-restore.sh", url)
+    assert result.returncode == 0, result.stderr
+    assert (gitlab.host.state / "lock-during-restore").read_text() == "held\n"
 
 
 def refused(gitlab: GitLabHost, result: subprocess.CompletedProcess[str], message: str) -> None:
@@ -404,11 +453,17 @@ def test_removing_the_step_stops_the_timer_and_removes_its_files_on_its_own_inst
     assert result.returncode == 0, result.stderr
     assert "left in place" in result.stderr and host.calls("systemctl") == []
     assert all((host.root / path.lstrip("/")).exists() for path in files)
-    # The metadata service does not answer: fail closed, the timer stays (and the step does not fail).
+    # The metadata service does not answer: fail closed, the timer stays (and the step does not fail),
+    # and the warning says how to remove the timer and its files by hand, the upgrade hook by name.
     host.set(instance="")
     result = host.run("backup/remove-timer.sh", env)
     assert result.returncode == 0, result.stderr
     assert "left in place" in result.stderr and host.calls("systemctl") == []
+    assert f"sudo rm -f {env['FILE_PATHS']}" in result.stderr
+    hook = backups.GITLAB_UPGRADE_HOOK
+    assert f"that includes {hook}, which runs a backup before each GitLab upgrade" in result.stderr
+    assert "sudo touch /etc/gitops/gitlab-upgrade-skip-backup" in result.stderr
+    assert all((host.root / path.lstrip("/")).exists() for path in files)
     host.set(instance="i-0old")
     result = host.run("backup/remove-timer.sh", env)
     assert result.returncode == 0, result.stderr

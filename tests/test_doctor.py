@@ -593,3 +593,16 @@ def test_unreadable_outputs_exit_2_with_the_reason(tmp_path: Path) -> None:
     result = cli("--stack", "nope", env={"PATH": f"{tmp_path}:{os.environ['PATH']}"})
     assert result.returncode == 2
     assert "no stack named 'nope' found" in result.stderr and "pulumi login" in result.stderr
+
+
+def test_backups_count_as_running_since_the_first_set_after_the_last_break() -> None:
+    at = datetime.datetime(2026, 11, 30, 12, tzinfo=datetime.UTC)
+    hour, gap = datetime.timedelta(hours=1), datetime.timedelta(hours=26)
+    # Daily sets a day apart are no break; 40 days without any are (backups were off).
+    times = [at - 40 * 24 * hour, at - 39 * 24 * hour, at - 25 * hour, at - 2 * hour, at]
+    assert doctor.backed_up_since(times, gap) == at - 25 * hour
+    assert doctor.backed_up_since(times[:2], gap) == at - 40 * 24 * hour
+    assert doctor.backed_up_since([], gap) is None
+    # The time an etcd set was taken is its key's stamp; a key without one falls back.
+    assert doctor.snapshot_time("etcd/daily/master/20261130T110000Z", at) == at - hour
+    assert doctor.snapshot_time("etcd/daily/master/unnamed", at) == at

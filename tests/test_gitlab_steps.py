@@ -357,7 +357,7 @@ def test_a_restart_waits_for_a_running_gitlab_backup_and_gives_up_without_restar
         fcntl.flock(held, fcntl.LOCK_EX)  # the daily backup is running gitlab-backup create
         result = install(host, GITLAB_OMNIBUS_CONFIG=changed, BACKUP_LOCK_WAIT_SECONDS="1")
     assert result.returncode == 1
-    assert "a GitLab backup is running" in result.stderr and "GitLab was not restarted" in result.stderr
+    assert "a GitLab backup or restore is running" in result.stderr and "GitLab was not restarted" in result.stderr
     assert restarts(host.calls()) == []
     # Nothing changed either: the re-run still sees the change and restarts.
     assert (host.root / "etc/gitops/gitlab-omnibus.rb").read_text() != changed

@@ -633,6 +633,30 @@ def _complete_sets(ctx: Context, prefix: str) -> list[tuple[str, datetime.dateti
     ]
 
 
+def snapshot_time(key: str, fallback: datetime.datetime) -> datetime.datetime:
+    """When an etcd set was taken: the UTC stamp ending its key (etcd/<kind>/<node>/<YYYYmmddTHHMMSSZ>,
+    userdata/backup/etcd-snapshot.sh), else ``fallback`` (its upload time)."""
+    try:
+        return datetime.datetime.strptime(key.rsplit("/", 1)[-1], "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC)
+    except ValueError:
+        return fallback
+
+
+def backed_up_since(times: Sequence[datetime.datetime], max_gap: datetime.timedelta) -> datetime.datetime | None:
+    """The first of the newest run of ``times`` with no gap over ``max_gap`` between neighbours: since
+    when backups have run without a break. Sets from before backups were turned off and on again
+    (daily etcd sets stay 90 days) are behind a longer gap, so they do not count."""
+    ordered = sorted(times, reverse=True)
+    if not ordered:
+        return None
+    start = ordered[0]
+    for earlier in ordered[1:]:
+        if start - earlier > max_gap:
+            break
+        start = earlier
+    return start
+
+
 def _age(ctx: Context, when: datetime.datetime) -> str:
     minutes = int((ctx.now - when).total_seconds() // 60)
     return f"{minutes // 60} h {minutes % 60} min ago" if minutes >= 60 else f"{max(minutes, 0)} min ago"
@@ -651,13 +675,16 @@ def check_gitlab_backup(ctx: Context) -> Result:
     )
     if not sets:
         # A new stack has none until the first daily run (backupHourUtc); an old one has missed them all.
-        # Its age: the oldest etcd set (the first `pulumi up` takes one; daily ones stay 90 days).
-        etcd_sets = _complete_sets(ctx, "etcd/")
-        first = min((when for _, when in etcd_sets), default=None)
+        # How long backups have been on: the etcd sets without a break up to the newest (turning backups
+        # on takes one at once). Between neighbouring sets of a running stack: at most a snapshot
+        # interval, or a day and an interval between the daily sets once the frequent ones expired.
+        interval = datetime.timedelta(minutes=int(ctx.outputs["etcdSnapshotIntervalMinutes"]))
+        max_gap = datetime.timedelta(days=1) + 2 * interval + ETCD_SNAPSHOT_SLACK
+        first = backed_up_since([snapshot_time(key, when) for key, when in _complete_sets(ctx, "etcd/")], max_gap)
         if first is not None and ctx.now - first > GITLAB_BACKUP_MAX_AGE:
             return failed(
-                f"no complete GitLab backup in s3://{bucket}/gitlab/, though the stack has backed etcd up since "
-                f"{first:%Y-%m-%d %H:%M} UTC ({_age(ctx, first)}): every daily GitLab backup has failed",
+                f"no complete GitLab backup in s3://{bucket}/gitlab/, though etcd has been backed up without a break "
+                f"since {first:%Y-%m-%d %H:%M} UTC ({_age(ctx, first)}): every daily GitLab backup since has failed",
                 fix,
             )
         return warned(f"no complete GitLab backup in s3://{bucket}/gitlab/ yet", fix)

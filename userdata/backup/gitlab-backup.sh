@@ -24,9 +24,12 @@
 # while it packs (the parts, then the tar); so the run refuses to start unless the volume has twice the
 # last archive's size (gitlab-last-archive-bytes) plus RESERVE_MIB (default 2048) free: a backup must
 # never fill the volume GitLab runs on. The first run has no size yet and checks the reserve only.
-# One run at a time (flock; install.sh takes the same lock before it restarts GitLab); GitLab itself
-# refuses a second concurrent backup. Before an upgrade GitLab must be running: if it cannot be, an operator
-# creates /etc/gitops/gitlab-upgrade-skip-backup on the host to upgrade without a backup, once.
+# One run at a time (flock; install.sh takes the same lock before it restarts GitLab, gitlab-restore.sh
+# for its whole run); GitLab itself
+# refuses a second concurrent backup. A pre-upgrade backup that cannot be taken (GitLab not running, an upload
+# refused: the hook left behind on a host whose backups are off, remove-timer.sh) fails the upgrade; an
+# operator who wants to upgrade without it creates /etc/gitops/gitlab-upgrade-skip-backup on the host:
+# the next pre-upgrade run removes it and takes no backup, whether GitLab runs or not.
 # Parameters (env, or BACKUP_ENV, default /etc/gitops/gitlab-backup.env): BACKUP_BUCKET,
 #   AWS_DEFAULT_REGION; RESERVE_MIB (optional); S3_ENDPOINT_URL (tests). FS_ROOT: tests only.
 # Runs with userdata/lib/common.sh in front (components/backups.py installs both as one program).
@@ -36,8 +39,6 @@ if [[ -f "$BACKUP_ENV" ]]; then
   # shellcheck source=/dev/null
   source "$BACKUP_ENV"
 fi
-require_env BACKUP_BUCKET AWS_DEFAULT_REGION
-export AWS_DEFAULT_REGION
 kind="${1:-daily}"
 case "$kind" in
   daily) ;;
@@ -45,12 +46,31 @@ case "$kind" in
   *) die "unknown backup kind '${kind}': daily or pre-upgrade" ;;
 esac
 ROOT="${FS_ROOT:-}"
+SKIP_ONCE="${ROOT}/etc/gitops/gitlab-upgrade-skip-backup"
+# Checked first: the operator's way past a backup that cannot be taken, whatever the reason.
+if [[ "$kind" == pre-upgrade && -f "$SKIP_ONCE" ]]; then
+  rm -f "$SKIP_ONCE"
+  log "WARNING: upgrading GitLab $2 -> $3 WITHOUT a backup, as ${SKIP_ONCE#"$ROOT"} asked (now removed)"
+  exit 0
+fi
+# A failed pre-upgrade backup stops the upgrade: say how to go on without one.
+# skip_hint STATUS (also called by cleanup, which replaces this trap)
+skip_hint() {
+  [[ "$kind" == pre-upgrade && "$1" != 0 ]] || return 0
+  log "this backup runs before the GitLab upgrade ${upgrade}, which stops when it fails. Fix the cause and run" \
+    "pulumi up again; or, to upgrade without a backup, run 'sudo touch ${SKIP_ONCE#"$ROOT"}' on this host and" \
+    "pulumi up again (used once)"
+}
+upgrade="${2:-} -> ${3:-}"
+trap 'skip_hint $?' EXIT
+
+require_env BACKUP_BUCKET AWS_DEFAULT_REGION
+export AWS_DEFAULT_REGION
 MOUNT="${ROOT}/srv/gitlab"
 # gitlab_rails['backup_path'] default /var/opt/gitlab/backups, the data volume's data/ on the host.
 ARCHIVES="${MOUNT}/data/backups"
 STAGING="${MOUNT}/gitops-backup" # root only, outside the container's mounts
 STATE_DIR="${ROOT}/var/lib/gitops/backups"
-SKIP_ONCE="${ROOT}/etc/gitops/gitlab-upgrade-skip-backup"
 
 aws_s3() {
   local endpoint=()
@@ -71,17 +91,11 @@ upload() {
 
 mkdir -p "$STATE_DIR"
 exec 9>"${STATE_DIR}/gitlab-backup.lock"
-flock -w 10800 9 || die "another GitLab backup has held ${STATE_DIR}/gitlab-backup.lock for 3 hours"
+flock -w 10800 9 || die "${STATE_DIR}/gitlab-backup.lock has been held for 3 hours (another GitLab backup, a restore," \
+  "or a pulumi up restarting GitLab); no backup was taken"
 
 if [[ "$(docker inspect --format '{{.State.Running}}' gitlab 2>/dev/null)" != true ]]; then
-  if [[ "$kind" == pre-upgrade && -f "$SKIP_ONCE" ]]; then
-    rm -f "$SKIP_ONCE"
-    log "WARNING: GitLab is not running: upgrading $2 -> $3 WITHOUT a backup, as ${SKIP_ONCE#"$ROOT"} asked (now removed)"
-    exit 0
-  fi
-  why="GitLab is not running on this host (docker inspect gitlab): no backup can be taken"
-  [[ "$kind" == pre-upgrade ]] && why+=". Start it, or, to upgrade without a backup, run 'sudo touch ${SKIP_ONCE#"$ROOT"}' and pulumi up again (used once)"
-  die "$why"
+  die "GitLab is not running on this host (docker inspect gitlab): no backup can be taken"
 fi
 
 archives() { find "$ARCHIVES" -maxdepth 1 -name '*_gitlab_backup.tar' -printf '%f\n' 2>/dev/null | sort; }
@@ -105,6 +119,7 @@ fi
 # On any failure from here on: remove what this run left (a packed archive, the staging directory).
 cleanup() {
   local status=$? name
+  skip_hint "$status"
   rm -rf "$STAGING"
   if ((status != 0)); then
     while IFS= read -r name; do

@@ -14,8 +14,14 @@
 # restarted; `gitlab-rake gitlab:check SANITIZE=true` and `gitlab:doctor:secrets` reported. The rest
 # of the set's configuration (gitlab.rb, TLS, SSH host keys, /etc/gitops) is not written back: Pulumi
 # owns it and the install step puts it in place; the script says when the backup's differs.
+# The whole run holds /var/lib/gitops/backups/gitlab-backup.lock, the lock the daily backup
+# (gitlab-backup.sh) and a pulumi up's install step (userdata/gitlab/install.sh, before it rewrites
+# GitLab's files and restarts it) take: neither may run during a restore that lasts hours. While one
+# of them holds it, the restore waits (LOCK_WAIT_SECONDS, default 3600, with a heartbeat) and then
+# fails before it changes or downloads anything.
 # Parameters (env, or BACKUP_ENV, default /etc/gitops/gitlab-backup.env): BACKUP_BUCKET and
-#   AWS_DEFAULT_REGION for a set in the bucket; S3_ENDPOINT_URL (tests), WAIT_SECONDS (900). FS_ROOT: tests only.
+#   AWS_DEFAULT_REGION for a set in the bucket; S3_ENDPOINT_URL (tests), WAIT_SECONDS (900),
+#   LOCK_WAIT_SECONDS (3600). FS_ROOT: tests only.
 set -euo pipefail
 BACKUP_ENV="${BACKUP_ENV:-/etc/gitops/gitlab-backup.env}"
 if [[ -f "$BACKUP_ENV" ]]; then
@@ -38,6 +44,8 @@ aws_s3() {
 }
 
 # ---- 1. checks: nothing changes until they pass -------------------------------------------------
+hold_lock "${ROOT}/var/lib/gitops/backups/gitlab-backup.lock" \
+  "a GitLab backup (the daily timer or a pre-upgrade hook) or a pulumi up restarting GitLab"
 id="${set_ref##*/}"
 [[ "$id" =~ ^[0-9]+_[0-9]{4}_[0-9]{2}_[0-9]{2}_[0-9]+\.[0-9]+\.[0-9]+ ]] ||
   die "'${set_ref}' does not end with a GitLab backup id (<unix time>_<YYYY_MM_DD>_<version>). Nothing was changed."

@@ -85,7 +85,8 @@ UPGRADE_MARKER="$MOUNT/.gitops-upgrade-in-progress"
 # The hook run before GitLab is stopped for an upgrade (with the old and new versions): with backups
 # on, components/backups.py installs it to take a GitLab backup first (userdata/backup/gitlab-backup.sh).
 PRE_UPGRADE_HOOK="$GITOPS_DIR/hooks/pre-gitlab-upgrade"
-# Held by userdata/backup/gitlab-backup.sh while it runs: a restart would kill its gitlab-backup create.
+# Held by userdata/backup/gitlab-backup.sh while it runs (a restart would kill its gitlab-backup create)
+# and by userdata/backup/gitlab-restore.sh (an operator's restore, which restarts GitLab itself).
 BACKUP_LOCK="${HOST_ROOT}/var/lib/gitops/backups/gitlab-backup.lock"
 # Created by an operator (by hand, on the host) to upgrade although the running version's background
 # migrations cannot be checked (it cannot start); used by one upgrade, then removed.
@@ -353,11 +354,12 @@ take_backup_lock() {
   install -d -m 0755 "$(dirname "$BACKUP_LOCK")"
   exec {BACKUP_LOCK_FD}>"$BACKUP_LOCK"
   flock --nonblock "$BACKUP_LOCK_FD" && return 0
-  log "a GitLab backup is running: waiting for it before GitLab's files change and it restarts"
-  with_heartbeat "waiting for the GitLab backup (lock ${BACKUP_LOCK})" \
+  log "a GitLab backup or restore is running: waiting for it before GitLab's files change and it restarts"
+  with_heartbeat "waiting for the GitLab backup or restore (lock ${BACKUP_LOCK})" \
     flock --wait "${BACKUP_LOCK_WAIT_SECONDS:-10800}" "$BACKUP_LOCK_FD" ||
-    die "a GitLab backup still holds ${BACKUP_LOCK} after ${BACKUP_LOCK_WAIT_SECONDS:-10800}s; nothing was changed" \
-      "and GitLab was not restarted (journalctl -u gitops-gitlab-backup). Run pulumi up again once it has finished"
+    die "a GitLab backup or restore still holds ${BACKUP_LOCK} after ${BACKUP_LOCK_WAIT_SECONDS:-10800}s; nothing was" \
+      "changed and GitLab was not restarted (journalctl -u gitops-gitlab-backup; a restore runs in an operator's" \
+      "shell: pgrep -af gitlab-restore). Run pulumi up again once it has finished"
 }
 release_backup_lock() { exec {BACKUP_LOCK_FD}>&-; }
 
