@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -235,9 +236,15 @@ def test_before_an_upgrade_a_stopped_gitlab_fails_unless_the_operator_skips_once
     result = gitlab.run("backup/gitlab-backup.sh", "pre-upgrade", "19.4.1", "19.5.2")
     assert result.returncode == 0, result.stderr
     assert "WITHOUT a backup" in result.stderr and not skip.exists()
-    # The daily timer never skips.
+    # The daily timer never skips, and leaves the file to the upgrade it was made for.
     skip.touch()
     assert gitlab.run("backup/gitlab-backup.sh").returncode == 1
+    assert skip.exists()
+    # A file over a day old (an earlier upgrade that stopped before its hook) skips nothing: removed.
+    old = time.time() - 25 * 3600
+    os.utime(skip, (old, old))
+    result = gitlab.run("backup/gitlab-backup.sh", "pre-upgrade", "19.4.1", "19.5.2")
+    assert result.returncode == 1 and "over a day old" in result.stderr and not skip.exists()
 
 
 def test_a_refused_pre_upgrade_upload_says_how_to_upgrade_without_a_backup_and_the_skip_works(

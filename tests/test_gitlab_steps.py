@@ -640,7 +640,11 @@ def test_the_pre_upgrade_hook_runs_with_both_versions_before_gitlab_stops(host: 
     volume_ran(host, "19.2.4")
     hook = host.root / "etc/gitops/hooks/pre-gitlab-upgrade"
     hook.parent.mkdir(parents=True)
-    hook.write_text(f'#!/bin/sh\necho "hook $*" >>"{host.calls_file}"\n')
+    # The hook's backup takes the backup lock itself: install.sh must not hold it yet (a 3-hour stall).
+    lock = host.root / "var/lib/gitops/backups/gitlab-backup.lock"
+    hook.write_text(
+        f'#!/bin/sh\nmkdir -p "{lock.parent}"\nflock --nonblock "{lock}" true && echo "hook $*" >>"{host.calls_file}"\n'
+    )
     hook.chmod(0o755)
     host.clear_calls()
     assert install(host, tag="19.4.1-ce.0").returncode == 0

@@ -47,11 +47,18 @@ case "$kind" in
 esac
 ROOT="${FS_ROOT:-}"
 SKIP_ONCE="${ROOT}/etc/gitops/gitlab-upgrade-skip-backup"
-# Checked first: the operator's way past a backup that cannot be taken, whatever the reason.
+SKIP_MAX_AGE_MINUTES=1440
+# Checked first: the operator's way past a backup that cannot be taken, whatever the reason. Only a
+# file made for this upgrade counts: one left by an upgrade that stopped earlier (and was rolled
+# back) must not skip the backup of another, months later.
 if [[ "$kind" == pre-upgrade && -f "$SKIP_ONCE" ]]; then
+  if [[ -z "$(find "$SKIP_ONCE" -mmin "+${SKIP_MAX_AGE_MINUTES}")" ]]; then
+    rm -f "$SKIP_ONCE"
+    log "WARNING: upgrading GitLab $2 -> $3 WITHOUT a backup, as ${SKIP_ONCE#"$ROOT"} asked (now removed)"
+    exit 0
+  fi
   rm -f "$SKIP_ONCE"
-  log "WARNING: upgrading GitLab $2 -> $3 WITHOUT a backup, as ${SKIP_ONCE#"$ROOT"} asked (now removed)"
-  exit 0
+  log "WARNING: ${SKIP_ONCE#"$ROOT"} is over a day old (left by an earlier upgrade): removed; taking the backup"
 fi
 # A failed pre-upgrade backup stops the upgrade: say how to go on without one.
 # skip_hint STATUS (also called by cleanup, which replaces this trap)
