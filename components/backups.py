@@ -42,6 +42,15 @@ from components.hosts import SshAccess
 from components.remote import remote_step, step_script
 
 LIB = "/usr/local/lib/gitops"
+# The backup programs' own library (after userdata/lib/common.sh): their S3 calls.
+BACKUP_LIBS = ("backup/s3.sh",)
+
+
+def backup_program(script: str) -> str:
+    """A backup program as installed on a host and as run by a step: common.sh, BACKUP_LIBS, the script."""
+    return step_script(script, BACKUP_LIBS)
+
+
 GITLAB_UNIT = "gitops-gitlab-backup"
 ETCD_UNIT = "gitops-etcd-backup"
 GITLAB_ENV = "/etc/gitops/gitlab-backup.env"
@@ -90,8 +99,8 @@ def gitlab_files(bucket: str, region: str, hour_utc: int) -> dict[str, dict[str,
         timeout="6h",
     )
     return {
-        f"{LIB}/gitlab-backup": {"mode": "0755", "content": step_script("backup/gitlab-backup.sh")},
-        f"{LIB}/gitlab-restore": {"mode": "0755", "content": step_script("backup/gitlab-restore.sh")},
+        f"{LIB}/gitlab-backup": {"mode": "0755", "content": backup_program("backup/gitlab-backup.sh")},
+        f"{LIB}/gitlab-restore": {"mode": "0755", "content": backup_program("backup/gitlab-restore.sh")},
         GITLAB_UPGRADE_HOOK: {
             "mode": "0755",
             "content": f'#!/bin/sh\n# Installed by Pulumi (components/backups.py): a backup before each GitLab upgrade hop.\nexec {LIB}/gitlab-backup pre-upgrade "$@"\n',
@@ -112,8 +121,8 @@ def etcd_files(bucket: str, region: str, node_name: str, interval_minutes: int) 
     )
     values = {"BACKUP_BUCKET": bucket, "AWS_DEFAULT_REGION": region, "NODE_NAME": node_name}
     return {
-        f"{LIB}/etcd-backup": {"mode": "0755", "content": step_script("backup/etcd-snapshot.sh")},
-        f"{LIB}/etcd-restore": {"mode": "0755", "content": step_script("backup/etcd-restore.sh")},
+        f"{LIB}/etcd-backup": {"mode": "0755", "content": backup_program("backup/etcd-snapshot.sh")},
+        f"{LIB}/etcd-restore": {"mode": "0755", "content": backup_program("backup/etcd-restore.sh")},
         ETCD_ENV: {"mode": "0644", "content": env_text(values)},
         **{f"/etc/systemd/system/{unit}": {"mode": "0644", "content": text} for unit, text in units.items()},
     }
@@ -395,6 +404,7 @@ class Backups(pulumi.ComponentResource):
             host=context.control_plane.ssh_host,
             private_key=context.ssh.private_key_openssh,
             script="backup/etcd-snapshot.sh",
+            libs=BACKUP_LIBS,
             env={"SNAPSHOT_KIND": "pre-upgrade"},
             triggers=[
                 context.control_plane.instance.id,

@@ -24,6 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from components.backups import backup_program
+from tests.stub_host import StubHost
+
 ROOT = Path(__file__).resolve().parent.parent
 ETCD_DIR = ROOT / "build/ci/etcd/usr/bin"
 
@@ -212,3 +215,34 @@ class MotoServer:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=20)
+
+
+BUCKET = "gitops-backups-test"
+
+
+def run_backup_program(
+    host: StubHost, work: Path, script: str, args: tuple[str, ...], env: dict[str, str], *, timeout: int = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run a backup program as a host gets it (components/backups.py backup_program), stubs first on PATH."""
+    program = work / script.replace("/", "-")
+    program.write_text(backup_program(script))
+    return subprocess.run(
+        ["bash", str(program), *args],
+        env={
+            **os.environ,
+            "PATH": f"{host.bin}:{os.environ['PATH']}",
+            "STEP_NAME": script,
+            "FS_ROOT": str(host.root),
+            "STATE": str(host.state),
+            "CALLS": str(host.calls_file),
+            "POLL_SECONDS": "0",
+            "BACKUP_ENV": str(work / "no-env-file"),
+            "BACKUP_BUCKET": BUCKET,
+            "AWS_DEFAULT_REGION": "eu-west-3",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -21,11 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from components.remote import step_script
-from tests.backup_support import AWS_STUB, CRICTL_STUB, EtcdServer, etcd_bin, make_pki
+from tests.backup_support import AWS_STUB, BUCKET, CRICTL_STUB, EtcdServer, etcd_bin, make_pki, run_backup_program
 from tests.stub_host import StubHost
-
-BUCKET = "gitops-backups-test"
 
 
 class Node:
@@ -54,31 +50,19 @@ class Node:
         )
 
     def run(self, script: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        program = self.tmp / script.replace("/", "-")
-        program.write_text(step_script(script))
-        return subprocess.run(
-            ["bash", str(program), *args],
-            env={
-                **os.environ,
-                "PATH": f"{self.host.bin}:{os.environ['PATH']}",
-                "STEP_NAME": script,
-                "FS_ROOT": str(self.host.root),
-                "STATE": str(self.host.state),
-                "CALLS": str(self.host.calls_file),
-                "POLL_SECONDS": "0",
+        return run_backup_program(
+            self.host,
+            self.tmp,
+            script,
+            args,
+            {
                 "ETCD_BIN_DIR": str(self.bin_dir),
-                "BACKUP_ENV": str(self.tmp / "no-env-file"),
-                "BACKUP_BUCKET": BUCKET,
-                "AWS_DEFAULT_REGION": "eu-west-3",
                 "NODE_NAME": "master",
                 "ETCD_DATA_DIR": str(self.data_dir),
                 "ETCD_PKI_DIR": str(self.pki),
                 "ETCD_ENDPOINT": self.etcd.endpoint,
                 **env,
             },
-            capture_output=True,
-            text=True,
-            check=False,
             timeout=180,
         )
 

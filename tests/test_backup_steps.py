@@ -20,11 +20,9 @@ from pathlib import Path
 import pytest
 
 from components import backups
-from components.remote import step_script
-from tests.backup_support import AWS_STUB
+from tests.backup_support import AWS_STUB, BUCKET, run_backup_program
 from tests.stub_host import StubHost
 
-BUCKET = "gitops-backups-test"
 BACKUP_ID = "1764460800_2026_11_30_19.4.1"
 
 DOCKER = r"""
@@ -91,28 +89,7 @@ class GitLabHost:
         (root / "etc/gitops/gitlab.env").write_text("GITLAB_IMAGE=gitlab/gitlab-ce:19.4.1-ce.0\n")
 
     def run(self, script: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        program = self.tmp / script.replace("/", "-")
-        program.write_text(step_script(script))
-        return subprocess.run(
-            ["bash", str(program), *args],
-            env={
-                **os.environ,
-                "PATH": f"{self.host.bin}:{os.environ['PATH']}",
-                "STEP_NAME": script,
-                "FS_ROOT": str(self.host.root),
-                "STATE": str(self.host.state),
-                "CALLS": str(self.host.calls_file),
-                "POLL_SECONDS": "0",
-                "BACKUP_ENV": str(self.tmp / "no-env-file"),
-                "BACKUP_BUCKET": BUCKET,
-                "AWS_DEFAULT_REGION": "eu-west-3",
-                **env,
-            },
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
+        return run_backup_program(self.host, self.tmp, script, args, {**env})
 
     def bucket(self) -> Path:
         return self.host.state / "s3" / BUCKET

@@ -40,12 +40,6 @@ stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 WORK="${DATA_DIR}/gitops-restore"
 export KUBECONFIG=/etc/kubernetes/admin.conf
 
-aws_s3() {
-  local endpoint=()
-  [[ -z "${S3_ENDPOINT_URL:-}" ]] || endpoint=(--endpoint-url "$S3_ENDPOINT_URL")
-  aws "${endpoint[@]}" "$@"
-}
-
 # ---- 1. the set, checked -------------------------------------------------------------------------
 if compgen -G "${PARKED}/*.yaml" >/dev/null; then
   die "${PARKED} holds parked manifests from an earlier run: move them back to ${MANIFESTS} (or finish that restore) first"

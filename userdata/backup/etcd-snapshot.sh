@@ -39,23 +39,6 @@ STATE_DIR="${ROOT}/var/lib/gitops/backups"
 # Inside the data directory: the only host path the etcd container writes. Emptied by every run.
 WORK="${DATA_DIR}/gitops-backup"
 
-aws_s3() {
-  local endpoint=()
-  [[ -z "${S3_ENDPOINT_URL:-}" ]] || endpoint=(--endpoint-url "$S3_ENDPOINT_URL")
-  aws "${endpoint[@]}" "$@"
-}
-
-# upload FILE URL [aws s3 cp options]: three attempts (a network blip; a role policy made seconds ago).
-upload() {
-  local file="$1" url="$2" attempt
-  shift 2
-  for attempt in 1 2 3; do
-    aws_s3 s3 cp "$file" "$url" --only-show-errors "$@" >&2 && return 0
-    ((attempt == 3)) || sleep $((attempt * 10))
-  done
-  die "upload to ${url} failed (3 attempts)"
-}
-
 mkdir -p "$STATE_DIR"
 exec 9>"$STATE_DIR/etcd-backup.lock"
 flock -w 900 9 || die "another etcd backup has held ${STATE_DIR}/etcd-backup.lock for 15 minutes"

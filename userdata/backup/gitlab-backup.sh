@@ -79,23 +79,6 @@ ARCHIVES="${MOUNT}/data/backups"
 STAGING="${MOUNT}/gitops-backup" # root only, outside the container's mounts
 STATE_DIR="${ROOT}/var/lib/gitops/backups"
 
-aws_s3() {
-  local endpoint=()
-  [[ -z "${S3_ENDPOINT_URL:-}" ]] || endpoint=(--endpoint-url "$S3_ENDPOINT_URL")
-  aws "${endpoint[@]}" "$@"
-}
-
-# upload FILE URL [aws s3 cp options]: three attempts (a network blip; a role policy made seconds ago).
-upload() {
-  local file="$1" url="$2" attempt
-  shift 2
-  for attempt in 1 2 3; do
-    aws_s3 s3 cp "$file" "$url" --only-show-errors "$@" >&2 && return 0
-    ((attempt == 3)) || sleep $((attempt * 10))
-  done
-  die "upload to ${url} failed (3 attempts)"
-}
-
 mkdir -p "$STATE_DIR"
 exec 9>"${STATE_DIR}/gitlab-backup.lock"
 flock -w 10800 9 || die "${STATE_DIR}/gitlab-backup.lock has been held for 3 hours (another GitLab backup, a restore," \

@@ -37,12 +37,6 @@ VERSION_FILE="${MOUNT}/data/gitlab-rails/VERSION"
 WAIT="${WAIT_SECONDS:-900}"
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 
-aws_s3() {
-  local endpoint=()
-  [[ -z "${S3_ENDPOINT_URL:-}" ]] || endpoint=(--endpoint-url "$S3_ENDPOINT_URL")
-  aws "${endpoint[@]}" "$@"
-}
-
 # ---- 1. checks: nothing changes until they pass -------------------------------------------------
 hold_lock "${ROOT}/var/lib/gitops/backups/gitlab-backup.lock" \
   "a GitLab backup (the daily timer or a pre-upgrade hook) or a pulumi up restarting GitLab"
